@@ -1,0 +1,369 @@
+"""The `render-rotator` command line: each command is a thin shell over one library call.
+
+Errors become one clear line on stderr and an exit code: 0 done or nothing due, 1 failed,
+2 usage or configuration error, 3 verification mismatch. With `--json`, stdout carries
+exactly one JSON object (also on failure) and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from render_rotator import __version__
+from render_rotator.errors import RenderRotatorError, UsageError
+from render_rotator.logs import register_secret, scrub, setup_logging
+from render_rotator.postgres.url import PgURL
+
+log = logging.getLogger("render_rotator")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISMATCH = 0, 1, 2, 3
+
+
+class Output:
+    """Where a command's result goes: one JSON object, or lines for a person."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def result(self, data: dict[str, Any], lines: list[str]) -> None:
+        if self.as_json:
+            click.echo(scrub(json.dumps(data, indent=2, default=str)))
+        else:
+            for line in lines:
+                click.echo(scrub(line))
+
+    def error(self, exc: BaseException, exit_code: int) -> None:
+        message = scrub(str(exc))
+        click.echo(f"error: {message}", err=True)
+        if self.as_json:
+            payload = {"ok": False, "exit_code": exit_code, "error": message}
+            differences = getattr(exc, "differences", None)
+            if differences:
+                payload["differences"] = differences
+            click.echo(json.dumps(payload, indent=2))
+
+
+def handle_errors(func: F) -> F:
+    """Turn our exceptions into one line + the contract's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = Output(bool(kwargs.get("as_json")))
+        try:
+            return func(*args, **kwargs)
+        except RenderRotatorError as exc:
+            out.error(exc, exc.exit_code)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def json_option(func: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else."
+    )(func)
+
+
+def timeout_options(func: F) -> F:
+    func = click.option(
+        "--command-timeout",
+        type=click.FloatRange(min=1),
+        default=600,
+        show_default=True,
+        help="Seconds any pg_dump/pg_restore/SQL statement may run before it is stopped.",
+    )(func)
+    func = click.option(
+        "--connect-timeout",
+        type=click.FloatRange(min=1),
+        default=30,
+        show_default=True,
+        help="Seconds to keep trying to connect (transient failures are retried).",
+    )(func)
+    func = click.option(
+        "--pg-bin",
+        type=click.Path(file_okay=False),
+        envvar="RENDER_ROTATOR_PG_BIN",
+        help="Directory holding pg_dump/pg_restore (default: the newest found). "
+        "Env: RENDER_ROTATOR_PG_BIN.",
+    )(func)
+    return func
+
+
+def url_argument(name: str, envvar: str) -> Callable[[F], F]:
+    """A URL argument that may come from an env var, keeping the password off argv."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = PgURL.parse(value)
+        except RenderRotatorError as exc:
+            raise click.BadParameter(str(exc)) from None
+        register_secret(parsed.password)
+        if parsed.password and value in sys.argv[1:]:
+            log.warning(
+                "the %s password is on the command line, visible to other local users; "
+                "set %s instead",
+                param.human_readable_name,
+                envvar,
+            )
+        return value
+
+    return click.argument(name, envvar=envvar, callback=callback)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="render-rotator")
+@click.option("-v", "--verbose", count=True, help="More detail (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Rotate Render's expiring free PostgreSQL databases without losing a row.
+
+    URLs with passwords can be given through the environment (RENDER_ROTATOR_SOURCE_URL,
+    RENDER_ROTATOR_TARGET_URL, RENDER_ROTATOR_ADMIN_URL) to keep them off the process list.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbosity"] = -1 if quiet else verbose
+    setup_logging(ctx.obj["verbosity"])
+
+
+def _manager(
+    admin_url: str | None,
+    connect_timeout: float,
+    command_timeout: float,
+    pg_bin: str | None,
+    jobs: int = 1,
+) -> Any:
+    from render_rotator.postgres.manager import DatabaseManager
+
+    return DatabaseManager(
+        admin_url,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        pg_bin=pg_bin,
+        jobs=jobs,
+    )
+
+
+def _report_lines(report: Any) -> list[str]:
+    lines = [report.summary()]
+    lines += [f"  - {d}" for d in report.differences]
+    return lines
+
+
+@cli.command()
+@url_argument("source_url", "RENDER_ROTATOR_SOURCE_URL")
+@url_argument("target_url", "RENDER_ROTATOR_TARGET_URL")
+@click.option(
+    "--admin-url",
+    envvar="RENDER_ROTATOR_ADMIN_URL",
+    help="Connection allowed to CREATE DATABASE (with --create-db). Env: RENDER_ROTATOR_ADMIN_URL.",
+)
+@click.option("--create-db", "create_db", help="Create this database first (needs --admin-url).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Parallel workers for the copy.",
+)
+@click.option("--no-verify", is_flag=True, help="Skip the row-count/object comparison.")
+@timeout_options
+@json_option
+@handle_errors
+def migrate(
+    source_url: str,
+    target_url: str,
+    admin_url: str | None,
+    create_db: str | None,
+    jobs: int,
+    no_verify: bool,
+    connect_timeout: float,
+    command_timeout: float,
+    pg_bin: str | None,
+    as_json: bool,
+) -> None:
+    """Copy SOURCE_URL into TARGET_URL and prove the copy complete (no Render needed)."""
+    from render_rotator.postgres import migrate as migrate_mod
+
+    if create_db and not admin_url:
+        raise UsageError(
+            "--create-db needs --admin-url", hint="give a URL of a role that may create databases"
+        )
+    if admin_url:
+        register_secret(PgURL.parse(admin_url).password)
+    result = migrate_mod.migrate(
+        source_url,
+        target_url,
+        admin_url=admin_url,
+        create_db=create_db,
+        jobs=jobs,
+        verify=not no_verify,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        pg_bin=pg_bin,
+    )
+    lines = [
+        f"migrated {PgURL.parse(source_url).redacted()} -> {PgURL.parse(result.target).redacted()}"
+        f" in {result.seconds:.1f}s ({result.method})"
+    ]
+    if result.report is not None:
+        lines += _report_lines(result.report)
+    Output(as_json).result({"ok": True, **result.to_dict()}, lines)
+
+
+@cli.command()
+@url_argument("source_url", "RENDER_ROTATOR_SOURCE_URL")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
+@click.option(
+    "--format",
+    "archive_format",
+    type=click.Choice(["custom", "directory"]),
+    default="custom",
+    show_default=True,
+    help="pg_dump archive format (directory allows parallel dump and restore).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Parallel dump workers (directory format only).",
+)
+@timeout_options
+@json_option
+@handle_errors
+def backup(
+    source_url: str,
+    file: Path,
+    archive_format: str,
+    jobs: int,
+    connect_timeout: float,
+    command_timeout: float,
+    pg_bin: str | None,
+    as_json: bool,
+) -> None:
+    """Dump SOURCE_URL to FILE, read it back, and print its sha256 and inventory."""
+    if jobs > 1 and archive_format != "directory":
+        raise UsageError("--jobs needs --format directory", hint="pg_dump parallelizes only that")
+    manager = _manager(None, connect_timeout, command_timeout, pg_bin, jobs)
+    info = manager.backup_database(source_url, file, archive_format=archive_format, jobs=jobs)
+    inv = info.inventory
+    lines = [
+        f"backup written: {info.path}",
+        f"  size {info.archive.size_bytes} bytes, sha256 {info.sha256}",
+    ]
+    if inv is not None:
+        lines.append(f"  {len(inv.tables)} tables, {inv.total_rows} rows")
+    Output(as_json).result({"ok": True, **info.to_dict()}, lines)
+
+
+@cli.command()
+@url_argument("target_url", "RENDER_ROTATOR_TARGET_URL")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Parallel restore workers (directory archives).",
+)
+@timeout_options
+@json_option
+@handle_errors
+def restore(
+    target_url: str,
+    file: Path,
+    jobs: int,
+    connect_timeout: float,
+    command_timeout: float,
+    pg_bin: str | None,
+    as_json: bool,
+) -> None:
+    """Restore FILE into TARGET_URL with --no-owner --no-privileges, then ANALYZE."""
+    manager = _manager(None, connect_timeout, command_timeout, pg_bin, jobs)
+    result = manager.restore_database(target_url, file, jobs=jobs)
+    lines = [f"restored {file} into {PgURL.parse(target_url).redacted()} in {result.seconds:.1f}s"]
+    lines += [f"  skipped (needs a superuser, holds no data): {s}" for s in result.skipped]
+    Output(as_json).result(
+        {
+            "ok": True,
+            "file": str(file),
+            "target": PgURL.parse(target_url).redacted(),
+            "seconds": round(result.seconds, 3),
+            "skipped": result.skipped,
+        },
+        lines,
+    )
+
+
+@cli.command()
+@url_argument("source_url", "RENDER_ROTATOR_SOURCE_URL")
+@url_argument("target_url", "RENDER_ROTATOR_TARGET_URL")
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=1),
+    default=30,
+    show_default=True,
+    help="Seconds to keep trying to connect.",
+)
+@click.option(
+    "--command-timeout",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="Seconds any statement may run.",
+)
+@json_option
+@handle_errors
+def verify(
+    source_url: str,
+    target_url: str,
+    connect_timeout: float,
+    command_timeout: float,
+    as_json: bool,
+) -> None:
+    """Compare TARGET_URL with SOURCE_URL: exact rows per table, sequences, objects.
+
+    Exits 3 when they differ.
+    """
+    from render_rotator.postgres.inventory import verify_copy
+
+    report = verify_copy(
+        source_url, target_url, connect_timeout=connect_timeout, command_timeout=command_timeout
+    )
+    Output(as_json).result({"ok": report.equal, **report.to_dict()}, _report_lines(report))
+    if not report.equal:
+        sys.exit(EXIT_MISMATCH)
+
+
+@cli.command()
+@json_option
+@handle_errors
+def demo(as_json: bool) -> None:
+    """A real copy on a throwaway local PostgreSQL; needs no account and no network."""
+    from render_rotator.sandbox.demo_engine import run_engine_demo
+
+    result = run_engine_demo()
+    lines = [f"demo: migrated a sample app database in {result.seconds:.1f}s ({result.method})"]
+    if result.report is not None:
+        lines += _report_lines(result.report)
+    Output(as_json).result({"ok": True, **result.to_dict()}, lines)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="render-rotator")

@@ -1,0 +1,1 @@
+"""Engine: URLs, client tools, dump/restore, the fast copy and copy verification."""

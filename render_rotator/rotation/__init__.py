@@ -1,0 +1,1 @@
+"""The rotation workflow: phases, journal, strategies."""

@@ -1,0 +1,392 @@
+"""Throwaway PostgreSQL clusters: initdb + pg_ctl in a temp dir on a random free port.
+
+Used by the tests, the Render emulator and the demo, so everything runs against a real
+server. PostgreSQL refuses to run as root, so when we are root the server runs as an
+unprivileged user (`postgres` if it exists, else `nobody`) and its files are owned by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from render_rotator.errors import RenderRotatorError
+from render_rotator.postgres.binaries import PgBin, bin_dir_info, candidate_dirs
+from render_rotator.postgres.url import PgURL
+
+log = logging.getLogger("render_rotator.sandbox")
+
+SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+
+
+class ClusterError(RenderRotatorError):
+    """A throwaway cluster could not be created or started."""
+
+
+def server_bins() -> dict[int, PgBin]:
+    """Every PostgreSQL server installation found, by major version (one per major)."""
+    found: dict[int, PgBin] = {}
+    for directory in candidate_dirs():
+        if not all((directory / p).is_file() for p in SERVER_PROGRAMS):
+            continue
+        info = bin_dir_info(directory, "postgres")
+        if info and info.major not in found:
+            found[info.major] = info
+    return found
+
+
+def pick_server_bin(major: int | None = None) -> PgBin:
+    """The server binaries of `major`, or the newest installed."""
+    bins = server_bins()
+    if not bins:
+        raise ClusterError(
+            "no PostgreSQL server binaries found",
+            hint="install Debian's postgresql package or `pip install pgserver`",
+        )
+    if major is None:
+        return bins[max(bins)]
+    if major not in bins:
+        raise ClusterError(
+            f"PostgreSQL {major} server binaries not found (have {sorted(bins)})",
+            hint="install them or choose another version",
+        )
+    return bins[major]
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in (os.environ.get("RENDER_ROTATOR_PG_USER"), "postgres", "nobody"):
+        if not name:
+            continue
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise ClusterError("running as root and no unprivileged user (postgres/nobody) exists")
+
+
+def _world_traversable(path: Path) -> bool:
+    for parent in [path, *path.parents]:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _accessible_install(bin_dir: Path) -> Path:
+    """Binaries an unprivileged user can run: copy the install out of /root if needed.
+
+    Wheels such as pgserver keep their shared libraries in a sibling `<pkg>.libs` folder
+    found through an RPATH relative to the binary, so that folder is copied alongside.
+    """
+    if _world_traversable(bin_dir):
+        return bin_dir
+    install = bin_dir.parent
+    package = install.parent
+    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"render-rotator-pg-{digest}"
+    relocated = target / package.name / install.name / bin_dir.name
+    if (target / ".complete").exists():
+        return relocated
+    staging = Path(tempfile.mkdtemp(prefix="render-rotator-pg-staging-"))
+    shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, staging / libs.name, symlinks=True)
+    (staging / ".complete").touch()
+    os.chmod(staging, 0o755)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process won the race; use its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    return relocated
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    """A real PostgreSQL server in a temp dir; `with Cluster() as c: c.admin_url`."""
+
+    def __init__(
+        self,
+        major: int | None = None,
+        *,
+        bin_dir: str | Path | None = None,
+        base_dir: str | Path | None = None,
+        superuser: str = "postgres",
+        fast: bool = True,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        if bin_dir is not None:
+            info = bin_dir_info(bin_dir, "postgres")
+            if info is None:
+                raise ClusterError(f"no PostgreSQL server in {bin_dir}")
+            self.bin = info
+        else:
+            self.bin = pick_server_bin(major)
+        self.superuser = superuser
+        self.password = secrets.token_urlsafe(18)
+        self.fast = fast
+        self.settings = dict(settings or {})
+        self._base_dir_arg = Path(base_dir) if base_dir else None
+        self.base_dir: Path | None = None
+        self.port = 0
+        self.host = "127.0.0.1"
+        self._os_user = _unprivileged_user()
+        self._bin_dir = Path(self.bin.directory)
+        self._running = False
+
+    @property
+    def major(self) -> int:
+        return self.bin.major
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.base_dir is not None
+        return self.base_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        assert self.base_dir is not None
+        return self.base_dir / "socket"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _run(self, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if self._os_user is not None:
+            kwargs["user"] = self._os_user.pw_uid
+            kwargs["group"] = self._os_user.pw_gid
+            kwargs["extra_groups"] = []
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C.UTF-8"
+        env["LANG"] = "C.UTF-8"
+        if self._os_user is not None:
+            env["HOME"] = str(self.base_dir)
+        return subprocess.run(  # noqa: S603 - fixed program paths, no shell
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=str(self.base_dir),
+            env=env,
+            **kwargs,  # type: ignore[call-overload]
+        )
+
+    def start(self) -> Cluster:
+        """initdb, configure and start the server; returns self."""
+        if self._running:
+            return self
+        if self._os_user is not None:
+            self._bin_dir = _accessible_install(self._bin_dir)
+        parent = self._base_dir_arg or Path(tempfile.gettempdir())
+        parent.mkdir(parents=True, exist_ok=True)
+        self.base_dir = Path(tempfile.mkdtemp(prefix=f"rr-pg{self.major}-", dir=parent))
+        self.socket_dir.mkdir()
+        pwfile = self.base_dir / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self._os_user is not None:
+            os.chmod(self.base_dir, 0o700)
+            for p in (self.base_dir, self.socket_dir, pwfile):
+                os.chown(p, self._os_user.pw_uid, self._os_user.pw_gid)
+        os.chmod(pwfile, 0o600)
+        result = self._run(
+            [
+                str(self._bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.superuser,
+                "--pwfile",
+                str(pwfile),
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        )
+        pwfile.unlink()
+        if result.returncode != 0:
+            raise ClusterError(f"initdb failed: {result.stderr.strip()[-800:]}")
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "max_connections": "100",
+            "logging_collector": "off",
+        }
+        if self.fast:
+            conf.update({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+        conf.update(self.settings)
+        with open(self.data_dir / "postgresql.auto.conf", "a") as handle:
+            for key, value in conf.items():
+                handle.write(f"{key} = {value}\n")
+        for _attempt in range(5):
+            self.port = free_port()
+            result = self._run(
+                [
+                    str(self._bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.base_dir / "server.log"),
+                    "-o",
+                    f"-p {self.port}",
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            )
+            if result.returncode == 0:
+                self._running = True
+                log.info("started PostgreSQL %s on 127.0.0.1:%s", self.bin.version, self.port)
+                return self
+            time.sleep(0.2)
+        raise ClusterError(f"pg_ctl start failed: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 1500) -> str:
+        if self.base_dir is None:
+            return ""
+        try:
+            return (self.base_dir / "server.log").read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop the server (fast) and delete every file of the cluster."""
+        if self.base_dir is None:
+            return
+        if self._running:
+            self._run(
+                [
+                    str(self._bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+                timeout=60,
+            )
+            self._running = False
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+        self.base_dir = None
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- connecting ---------------------------------------------------------------------
+
+    def url(
+        self, dbname: str = "postgres", user: str | None = None, password: str | None = None
+    ) -> str:
+        """A full connection URL (password included) to `dbname`."""
+        pg = PgURL(
+            host=self.host,
+            port=self.port,
+            dbname=dbname,
+            user=user or self.superuser,
+            password=password if user else self.password,
+        )
+        return pg.url()
+
+    @property
+    def admin_url(self) -> str:
+        """Superuser URL to the `postgres` maintenance database."""
+        return self.url("postgres")
+
+    def execute(self, sql: str, dbname: str = "postgres", autocommit: bool = True) -> None:
+        """Run SQL as the superuser (test set-up helper)."""
+        import psycopg2
+
+        conn = psycopg2.connect(**PgURL.parse(self.url(dbname)).psycopg2_kwargs(10))
+        try:
+            conn.autocommit = autocommit
+            with conn.cursor() as cur:
+                cur.execute(sql)
+            if not autocommit:
+                conn.commit()
+        finally:
+            conn.close()
+
+    def query(self, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
+        """Fetch all rows of `sql` as the superuser (test helper)."""
+        import psycopg2
+
+        conn = psycopg2.connect(**PgURL.parse(self.url(dbname)).psycopg2_kwargs(10))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def create_database(self, name: str, owner: str | None = None) -> str:
+        """Create a database (optionally owned by `owner`); returns its superuser URL."""
+        import psycopg2
+        from psycopg2 import sql as psql
+
+        conn = psycopg2.connect(**PgURL.parse(self.admin_url).psycopg2_kwargs(10))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                stmt = psql.SQL("CREATE DATABASE {}").format(psql.Identifier(name))
+                if owner:
+                    stmt = psql.SQL("{} OWNER {}").format(stmt, psql.Identifier(owner))
+                cur.execute(stmt)
+        finally:
+            conn.close()
+        return self.url(name)
+
+    def create_role(self, name: str, password: str, *, superuser: bool = False) -> None:
+        """Create a login role with a password (scram)."""
+        import psycopg2
+        from psycopg2 import sql as psql
+
+        conn = psycopg2.connect(**PgURL.parse(self.admin_url).psycopg2_kwargs(10))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(
+                    psql.SQL("CREATE ROLE {} LOGIN PASSWORD %s {}").format(
+                        psql.Identifier(name),
+                        psql.SQL("SUPERUSER" if superuser else "NOSUPERUSER"),
+                    ),
+                    (password,),
+                )
+        finally:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"Cluster(major={self.major}, port={self.port}, running={self._running})"

@@ -1,0 +1,58 @@
+"""Shared fixtures: real throwaway PostgreSQL clusters, one per major version per session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from render_rotator.sandbox.cluster import Cluster, server_bins
+
+_BINS = server_bins()
+
+
+def _cluster_fixture(major: int) -> Iterator[Cluster]:
+    if major not in _BINS:
+        message = (
+            f"PostgreSQL {major} server binaries not found (Debian's postgresql-15 package "
+            "gives 15, the pgserver PyPI package gives 16); .ci/run installs both"
+        )
+        if major == 16 or os.environ.get("RENDER_ROTATOR_REQUIRE_PG15"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with Cluster(major) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def pg15() -> Iterator[Cluster]:
+    """A running PostgreSQL 15 cluster for the whole test session."""
+    yield from _cluster_fixture(15)
+
+
+@pytest.fixture(scope="session")
+def pg16() -> Iterator[Cluster]:
+    """A running PostgreSQL 16 cluster for the whole test session."""
+    yield from _cluster_fixture(16)
+
+
+@pytest.fixture(scope="session")
+def pg(pg16: Cluster) -> Cluster:
+    """The default cluster: the newest server, matching the newest client tools."""
+    return pg16
+
+
+@pytest.fixture
+def fresh_db(pg: Cluster) -> Iterator[str]:
+    """A new empty database on the default cluster; returns its superuser URL."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    url = pg.create_database(name)
+    yield url
+    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A database/role name no other test uses."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,400 @@
+"""Typed, immutable views of what Render's API returns.
+
+Every model has a ``from_api(dict)`` classmethod that reads Render's camelCase JSON and is
+tolerant by design: Render adds fields over time, so unknown keys are ignored (the full dict is
+kept in ``raw``), optional keys may be missing or ``null``, and status strings Render invents
+later map to an ``UNKNOWN`` member while the original string stays in ``status_raw``. Only a
+missing ``id`` (or ``key`` for env vars) is an error, because nothing can be done without it.
+
+Secrets (passwords, connection strings, env var values) never appear in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "DEPLOY_SUCCESSFUL",
+    "DEPLOY_TERMINAL",
+    "POSTGRES_FAILED",
+    "POSTGRES_TERMINAL",
+    "ConnectionInfo",
+    "Deploy",
+    "DeployStatus",
+    "EnvGroup",
+    "EnvVar",
+    "IPAllowEntry",
+    "Owner",
+    "Postgres",
+    "PostgresStatus",
+    "Service",
+]
+
+
+class PostgresStatus(StrEnum):
+    """Render's ``databaseStatus`` enum; unrecognised strings become ``UNKNOWN``."""
+
+    CREATING = "creating"
+    AVAILABLE = "available"
+    UNAVAILABLE = "unavailable"
+    CONFIG_RESTART = "config_restart"
+    SUSPENDED = "suspended"
+    MAINTENANCE_SCHEDULED = "maintenance_scheduled"
+    MAINTENANCE_IN_PROGRESS = "maintenance_in_progress"
+    RECOVERY_FAILED = "recovery_failed"
+    RECOVERY_IN_PROGRESS = "recovery_in_progress"
+    UPDATING_INSTANCE = "updating_instance"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def _missing_(cls, value: object) -> PostgresStatus:
+        return cls.UNKNOWN
+
+
+class DeployStatus(StrEnum):
+    """Render's ``deployStatus`` enum; unrecognised strings become ``UNKNOWN``."""
+
+    CREATED = "created"
+    QUEUED = "queued"
+    BUILD_IN_PROGRESS = "build_in_progress"
+    UPDATE_IN_PROGRESS = "update_in_progress"
+    PRE_DEPLOY_IN_PROGRESS = "pre_deploy_in_progress"
+    LIVE = "live"
+    DEACTIVATED = "deactivated"
+    BUILD_FAILED = "build_failed"
+    UPDATE_FAILED = "update_failed"
+    PRE_DEPLOY_FAILED = "pre_deploy_failed"
+    CANCELED = "canceled"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def _missing_(cls, value: object) -> DeployStatus:
+        return cls.UNKNOWN
+
+
+#: Statuses a database stays in until someone acts: waiting longer will not change them.
+POSTGRES_TERMINAL: frozenset[PostgresStatus] = frozenset(
+    {PostgresStatus.AVAILABLE, PostgresStatus.SUSPENDED, PostgresStatus.RECOVERY_FAILED}
+)
+#: Statuses that mean the database is broken, whatever was being waited for.
+POSTGRES_FAILED: frozenset[PostgresStatus] = frozenset({PostgresStatus.RECOVERY_FAILED})
+
+#: A deploy in one of these will not change again (as in render-oss/cli pkg/deploy/util.go).
+DEPLOY_TERMINAL: frozenset[DeployStatus] = frozenset(
+    {
+        DeployStatus.LIVE,
+        DeployStatus.DEACTIVATED,
+        DeployStatus.BUILD_FAILED,
+        DeployStatus.UPDATE_FAILED,
+        DeployStatus.PRE_DEPLOY_FAILED,
+        DeployStatus.CANCELED,
+    }
+)
+#: ``deactivated`` counts as success: the deploy went live and a newer one has replaced it.
+DEPLOY_SUCCESSFUL: frozenset[DeployStatus] = frozenset(
+    {DeployStatus.LIVE, DeployStatus.DEACTIVATED}
+)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """Render sends RFC 3339 with up to nanoseconds; ``None``/empty means absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _str(value: Any, default: str = "") -> str:
+    return default if value is None else str(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None or value == "" else int(value)
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")
+
+
+def _redact_url(url: str) -> str:
+    """Hide the password in a libpq URL so a repr can still show host and database."""
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class IPAllowEntry:
+    """One CIDR block allowed to reach a database from outside Render."""
+
+    cidr_block: str
+    description: str = ""
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> IPAllowEntry:
+        return cls(cidr_block=str(data["cidrBlock"]), description=_str(data.get("description")))
+
+    def to_api(self) -> dict[str, str]:
+        """The body shape Render expects in ``ipAllowList``."""
+        return {"cidrBlock": self.cidr_block, "description": self.description}
+
+
+def _allow_list(value: Any) -> tuple[IPAllowEntry, ...]:
+    if not value:
+        return ()
+    return tuple(IPAllowEntry.from_api(item) for item in value)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A workspace (``team``) or personal account (``user``) that owns resources."""
+
+    id: str
+    name: str = ""
+    email: str = ""
+    type: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Owner:
+        return cls(
+            id=str(data["id"]),
+            name=_str(data.get("name")),
+            email=_str(data.get("email")),
+            type=_str(data.get("type")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A Render Postgres instance: everything rotation needs to recreate it."""
+
+    id: str
+    name: str
+    status: PostgresStatus
+    plan: str
+    version: str
+    region: str
+    owner_id: str
+    database_name: str
+    database_user: str
+    expires_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    ip_allow_list: tuple[IPAllowEntry, ...] = ()
+    disk_size_gb: int | None = None
+    environment_id: str | None = None
+    suspended: bool = False
+    role: str | None = None
+    high_availability_enabled: bool = False
+    dashboard_url: str | None = None
+    status_raw: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Postgres:
+        owner = data.get("owner") or {}
+        status_raw = _str(data.get("status"), "unknown")
+        return cls(
+            id=str(data["id"]),
+            name=_str(data.get("name")),
+            status=PostgresStatus(status_raw),
+            status_raw=status_raw,
+            plan=_str(data.get("plan")),
+            version=_str(data.get("version")),
+            region=_str(data.get("region")),
+            owner_id=_str(owner.get("id") if owner else data.get("ownerId")),
+            database_name=_str(data.get("databaseName")),
+            database_user=_str(data.get("databaseUser")),
+            expires_at=_parse_time(data.get("expiresAt")),
+            created_at=_parse_time(data.get("createdAt")),
+            updated_at=_parse_time(data.get("updatedAt")),
+            ip_allow_list=_allow_list(data.get("ipAllowList")),
+            disk_size_gb=_opt_int(data.get("diskSizeGB")),
+            environment_id=_opt_str(data.get("environmentId")),
+            suspended=data.get("suspended") == "suspended",
+            role=_opt_str(data.get("role")),
+            high_availability_enabled=bool(data.get("highAvailabilityEnabled")),
+            dashboard_url=_opt_str(data.get("dashboardUrl")),
+            raw=dict(data),
+        )
+
+    @property
+    def is_free(self) -> bool:
+        """Free databases expire; that is why this project exists."""
+        return self.plan == "free"
+
+
+@dataclass(frozen=True, repr=False)
+class ConnectionInfo:
+    """Credentials for a database. Its repr hides the password and the URLs' passwords."""
+
+    password: str
+    internal_connection_string: str
+    external_connection_string: str
+    psql_command: str
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> ConnectionInfo:
+        return cls(
+            password=_str(data.get("password")),
+            internal_connection_string=_str(data.get("internalConnectionString")),
+            external_connection_string=_str(data.get("externalConnectionString")),
+            psql_command=_str(data.get("psqlCommand")),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            "ConnectionInfo(password='***', "
+            f"internal_connection_string={_redact_url(self.internal_connection_string)!r}, "
+            f"external_connection_string={_redact_url(self.external_connection_string)!r}, "
+            "psql_command='***')"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class EnvVar:
+    """One environment variable. Values are often connection strings, so repr hides them."""
+
+    key: str
+    value: str
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> EnvVar:
+        return cls(key=str(data["key"]), value=_str(data.get("value")))
+
+    def __repr__(self) -> str:
+        return f"EnvVar(key={self.key!r}, value=<{len(self.value)} chars hidden>)"
+
+
+@dataclass(frozen=True)
+class Service:
+    """A Render service (web service, worker, ...), enough to freeze, thaw and redeploy it."""
+
+    id: str
+    name: str
+    type: str
+    owner_id: str
+    suspended: bool = False
+    suspenders: tuple[str, ...] = ()
+    maintenance_mode_enabled: bool | None = None
+    maintenance_mode_uri: str = ""
+    environment_id: str | None = None
+    slug: str | None = None
+    dashboard_url: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Service:
+        details = data.get("serviceDetails") or {}
+        maintenance = details.get("maintenanceMode") if isinstance(details, Mapping) else None
+        enabled = maintenance.get("enabled") if isinstance(maintenance, Mapping) else None
+        return cls(
+            id=str(data["id"]),
+            name=_str(data.get("name")),
+            type=_str(data.get("type")),
+            owner_id=_str(data.get("ownerId")),
+            suspended=data.get("suspended") == "suspended",
+            suspenders=tuple(str(s) for s in data.get("suspenders") or ()),
+            maintenance_mode_enabled=None if enabled is None else bool(enabled),
+            maintenance_mode_uri=_str(
+                maintenance.get("uri") if isinstance(maintenance, Mapping) else None
+            ),
+            environment_id=_opt_str(data.get("environmentId")),
+            slug=_opt_str(data.get("slug")),
+            dashboard_url=_opt_str(data.get("dashboardUrl")),
+            created_at=_parse_time(data.get("createdAt")),
+            updated_at=_parse_time(data.get("updatedAt")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class EnvGroup:
+    """A shared set of env vars linked to services."""
+
+    id: str
+    name: str
+    owner_id: str
+    env_vars: tuple[EnvVar, ...] = ()
+    service_ids: tuple[str, ...] = ()
+    environment_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> EnvGroup:
+        links = data.get("serviceLinks") or ()
+        return cls(
+            id=str(data["id"]),
+            name=_str(data.get("name")),
+            owner_id=_str(data.get("ownerId")),
+            env_vars=tuple(EnvVar.from_api(item) for item in data.get("envVars") or ()),
+            service_ids=tuple(str(link["id"]) for link in links if "id" in link),
+            environment_id=_opt_str(data.get("environmentId")),
+            created_at=_parse_time(data.get("createdAt")),
+            updated_at=_parse_time(data.get("updatedAt")),
+            raw=dict(data),
+        )
+
+    def get(self, key: str) -> str | None:
+        """The value of ``key`` in this group, or None when the group does not set it."""
+        for env_var in self.env_vars:
+            if env_var.key == key:
+                return env_var.value
+        return None
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """One deploy of a service; rotation waits for it to reach a terminal status."""
+
+    id: str
+    status: DeployStatus
+    status_raw: str = ""
+    trigger: str | None = None
+    commit_id: str | None = None
+    image_ref: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Deploy:
+        commit = data.get("commit") or {}
+        image = data.get("image") or {}
+        status_raw = _str(data.get("status"), "unknown")
+        return cls(
+            id=str(data["id"]),
+            status=DeployStatus(status_raw),
+            status_raw=status_raw,
+            trigger=_opt_str(data.get("trigger")),
+            commit_id=_opt_str(commit.get("id")),
+            image_ref=_opt_str(image.get("ref")),
+            created_at=_parse_time(data.get("createdAt")),
+            updated_at=_parse_time(data.get("updatedAt")),
+            started_at=_parse_time(data.get("startedAt")),
+            finished_at=_parse_time(data.get("finishedAt")),
+            raw=dict(data),
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in DEPLOY_TERMINAL
+
+    @property
+    def is_successful(self) -> bool:
+        return self.status in DEPLOY_SUCCESSFUL

@@ -1,0 +1,170 @@
+"""The rotation journal: where a rotation got to, written before and after every phase.
+
+One JSON file per configured database in the state directory. It records ids, names,
+the backup's path and hash, which services we froze and which targets we repointed — never a
+password or connection string — so `resume` can pick up after a crash at any point.
+Writes are atomic (temp file + rename) so a crash mid-write leaves the previous version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from render_rotator.errors import RotationError, UsageError
+
+JOURNAL_VERSION = 1
+_SECRETISH = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@]*:[^\s@]+@", re.IGNORECASE)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _safe_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label) or "database"
+
+
+@dataclass
+class Journal:
+    """The persistent record of one rotation."""
+
+    path: Path
+    database: str
+    rotation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    status: str = "running"  # running | done | failed | rolled_back | mismatch | noop
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    # -- persistence ------------------------------------------------------------------
+
+    @classmethod
+    def path_for(cls, state_dir: Path, database: str) -> Path:
+        return state_dir / f"{_safe_name(database)}.journal.json"
+
+    @classmethod
+    def load(cls, path: Path) -> Journal:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RotationError(
+                f"cannot read rotation journal {path}: {exc}",
+                hint="fix or remove the file, then run rotate --restart",
+            ) from None
+        if data.get("version") != JOURNAL_VERSION:
+            raise RotationError(f"journal {path} has an unknown version {data.get('version')!r}")
+        return cls(
+            path=path,
+            database=data["database"],
+            rotation_id=data["rotation_id"],
+            status=data["status"],
+            started_at=data["started_at"],
+            finished_at=data.get("finished_at"),
+            phases=data.get("phases", {}),
+            state=data.get("state", {}),
+            error=data.get("error"),
+        )
+
+    @classmethod
+    def find(cls, state_dir: Path, database: str) -> Journal | None:
+        path = cls.path_for(state_dir, database)
+        return cls.load(path) if path.exists() else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": JOURNAL_VERSION,
+            "database": self.database,
+            "rotation_id": self.rotation_id,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "phases": self.phases,
+            "state": self.state,
+            "error": self.error,
+        }
+
+    def save(self) -> None:
+        """Atomically replace the journal on disk; refuses to store anything secret-looking."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+        if _SECRETISH.search(text):
+            raise RotationError(
+                "refusing to write a connection string with a password to the journal"
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create state directory {self.path.parent}: {exc.strerror}",
+                hint="set state_dir in the config to a writable directory",
+            ) from None
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".journal-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def archive(self) -> Path:
+        """Move a finished or discarded journal aside, keeping it for the record."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.stem}.{stamp}.{self.rotation_id}.json")
+        os.replace(self.path, target)
+        return target
+
+    # -- phases -----------------------------------------------------------------------
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status == "running"
+
+    def is_done(self, phase: str) -> bool:
+        return self.phases.get(phase, {}).get("status") in ("done", "skipped")
+
+    def last_phase(self) -> str | None:
+        names = [n for n, p in self.phases.items() if p.get("status") in ("done", "started")]
+        return names[-1] if names else None
+
+    def begin(self, phase: str) -> None:
+        entry = self.phases.setdefault(phase, {})
+        entry.update({"status": "started", "started_at": now_iso()})
+        entry["attempts"] = int(entry.get("attempts", 0)) + 1
+        self.save()
+
+    def finish(self, phase: str, seconds: float, *, skipped: bool = False) -> None:
+        entry = self.phases.setdefault(phase, {})
+        entry.update(
+            {
+                "status": "skipped" if skipped else "done",
+                "finished_at": now_iso(),
+                "seconds": round(entry.get("seconds", 0.0) + seconds, 3),
+            }
+        )
+        self.save()
+
+    def fail(self, phase: str, seconds: float, error: str) -> None:
+        entry = self.phases.setdefault(phase, {})
+        entry.update({"status": "failed", "finished_at": now_iso(), "error": error})
+        entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 3)
+        self.save()
+
+    def close(self, status: str, error: str | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.finished_at = now_iso()
+        self.save()

@@ -350,18 +350,171 @@ def verify(
         sys.exit(EXIT_MISMATCH)
 
 
+def config_option(func: F) -> F:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="RENDER_ROTATOR_CONFIG",
+        help="Config file (default: render-rotator.toml). Env: RENDER_ROTATOR_CONFIG.",
+    )(func)
+
+
+def _emit_rotation(result: Any, as_json: bool) -> None:
+    lines: list[str] = []
+    for report in result.reports:
+        lines += report.lines()
+    Output(as_json).result(result.to_dict(), lines)
+    if result.exit_code:
+        for report in result.reports:
+            if not report.ok:
+                click.echo(f"error: {scrub(report.message)}", err=True)
+        sys.exit(result.exit_code)
+
+
 @cli.command()
+@config_option
+@click.option("--database", help="Rotate only this configured database (name or id).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--if-expiring-within",
+    "if_expiring_within",
+    type=click.IntRange(min=0),
+    is_flag=False,
+    flag_value=-1,
+    default=None,
+    metavar="[DAYS]",
+    help="Do nothing (exit 0) unless the database expires within DAYS days "
+    "(default DAYS: rotate_within_days from the config). Safe to run daily.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask before deleting the old database.")
+@click.option("--restart", is_flag=True, help="Discard an unfinished journal and start over.")
+@click.option(
+    "--pg-bin",
+    type=click.Path(file_okay=False),
+    envvar="RENDER_ROTATOR_PG_BIN",
+    help="Directory holding pg_dump/pg_restore. Env: RENDER_ROTATOR_PG_BIN.",
+)
 @json_option
 @handle_errors
-def demo(as_json: bool) -> None:
-    """A real copy on a throwaway local PostgreSQL; needs no account and no network."""
-    from render_rotator.sandbox.demo_engine import run_engine_demo
+def rotate(
+    config_path: Path | None,
+    database: str | None,
+    dry_run: bool,
+    if_expiring_within: int | None,
+    yes: bool,
+    restart: bool,
+    pg_bin: str | None,
+    as_json: bool,
+) -> None:
+    """Replace an expiring Render Postgres with a new one and move every service over."""
+    from render_rotator.config import load_config
+    from render_rotator.rotation.workflow import rotate as rotate_fn
 
-    result = run_engine_demo()
-    lines = [f"demo: migrated a sample app database in {result.seconds:.1f}s ({result.method})"]
-    if result.report is not None:
-        lines += _report_lines(result.report)
-    Output(as_json).result({"ok": True, **result.to_dict()}, lines)
+    cfg = load_config(config_path)
+    if if_expiring_within == -1:
+        target = cfg.find_database(database) if database else cfg.databases[0]
+        if_expiring_within = target.settings.rotate_within_days
+    result = rotate_fn(
+        cfg,
+        database,
+        dry_run=dry_run,
+        if_expiring_within=if_expiring_within,
+        yes=yes,
+        restart=restart,
+        pg_bin=pg_bin,
+    )
+    _emit_rotation(result, as_json)
+
+
+@cli.command()
+@config_option
+@click.option("--database", help="Resume only this configured database.")
+@click.option(
+    "--pg-bin",
+    type=click.Path(file_okay=False),
+    envvar="RENDER_ROTATOR_PG_BIN",
+    help="Directory holding pg_dump/pg_restore. Env: RENDER_ROTATOR_PG_BIN.",
+)
+@json_option
+@handle_errors
+def resume(
+    config_path: Path | None, database: str | None, pg_bin: str | None, as_json: bool
+) -> None:
+    """Continue an interrupted rotation from its journal."""
+    from render_rotator.config import load_config
+    from render_rotator.rotation.workflow import resume as resume_fn
+
+    result = resume_fn(load_config(config_path), database, pg_bin=pg_bin)
+    _emit_rotation(result, as_json)
+
+
+@cli.command()
+@config_option
+@click.option("--database", help="Only this configured database.")
+@json_option
+@handle_errors
+def status(config_path: Path | None, database: str | None, as_json: bool) -> None:
+    """List configured databases: status, version, plan, expiry, days left, targets."""
+    from render_rotator.config import load_config
+    from render_rotator.rotation.status import status as status_fn
+    from render_rotator.rotation.status import status_lines
+
+    data = status_fn(load_config(config_path), database)
+    Output(as_json).result(data, status_lines(data))
+
+
+@cli.command()
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1),
+    default=3000,
+    show_default=True,
+    help="Rows of sample app data.",
+)
+@json_option
+@handle_errors
+def demo(rows: int, as_json: bool) -> None:
+    """A full rotation on the local sandbox; needs no account and no network."""
+    from render_rotator.sandbox.demo import run_demo
+
+    result = run_demo(rows=rows)
+    _emit_rotation(result, as_json)
+
+
+@cli.command()
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=0,
+    help="Port on 127.0.0.1 (default: a free one).",
+)
+@click.option("--api-key", envvar="RENDER_API_KEY", help="Key to require (default: random).")
+@click.option("--seed", is_flag=True, help="Add the demo's owner, database and service.")
+@handle_errors
+def sandbox(port: int, api_key: str | None, seed: bool) -> None:
+    """Run the Render emulator on a throwaway cluster until interrupted."""
+    import time
+
+    from render_rotator.sandbox.demo import sandbox as sandbox_ctx
+
+    with sandbox_ctx(seed=seed, port=port, api_key=api_key) as box:
+        click.echo("Render emulator running. In another shell:")
+        click.echo(f"  export RENDER_API_URL={box.emulator.base_url}")
+        click.echo(f"  export RENDER_API_KEY={box.emulator.api_key}")
+        if box.scenario is not None:
+            s = box.scenario
+            click.echo(
+                f"seeded: database {s.postgres_name} ({s.postgres_id}), service {s.service_id}, "
+                f"env group {s.env_group_id}"
+            )
+        click.echo("Ctrl-C to stop (everything is removed).")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("stopping")
 
 
 def main() -> None:

@@ -10,18 +10,41 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable
 
 from render_rotator.postgres.url import scrub_secrets
 
 _secrets: set[str] = set()
-_lock = threading.Lock()
+_lock = threading.RLock()
+_listeners: list[Callable[[str], None]] = []
 
 
 def register_secret(value: str | None) -> None:
-    """Never print `value` again in any log line."""
+    """Never print `value` again in any log line.
+
+    Listeners (e.g. GitHub Actions' `::add-mask::`) hear each new secret before this returns,
+    so nothing the caller prints next can show it unmasked.
+    """
     if value and len(value) >= 4:
         with _lock:
+            if value in _secrets:
+                return
             _secrets.add(value)
+            for listener in list(_listeners):
+                listener(value)
+
+
+def on_secret(listener: Callable[[str], None]) -> None:
+    """Call `listener(value)` for every secret registered from now on, and for those known.
+
+    Idempotent per listener, so a CLI that sets up twice does not mask twice.
+    """
+    with _lock:
+        if listener in _listeners:
+            return
+        _listeners.append(listener)
+        for value in _secrets:
+            listener(value)
 
 
 def known_secrets() -> list[str]:

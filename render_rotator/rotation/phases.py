@@ -400,7 +400,11 @@ def _create(ctx: Rotation, name: str) -> Postgres:
     ctx.journal.begin("delete-old")
     started = time.monotonic()
     delete_old(ctx)
-    ctx.journal.finish("delete-old", time.monotonic() - started)
+    seconds = time.monotonic() - started
+    ctx.journal.finish("delete-old", seconds)
+    for record in ctx.report.phases:
+        if record.name == "delete-old":
+            record.status, record.seconds = "done", seconds
     return ctx.client.create_postgres(**_new_fields(ctx, name))
 
 

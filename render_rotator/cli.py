@@ -112,7 +112,8 @@ def url_argument(name: str, envvar: str) -> Callable[[F], F]:
         except RenderRotatorError as exc:
             raise click.BadParameter(str(exc)) from None
         register_secret(parsed.password)
-        if parsed.password and value in sys.argv[1:]:
+        source = ctx.get_parameter_source(param.name or "")
+        if parsed.password and source == click.core.ParameterSource.COMMANDLINE:
             log.warning(
                 "the %s password is on the command line, visible to other local users; "
                 "set %s instead",

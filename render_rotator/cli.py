@@ -91,14 +91,17 @@ def timeout_options(func: F) -> F:
         show_default=True,
         help="Seconds to keep trying to connect (transient failures are retried).",
     )(func)
-    func = click.option(
+    return pg_bin_option(func)
+
+
+def pg_bin_option(func: F) -> F:
+    return click.option(
         "--pg-bin",
         type=click.Path(file_okay=False),
         envvar="RENDER_ROTATOR_PG_BIN",
         help="Directory holding pg_dump/pg_restore (default: the newest found). "
         "Env: RENDER_ROTATOR_PG_BIN.",
     )(func)
-    return func
 
 
 def url_argument(name: str, envvar: str) -> Callable[[F], F]:
@@ -391,12 +394,7 @@ def _emit_rotation(result: Any, as_json: bool) -> None:
 )
 @click.option("--yes", is_flag=True, help="Do not ask before deleting the old database.")
 @click.option("--restart", is_flag=True, help="Discard an unfinished journal and start over.")
-@click.option(
-    "--pg-bin",
-    type=click.Path(file_okay=False),
-    envvar="RENDER_ROTATOR_PG_BIN",
-    help="Directory holding pg_dump/pg_restore. Env: RENDER_ROTATOR_PG_BIN.",
-)
+@pg_bin_option
 @json_option
 @handle_errors
 def rotate(
@@ -432,12 +430,7 @@ def rotate(
 @cli.command()
 @config_option
 @click.option("--database", help="Resume only this configured database.")
-@click.option(
-    "--pg-bin",
-    type=click.Path(file_okay=False),
-    envvar="RENDER_ROTATOR_PG_BIN",
-    help="Directory holding pg_dump/pg_restore. Env: RENDER_ROTATOR_PG_BIN.",
-)
+@pg_bin_option
 @json_option
 @handle_errors
 def resume(

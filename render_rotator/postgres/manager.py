@@ -163,6 +163,17 @@ class DatabaseManager:
                 conn.rollback()
             conn.close()
 
+    @contextlib.contextmanager
+    def cursor(self, url: str | PgURL) -> Iterator[psycopg2.extensions.cursor]:
+        """An autocommit cursor with this manager's connect and statement timeouts."""
+        with (
+            connection(
+                url, connect_timeout=self.connect_timeout, statement_timeout=self.command_timeout
+            ) as conn,
+            conn.cursor() as cur,
+        ):
+            yield cur
+
     # -- the seed's API -------------------------------------------------------------------
 
     def backup_database(
@@ -208,14 +219,7 @@ class DatabaseManager:
                 "create_database needs an admin connection",
                 hint="pass admin_url (or --admin-url) with a role allowed to create databases",
             )
-        with (
-            connection(
-                self.admin_url,
-                connect_timeout=self.connect_timeout,
-                statement_timeout=self.command_timeout,
-            ) as conn,
-            conn.cursor() as cur,
-        ):
+        with self.cursor(self.admin_url) as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone():
                 raise DatabaseExistsError(
@@ -234,14 +238,7 @@ class DatabaseManager:
         validate_database_name(name)
         if self.admin_url is None:
             raise UsageError("drop_database needs an admin connection")
-        with (
-            connection(
-                self.admin_url,
-                connect_timeout=self.connect_timeout,
-                statement_timeout=self.command_timeout,
-            ) as conn,
-            conn.cursor() as cur,
-        ):
+        with self.cursor(self.admin_url) as cur:
             cur.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = %s AND pid <> pg_backend_pid()",
@@ -258,12 +255,7 @@ class DatabaseManager:
         path = Path(backup_file)
         if not path.exists():
             raise UsageError(f"backup file {path} does not exist", hint="check the path")
-        with (
-            connection(
-                target, connect_timeout=self.connect_timeout, statement_timeout=self.command_timeout
-            ) as conn,
-            conn.cursor() as cur,
-        ):
+        with self.cursor(target) as cur:
             cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             row = cur.fetchone()
             superuser = bool(row and row[0])
@@ -281,12 +273,7 @@ class DatabaseManager:
 
     def analyze(self, url: str | PgURL) -> None:
         """Fresh planner statistics, so the app is fast right after cutover."""
-        with (
-            connection(
-                url, connect_timeout=self.connect_timeout, statement_timeout=self.command_timeout
-            ) as conn,
-            conn.cursor() as cur,
-        ):
+        with self.cursor(url) as cur:
             cur.execute("ANALYZE")
 
     def verify(self, source_url: str, target_url: str) -> VerificationReport:

@@ -1,0 +1,726 @@
+"""GitHub Actions integration, notifications and the terminal UI, as users meet them.
+
+- Under GITHUB_ACTIONS=true: masks precede every secret, phases are groups, the summary is a
+  markdown table, outputs use the runner's file format (a real rotation on the emulator, and
+  the `render-rotator rotate` command itself once the CLI exposes it).
+- Notifications: the POSTed body (captured with respx) is Slack/Discord-shaped, short, and
+  holds no secret; delivery failures never raise.
+- The terminal UI under a real pseudo-terminal shows live progress and a colored report;
+  piped, it prints plain lines without a single escape code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import select
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from render_rotator import github, logs, notify
+from render_rotator.ui import CopyProgress, CopyWatcher, human_bytes, report_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+
+REPORT: dict[str, Any] = {
+    "ok": True,
+    "rotated": True,
+    "dry_run": False,
+    "due": True,
+    "database": "myapp-db",
+    "strategy": "create-first",
+    "freeze": "suspend",
+    "old": {"id": "dpg-old-a", "name": "myapp-db", "expires_at": "2025-01-31T10:00:00+00:00"},
+    "new": {
+        "id": "dpg-new-a",
+        "name": "myapp-db-20250125",
+        "expires_at": "2025-02-24T10:00:00+00:00",
+        "version": "16",
+    },
+    "phases": [
+        {"name": "inspect", "status": "done", "seconds": 1.25},
+        {"name": "copy", "status": "done", "seconds": 3.5},
+        {"name": "retire", "status": "skipped", "seconds": 0.0},
+    ],
+    "freeze_seconds": 12.34,
+    "rows_copied": 5000,
+    "bytes_copied": 123456,
+    "backup": {"path": "backups/myapp.dump", "sha256": "ab12", "size_bytes": 2048},
+    "targets": [{"target": "srv-x:DATABASE_URL", "status": "repointed"}],
+    "deploys": [{"service_id": "srv-x", "deploy_id": "dep-x", "status": "live"}],
+    "plan": [],
+    "message": "rotated to dpg-new-a",
+    "exit_code": 0,
+    "notes": [],
+}
+
+
+def _secret() -> str:
+    return "pw-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def actions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """GITHUB_ACTIONS=true with temp summary/output files; logging restored afterwards."""
+    files = {"summary": tmp_path / "summary.md", "output": tmp_path / "output.txt"}
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(files["summary"]))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(files["output"]))
+    logger = logging.getLogger("render_rotator")
+    handlers = list(logger.handlers)
+    listeners = list(logs._listeners)
+    yield files
+    logger.handlers[:] = handlers
+    logs._listeners[:] = listeners
+
+
+def parse_output_file(text: str) -> dict[str, str]:
+    """Read $GITHUB_OUTPUT the way the runner does (name=value and name<<DELIM ... DELIM)."""
+    outputs: dict[str, str] = {}
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line:
+            continue
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            value: list[str] = []
+            while lines[i] != delimiter:
+                value.append(lines[i])
+                i += 1
+            i += 1
+            outputs[name] = "\n".join(value)
+        else:
+            name, value_text = line.split("=", 1)
+            outputs[name] = value_text
+    return outputs
+
+
+def assert_masked_before_shown(text: str, secret: str) -> None:
+    """`secret` may appear only in/after its ::add-mask:: line, and that line must exist."""
+    mask_line = f"::add-mask::{github.escape_data(secret)}"
+    assert mask_line in text, f"no mask for a secret of length {len(secret)}"
+    first_mask = text.index(mask_line)
+    first_seen = text.find(secret)
+    assert first_seen >= first_mask, "a secret was printed before its mask"
+
+
+# --- workflow commands -----------------------------------------------------------------------
+
+
+def test_escaping_follows_the_runner() -> None:
+    assert github.escape_data("50% done\r\nnext") == "50%25 done%0D%0Anext"
+    assert github.escape_property("a:b,c%\n") == "a%3Ab%2Cc%25%0A"
+
+
+def test_registering_a_secret_masks_it_before_any_log_line(
+    actions: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    early = _secret()
+    logs.register_secret(early)  # learnt before install: masked by install itself
+    logs.setup_logging(0)
+    assert github.install() is True
+    secret = _secret()
+    log = logging.getLogger("render_rotator.test")
+    logs.register_secret(secret)
+    log.info("connecting with %s", secret)
+    logs.register_secret(secret)  # a second registration does not mask twice
+    err = capsys.readouterr().err
+    assert_masked_before_shown(err, secret)
+    assert_masked_before_shown(err, early)
+    assert err.count(f"::add-mask::{secret}") == 1
+    assert f"connecting with {secret}" not in err  # and the log line is scrubbed too
+
+
+def test_mask_covers_lines_and_url_encoding(
+    actions: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    github.mask("p@ss/word%1")
+    github.mask("line-one-xyz\nline-two-xyz")
+    err = capsys.readouterr().err.splitlines()
+    assert "::add-mask::p@ss/word%251" in err
+    assert "::add-mask::p%2540ss%252Fword%25251" in err  # the percent-encoded form, escaped
+    assert "::add-mask::line-one-xyz%0Aline-two-xyz" in err
+    assert "::add-mask::line-one-xyz" in err and "::add-mask::line-two-xyz" in err
+
+
+def test_nothing_is_emitted_outside_actions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
+    github.mask(_secret())
+    github.annotate("error", "boom")
+    with github.group("phase"):
+        pass
+    github.publish(REPORT)
+    assert github.install() is False
+    assert capsys.readouterr() == ("", "")
+    assert not (tmp_path / "s.md").exists()
+
+
+def test_groups_do_not_nest_and_annotations_escape(
+    actions: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with github.group("phase copy"), github.group("inner"):
+        github.annotate("warning", "100% sure\nsecond line", title="db: a,b")
+    assert capsys.readouterr().err.splitlines() == [
+        "::group::phase copy",
+        "::warning title=db%3A a%2Cb::100%25 sure%0Asecond line",
+        "::endgroup::",
+    ]
+    with pytest.raises(ValueError):
+        github.annotate("fatal", "x")  # type: ignore[arg-type]
+
+
+def test_log_warnings_become_annotations_once(
+    actions: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.setup_logging(0)
+    github.install()
+    github.install()
+    logging.getLogger("render_rotator.x").warning("disk %s full", "almost")
+    logging.getLogger("render_rotator.x").info("fine")
+    err = capsys.readouterr().err
+    assert err.count("disk almost full") == 1
+    assert "::warning title=render-rotator::disk almost full" in err
+    assert "INFO    fine" in err
+
+
+# --- environment files -----------------------------------------------------------------------
+
+
+def test_outputs_file_single_and_multiline(actions: dict[str, Path]) -> None:
+    github.write_outputs({"rotated": True, "paths": "a.dump\nb.dump", "empty": None})
+    github.write_outputs({"later": "x=y"})
+    text = actions["output"].read_text()
+    assert text.startswith("rotated=true\npaths<<ghadelimiter_")
+    assert parse_output_file(text) == {
+        "rotated": "true",
+        "paths": "a.dump\nb.dump",
+        "empty": "",
+        "later": "x=y",
+    }
+    with pytest.raises(ValueError):
+        github.write_outputs({"bad name": "x"})
+
+
+def test_outputs_from_reports() -> None:
+    assert github.outputs_from_report(REPORT) == {
+        "rotated": "true",
+        "new-postgres-id": "dpg-new-a",
+        "expires-at": "2025-02-24T10:00:00+00:00",
+        "ok": "true",
+        "backup-path": "backups/myapp.dump",
+    }
+    not_due = {"ok": True, "rotated": False, "due": False, "database": "d", "new": None}
+    assert github.outputs_from_report(not_due)["rotated"] == "false"
+    assert github.outputs_from_report(not_due)["new-postgres-id"] == ""
+    failed = {**REPORT, "ok": False, "rotated": False, "exit_code": 1}
+    assert github.outputs_from_report(failed)["ok"] == "false"
+    fleet = {
+        "ok": True,
+        "rotated": True,
+        "databases": [REPORT, {**REPORT, "new": {"id": "dpg-two", "expires_at": "2025-03-01"}}],
+    }
+    out = github.outputs_from_report(fleet)
+    assert out["new-postgres-id"] == "dpg-new-a,dpg-two"
+    assert out["backup-path"] == "backups/myapp.dump\nbackups/myapp.dump"
+
+
+def test_summary_is_a_markdown_table_without_secrets(actions: dict[str, Path]) -> None:
+    secret = _secret()
+    logs.register_secret(secret)
+    report = {**REPORT, "message": f"rotated | with {secret}", "notes": ["used delete-first"]}
+    github.write_summary(report)
+    github.write_summary(report)  # appends, as several steps may write
+    text = actions["summary"].read_text()
+    assert secret not in text
+    assert text.count("## render-rotator") == 2
+    lines = text.splitlines()
+    header = lines.index("| Database | Outcome | Old | New | Expires | Write freeze |")
+    assert lines[header + 1] == "| --- | --- | --- | --- | --- | --- |"
+    assert lines[header + 2] == (
+        "| myapp-db | ✅ rotated | `dpg-old-a` | `dpg-new-a` | 2025-02-24T10:00:00+00:00 | 12.3 s |"
+    )
+    assert "rotated \\| with ***" in text
+    assert "| New database | `dpg-new-a` myapp-db-20250125, PostgreSQL 16 |" in text
+    assert "| copy | done | 3.5 |" in text
+    assert "| Copied | 5,000 rows, 120.6 KiB |" in text
+    assert "> used delete-first" in text
+
+
+def test_publish_annotates_failures_and_writes_files(
+    actions: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    failed = {
+        **REPORT,
+        "ok": False,
+        "rotated": False,
+        "exit_code": 3,
+        "new": None,
+        "message": "copy differs: users 10 != 9",
+    }
+    github.publish(failed)
+    err = capsys.readouterr().err
+    assert "::error title=render-rotator%3A myapp-db mismatch::copy differs%3A" not in err
+    assert "::error title=render-rotator%3A myapp-db mismatch::copy differs: users 10 != 9" in err
+    assert "❌ mismatch" in actions["summary"].read_text()
+    assert parse_output_file(actions["output"].read_text())["ok"] == "false"
+
+
+def test_status_summary_and_due_output(actions: dict[str, Path]) -> None:
+    status = {
+        "databases": [
+            {
+                "name": "app-db",
+                "postgres_name": "app-db-20250101",
+                "id": "dpg-a",
+                "status": "available",
+                "version": "16",
+                "plan": "free",
+                "expires_at": "2025-01-31T00:00:00+00:00",
+                "days_left": 2.25,
+                "targets": [{"target": "srv-x:DATABASE_URL", "connection": "internal"}],
+                "due": True,
+            },
+            {"name": "gone", "id": None, "status": "not found", "targets": [], "due": False},
+        ]
+    }
+    github.publish_status(status)
+    summary = actions["summary"].read_text()
+    assert (
+        "| app-db-20250101 | `dpg-a` | available | 16 | free | 2025-01-31T00:00:00+00:00 | 2.2 "
+        "| ⏰ yes | srv-x:DATABASE_URL |" in summary
+    )
+    assert "| gone | – | not found | – | – | – | – | no | – |" in summary
+    assert parse_output_file(actions["output"].read_text()) == {"due": '["app-db"]'}
+
+
+def test_pg_client_major(tmp_path: Path) -> None:
+    status = {
+        "databases": [
+            {"name": "a", "id": "dpg-a", "version": "15"},
+            {"name": "b", "id": "dpg-b", "version": "16"},
+            {"name": "gone", "id": None, "status": "not found"},
+        ]
+    }
+    assert github.pg_client_major(status) == 16
+    assert github.pg_client_major(status, "a") == 15
+    assert github.pg_client_major(status, "dpg-a", {"a": "17"}) == 17  # an upgrade wins
+    assert github.pg_client_major(status, "gone") is None
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps(status))
+    run = subprocess.run(
+        [sys.executable, "-m", "render_rotator.github", "pg-major", "--status", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout == "16\n"
+
+
+# --- notifications --------------------------------------------------------------------------
+
+HOOK = "https://hooks.example.test/services/T000/B000/tokentokentoken"
+
+
+@respx.mock
+def test_notify_posts_slack_and_discord_text_without_secrets() -> None:
+    route = respx.post(HOOK).mock(return_value=httpx.Response(200))
+    password = _secret()
+    logs.register_secret(password)
+    report = {
+        **REPORT,
+        "message": f"done; postgresql://u:{password}@dpg-new-a.oregon-postgres.render.com/db",
+    }
+    assert notify.notify(HOOK, report) is True
+    body = json.loads(route.calls.last.request.content)
+    assert set(body) == {"text", "content"} and body["text"] == body["content"]
+    assert body["text"] == (
+        "render-rotator: ✅ myapp-db rotated to dpg-new-a (myapp-db-20250125), "
+        "expires 2025-02-24T10:00:00+00:00, writes frozen 12.3s"
+    )
+    raw = route.calls.last.request.content.decode()
+    assert password not in raw and "postgresql://" not in raw
+
+
+@respx.mock
+def test_notify_on_failure_and_error_payloads() -> None:
+    route = respx.post(HOOK).mock(return_value=httpx.Response(204))
+    password = _secret()
+    logs.register_secret(password)
+    failed = {
+        **REPORT,
+        "ok": False,
+        "rotated": False,
+        "new": None,
+        "exit_code": 1,
+        "phases": [{"name": "copy", "status": "failed", "seconds": 2}],
+        "message": f"pg_restore failed for postgresql://u:{password}@h/db",
+    }
+    assert notify.notify(HOOK, failed) is True
+    text = json.loads(route.calls.last.request.content)["text"]
+    assert text.startswith("render-rotator: ❌ myapp-db: rotation failed in phase copy")
+    assert "dpg-old-a is still in use" in text
+    assert password not in text and "postgresql" not in text
+    error = {"ok": False, "exit_code": 2, "error": f"bad config near {password}"}
+    assert notify.notify(HOOK, error) is True
+    text = json.loads(route.calls.last.request.content)["text"]
+    assert "rotation failed: bad config near ***" in text
+
+
+@respx.mock
+def test_notify_skips_quiet_days_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    route = respx.post(HOOK)
+    assert notify.notify(HOOK, {"ok": True, "rotated": False, "due": False}) is False
+    assert notify.notify(None, REPORT) is False
+    assert route.call_count == 0
+    route.mock(return_value=httpx.Response(500))
+    with caplog.at_level(logging.WARNING, logger="render_rotator"):
+        assert notify.notify(HOOK, REPORT) is False
+    route.mock(side_effect=httpx.ConnectError("no route to " + HOOK))
+    with caplog.at_level(logging.WARNING, logger="render_rotator"):
+        assert notify.notify(HOOK, REPORT) is False
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("HTTP 500" in m for m in messages)
+    assert any("ConnectError" in m for m in messages)
+    assert all("tokentokentoken" not in logs.scrub(m) for m in messages)
+    assert all("tokentokentoken" not in m for m in messages)
+
+
+def test_long_fleet_messages_are_cut() -> None:
+    fleet = {"databases": [{**REPORT, "database": f"db-{i}"} for i in range(30)]}
+    assert len(notify.message_for(fleet)) <= 600
+
+
+# --- terminal UI ----------------------------------------------------------------------------
+
+UI_PROGRAM = textwrap.dedent(
+    """
+    import json, logging, sys, time
+    from render_rotator.logs import setup_logging
+    from render_rotator.ui import make_ui
+    as_json = "--json" in sys.argv
+    setup_logging(0)
+    report = json.loads(sys.argv[1])
+    log = logging.getLogger("render_rotator.demo")
+    with make_ui(as_json=as_json) as ui:
+        with ui.phase("inspect"):
+            log.info("found the old database")
+        with ui.phase("provision"), ui.waiting("dpg-new-a to become available"):
+            time.sleep(0.4)
+        with ui.phase("copy"), ui.copy_progress(total_bytes=200_000, total_rows=5000) as cp:
+            cp.start_table("public.users", 120_000)
+            for i in range(1, 9):
+                cp.update("public.users", i * 15_000, i * 375)
+                cp.update("public.orders", i * 10_000, i * 250)
+                time.sleep(0.06)
+            cp.table_done("public.users")
+            cp.table_done("public.orders")
+        ui.final_report(report)
+    if as_json:
+        print(json.dumps(report))
+    """
+)
+
+ESC = "\x1b"
+COLOR_SGR = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-8]|9[0-7])(?:;[0-9]+)*m")
+
+
+def _program(tmp_path: Path) -> list[str]:
+    path = tmp_path / "ui_program.py"
+    path.write_text(UI_PROGRAM)
+    return [sys.executable, str(path), json.dumps(REPORT)]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "NO_COLOR")}
+    env.update(TERM="xterm-256color", COLUMNS="120", LINES="40", **extra)
+    env.pop("FORCE_COLOR", None)
+    return env
+
+
+def _run_in_pty(argv: list[str], env: dict[str, str], stdout_pipe: bool = False) -> tuple[str, str]:
+    """Run with stderr (and stdout unless `stdout_pipe`) on a pseudo-terminal."""
+    master, slave = os.openpty()
+    stdout: Any = subprocess.PIPE if stdout_pipe else slave
+    proc = subprocess.Popen(argv, stdin=slave, stdout=stdout, stderr=slave, env=env)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    piped = proc.stdout.read().decode() if stdout_pipe and proc.stdout else ""
+    assert proc.wait(timeout=10) == 0
+    os.close(master)
+    return b"".join(chunks).decode("utf-8", "replace"), piped
+
+
+def test_terminal_shows_live_progress_and_a_colored_report(tmp_path: Path) -> None:
+    screen, _ = _run_in_pty(_program(tmp_path), _env())
+    assert ESC + "[?25l" in screen  # the live display hides the cursor...
+    assert ESC + "[?25h" in screen  # ...and gives it back
+    assert "waiting for dpg-new-a to become available" in screen
+    assert re.search(r"0:00:0\d", screen)  # elapsed time while waiting
+    assert "public.users" in screen and "public.orders" in screen
+    assert re.search(r"[\d.]+ KiB / 195\.3 KiB", screen)  # bytes done of total
+    assert re.search(r"\d[\d,]* rows", screen)
+    assert "ETA " in screen
+    assert "found the old database" in screen  # log lines still shown, above the display
+    assert "copied 195.3 KiB of 195.3 KiB (100%), 5,000 of 5,000 rows, 2/2 tables done" in screen
+    assert COLOR_SGR.search(screen)  # a colored final report
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert "✓ myapp-db rotated" in plain
+    assert re.search(r"new\s+dpg-new-a \(myapp-db-20250125\), PostgreSQL 16", plain)
+    assert re.search(r"copy\s+done\s+3\.5s", plain)
+
+
+def test_no_color_is_honoured_on_a_terminal(tmp_path: Path) -> None:
+    screen, _ = _run_in_pty(_program(tmp_path), _env(NO_COLOR="1"))
+    assert "ETA " in screen  # still live progress...
+    assert not COLOR_SGR.search(screen)  # ...but no color
+
+
+def test_piped_output_is_plain_lines(tmp_path: Path) -> None:
+    run = subprocess.run(_program(tmp_path), capture_output=True, text=True, env=_env())
+    assert run.returncode == 0, run.stderr
+    assert ESC not in run.stdout and ESC not in run.stderr
+    assert run.stdout.splitlines() == report_lines(REPORT)
+    assert run.stdout.startswith("myapp-db: rotated - rotated to dpg-new-a\n")
+    err = run.stderr.splitlines()
+    for expected in (
+        "phase inspect: started",
+        "found the old database",
+        "waiting for dpg-new-a to become available",
+        "phase copy: done in",
+        "copy: 195.3 KiB of 195.3 KiB (100%), 5,000 of 5,000 rows, 2/2 tables done in",
+    ):
+        assert any(expected in line for line in err), expected
+    assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|DEBUG)", line) for line in err)
+
+
+def test_json_keeps_stdout_to_one_object_even_on_a_terminal(tmp_path: Path) -> None:
+    screen, stdout = _run_in_pty(_program(tmp_path) + ["--json"], _env(), stdout_pipe=True)
+    assert json.loads(stdout) == REPORT
+    assert "ETA " in screen  # progress still shown, on stderr
+    assert "✓ myapp-db rotated" not in screen  # the JSON is the report
+
+
+class _Recorder(CopyProgress):
+    def __init__(self) -> None:
+        super().__init__(total_rows=2000)
+        self.events: list[tuple[str, str, int, int]] = []
+
+    def update(self, table: str, bytes_done: int, rows_done: int) -> None:
+        super().update(table, bytes_done, rows_done)
+        self.events.append(("update", table, bytes_done, rows_done))
+
+    def table_done(self, table: str) -> None:
+        super().table_done(table)
+        self.events.append(("done", table, self.bytes_done, self.rows_done))
+
+
+class _SlowRows:
+    """A file-like COPY source handing over 100 rows (12 KB, past libpq's buffer) per 40 ms."""
+
+    def __init__(self, rows: int) -> None:
+        self.lines = [f"{i}\t{'x' * 110}\n" for i in range(rows)]
+
+    def read(self, size: int = -1) -> str:
+        if not self.lines:
+            return ""
+        time.sleep(0.04)
+        chunk, self.lines = self.lines[:100], self.lines[100:]
+        return "".join(chunk)
+
+    readline = read
+
+
+def test_copy_watcher_reports_a_running_copy_per_table(fresh_db: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(fresh_db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute('CREATE TABLE "Users" (id int, name text)')
+    progress = _Recorder()
+    expected = {'public."Users"': 2000}
+    watcher = CopyWatcher(fresh_db, progress, interval=0.05, expected_rows=expected)
+    with watcher, conn.cursor() as cur:
+        cur.copy_expert('COPY "Users" FROM STDIN', _SlowRows(2000))
+    conn.close()
+    running = [e for e in progress.events if e[0] == "update" and 0 < e[3] < 2000]
+    assert running, "no progress seen while the COPY ran"
+    assert all(e[1] == 'public."Users"' for e in progress.events)
+    assert [e[3] for e in running] == sorted(e[3] for e in running)  # rows only grow
+    assert running[-1][2] > 0  # bytes too
+    assert progress.events[-1][0] == "done" and progress.rows_done == 2000
+    assert progress.summary().startswith(f"{human_bytes(progress.bytes_done)}, 2,000 of 2,000 rows")
+
+
+def test_copy_watcher_never_breaks_the_copy() -> None:
+    progress = CopyProgress()
+    with CopyWatcher("postgresql://nobody@127.0.0.1:1/none", progress, connect_timeout=1):
+        pass
+    assert progress.rows_done == 0
+
+
+# --- a real rotation under GITHUB_ACTIONS=true ----------------------------------------------
+
+
+@pytest.fixture
+def emulated(pg: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A seeded emulator scenario and a config file rotating its database."""
+    from render_rotator.postgres.url import PgURL
+    from render_rotator.sandbox.emulator import RenderEmulator
+    from render_rotator.sandbox.seed import seed_demo
+
+    with RenderEmulator(pg, provision_delay=0.2, deploy_delay=0.2) as emu:
+        scenario = seed_demo(emu, rows=300)
+        config = tmp_path / "render-rotator.toml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                [[database]]
+                name = "{scenario.postgres_name}"
+                  [[database.target]]
+                  service = "{scenario.service_id}"
+                """
+            )
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+        env.update(
+            RENDER_API_KEY=emu.api_key,
+            RENDER_API_URL=emu.base_url,
+            GITHUB_ACTIONS="true",
+            GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"),
+            GITHUB_OUTPUT=str(tmp_path / "output.txt"),
+        )
+        yield {
+            "emu": emu,
+            "config": config,
+            "env": env,
+            "tmp": tmp_path,
+            "old_password": PgURL.parse(scenario.external_url).password,
+            "api_key": emu.api_key,
+        }
+
+
+def _check_actions_run(run: subprocess.CompletedProcess[str], emulated: dict[str, Any]) -> None:
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)  # stdout is exactly one JSON object
+    assert report["rotated"] is True
+    new_id = report["new"]["id"]
+    new_info = emulated["emu"].connection_info(new_id)
+    secrets = [
+        emulated["old_password"],
+        new_info["password"],
+        new_info["internalConnectionString"],
+        new_info["externalConnectionString"],
+    ]
+    for secret in secrets:
+        assert secret not in run.stdout
+        assert_masked_before_shown(run.stderr, secret)
+    err = run.stderr.splitlines()
+    assert "::group::phase inspect" in err and "::group::phase copy" in err
+    assert err.count("::group::phase copy") == 1
+    assert err.count("::endgroup::") == sum(1 for line in err if line.startswith("::group::"))
+    assert any(line.startswith("::notice title=render-rotator%3A") for line in err)
+
+    tmp: Path = emulated["tmp"]
+    summary = (tmp / "summary.md").read_text()
+    outputs = parse_output_file((tmp / "output.txt").read_text())
+    for secret in secrets:
+        assert secret not in summary and secret not in "".join(outputs.values())
+    assert "| Database | Outcome | Old | New | Expires | Write freeze |" in summary
+    assert f"| ✅ rotated | `{report['old']['id']}` | `{new_id}` |" in summary
+    assert "| verify | done |" in summary
+    assert outputs["rotated"] == "true"
+    assert outputs["new-postgres-id"] == new_id
+    assert outputs["expires-at"] == report["new"]["expires_at"]
+    assert outputs["backup-path"] == report["backup"]["path"]
+    assert Path(outputs["backup-path"]).is_file()
+
+
+ROTATE_AS_THE_CLI_WILL = textwrap.dedent(
+    """
+    import json, sys
+    from render_rotator import github
+    from render_rotator.logs import setup_logging
+    from render_rotator.rotation.workflow import rotate
+    from render_rotator.ui import make_ui
+    setup_logging(0)
+    github.install()
+    with make_ui(as_json=True) as ui:
+        result = rotate(sys.argv[1], yes=True, ui=ui, if_expiring_within=60)
+    report = result.to_dict()
+    github.publish(report)
+    print(json.dumps(report, indent=2))
+    sys.exit(result.exit_code)
+    """
+)
+
+
+def test_rotation_under_actions_masks_summarises_and_outputs(emulated: dict[str, Any]) -> None:
+    """The wiring the CLI uses (install, make_ui, publish) around a real rotation."""
+    run = subprocess.run(
+        [sys.executable, "-c", ROTATE_AS_THE_CLI_WILL, str(emulated["config"])],
+        capture_output=True,
+        text=True,
+        env=emulated["env"],
+        timeout=120,
+    )
+    _check_actions_run(run, emulated)
+
+
+def test_cli_rotate_under_actions(emulated: dict[str, Any]) -> None:
+    """`render-rotator rotate --json` itself, as action.yml runs it."""
+    from render_rotator.cli import cli
+
+    if "rotate" not in getattr(cli, "commands", {}):
+        pytest.skip("the CLI has no `rotate` command yet")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "render_rotator",
+            "rotate",
+            "-c",
+            str(emulated["config"]),
+            "--json",
+            "--yes",
+            "--if-expiring-within",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        env=emulated["env"],
+        timeout=120,
+    )
+    _check_actions_run(run, emulated)

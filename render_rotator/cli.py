@@ -354,6 +354,24 @@ def verify(
         sys.exit(EXIT_MISMATCH)
 
 
+class _DaysOrConfig(click.ParamType):
+    """Days (>= 0), or "config" (a bare --if-expiring-within: each database's own
+    rotate_within_days)."""
+
+    name = "days"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "config" or (isinstance(value, int) and value >= 0):
+            return value
+        try:
+            days = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a whole number of days", param, ctx)
+        if days < 0:
+            self.fail(f"{days} is negative", param, ctx)
+        return days
+
+
 def config_option(func: F) -> F:
     return click.option(
         "-c",
@@ -384,9 +402,9 @@ def _emit_rotation(result: Any, as_json: bool) -> None:
 @click.option(
     "--if-expiring-within",
     "if_expiring_within",
-    type=click.IntRange(min=0),
+    type=_DaysOrConfig(),
     is_flag=False,
-    flag_value=-1,
+    flag_value="config",
     default=None,
     metavar="[DAYS]",
     help="Do nothing (exit 0) unless the database expires within DAYS days "
@@ -401,7 +419,7 @@ def rotate(
     config_path: Path | None,
     database: str | None,
     dry_run: bool,
-    if_expiring_within: int | None,
+    if_expiring_within: int | str | None,
     yes: bool,
     restart: bool,
     pg_bin: str | None,
@@ -412,9 +430,6 @@ def rotate(
     from render_rotator.rotation.workflow import rotate as rotate_fn
 
     cfg = load_config(config_path)
-    if if_expiring_within == -1:
-        target = cfg.find_database(database) if database else cfg.databases[0]
-        if_expiring_within = target.settings.rotate_within_days
     result = rotate_fn(
         cfg,
         database,

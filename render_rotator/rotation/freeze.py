@@ -6,7 +6,14 @@ readonly     the database itself refuses writes (default_transaction_read_only, 
              sessions are ended so none keeps a read-write transaction open).
 none         no freeze (explicit opt-out; verification still catches rows that differ).
 
-We only ever undo what we did: a service someone had suspended before stays suspended.
+We only ever undo what we did: a service someone had suspended before stays suspended
+(except when finishing a half-done rotation found on Render with no journal: the services
+that rotation froze look exactly like that, so they are taken as ours).
+
+Fencing: from the cutover until the old database is retired, it is made read-only, whatever
+the freeze mode. Services resumed before their new deploy is live still run the old deploy
+with the old URL; a write landing in the old database then would be silently lost when it is
+deleted, so it fails instead. Landing back on the old database lifts the fence.
 """
 
 from __future__ import annotations
@@ -26,35 +33,52 @@ log = logging.getLogger("render_rotator.rotation")
 
 
 def freeze(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
-    if mode == "suspend":
-        for service_id in ctx.affected_services():
-            if service_id in frozen["suspended"]:
-                continue
-            if ctx.client.get_service(service_id).suspended:
-                log.warning("%s was already suspended: leaving it as it is", service_id)
-                continue
-            ctx.client.suspend_service(service_id)
-            frozen["suspended"].append(service_id)
-            ctx.save()
-    elif mode == "maintenance":
-        for service_id in ctx.affected_services():
-            if service_id in frozen["maintenance"]:
-                continue
-            if ctx.client.get_service(service_id).maintenance_mode_enabled:
-                log.warning("%s was already in maintenance mode: leaving it", service_id)
-                continue
-            ctx.client.set_maintenance_mode(service_id, True)
-            frozen["maintenance"].append(service_id)
-            ctx.save()
+    if mode in ("suspend", "maintenance"):
+        _freeze_services(ctx, mode, frozen)
     elif mode == "readonly":
-        set_read_only(ctx.old_url(), True, ctx.settings.connect_timeout)
-        frozen["readonly"] = True
+        frozen["readonly"] = True  # recorded first: a crash right after must still undo it
         ctx.save()
+        set_read_only(ctx.old_url(), True, ctx.settings.connect_timeout)
     else:
         log.warning(
-            "freeze = none: writes are not stopped; rows written during the copy would be "
-            "missing, and verification will refuse the cutover if they are"
+            "freeze = none: writes are not stopped; if any reach the old database after the "
+            "backup, verification refuses the cutover"
         )
+
+
+def _is_frozen(ctx: Rotation, mode: str, service_id: str) -> bool:
+    service = ctx.client.get_service(service_id)
+    return bool(service.suspended if mode == "suspend" else service.maintenance_mode_enabled)
+
+
+def _freeze_services(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
+    """Suspend (or put in maintenance) each affected service we find running.
+
+    A service goes on the "pending" list before the call, so a run cut off between the call
+    and the journal still knows that the frozen service it finds was frozen by us.
+    """
+    done_key = "suspended" if mode == "suspend" else "maintenance"
+    pending = frozen.setdefault("pending", [])
+    adopt = bool(ctx.state.get("adopt_frozen"))
+    for service_id in ctx.affected_services():
+        if service_id in frozen[done_key]:
+            continue
+        already = _is_frozen(ctx, mode, service_id)
+        if already and service_id not in pending and not adopt:
+            log.warning("%s was already frozen (%s): leaving it as it is", service_id, mode)
+            continue
+        if already:
+            log.info("%s is frozen by this rotation's earlier run: taking it as ours", service_id)
+        else:
+            if service_id not in pending:
+                pending.append(service_id)
+                ctx.save()
+            if mode == "suspend":
+                ctx.client.suspend_service(service_id)
+            else:
+                ctx.client.set_maintenance_mode(service_id, True)
+        frozen[done_key].append(service_id)
+        ctx.save()
 
 
 def set_read_only(url: str, on: bool, connect_timeout: float) -> None:
@@ -71,35 +95,84 @@ def set_read_only(url: str, on: bool, connect_timeout: float) -> None:
         )
         cur.execute(sql.SQL(stmt).format(sql.Identifier(row[0])))
         if on:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'"
+            # Sessions opened before keep their read-write default: end them, then wait until
+            # they are gone. Only our own role's (the app's) sessions: a non-superuser may not
+            # end other roles' sessions, and on Render the app uses this role.
+            cur.execute("SELECT clock_timestamp()")
+            stamp = cur.fetchone()
+            assert stamp is not None
+            others = (
+                "FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+                "AND usename = current_user AND backend_start < %s"
             )
-            time.sleep(0.2)
+            cur.execute("SELECT pg_terminate_backend(pid) " + others, (stamp[0],))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                cur.execute("SELECT count(*) " + others, (stamp[0],))
+                left = cur.fetchone()
+                if not left or not left[0]:
+                    break
+                time.sleep(0.05)
 
 
-def thaw(ctx: Rotation) -> None:
-    """Undo our freeze (only what we did), recording progress so a re-run skips it."""
+def fence(ctx: Rotation) -> None:
+    """Make the old database read-only for the cutover (see the module docstring)."""
+    frozen = ctx.state.setdefault("frozen", {"mode": "none", "suspended": [], "maintenance": []})
+    if ctx.old is None or frozen.get("fenced"):
+        return
+    frozen["fenced"] = True
+    frozen.pop("readonly_reset", None)
+    ctx.save()
+    if not frozen.get("readonly"):
+        set_read_only(ctx.old_url(), True, ctx.settings.connect_timeout)
+
+
+def unfence(ctx: Rotation) -> None:
+    """Let the old database take writes again (read-only freeze or fence), if it exists."""
+    frozen = ctx.state.get("frozen") or {}
+    if not (frozen.get("readonly") or frozen.get("fenced")) or frozen.get("readonly_reset"):
+        return
+    if ctx.old is not None:
+        set_read_only(ctx.old_url(), False, ctx.settings.connect_timeout)
+    frozen["readonly_reset"] = True
+    ctx.save()
+
+
+def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
+    """Resume what we suspended and (unless told not to) take what we put in maintenance
+    out of it, recording progress so a re-run skips what is done."""
     frozen = ctx.state.get("frozen")
     if not frozen:
         return
     thawed = frozen.setdefault("thawed", [])
+    # a run cut off between the call and the journal: check before undoing again
     for service_id in frozen.get("suspended", []):
         if service_id not in thawed:
-            ctx.client.resume_service(service_id)
+            if _is_frozen(ctx, "suspend", service_id):
+                ctx.client.resume_service(service_id)
             thawed.append(service_id)
             ctx.save()
+    if not maintenance:
+        return
     for service_id in frozen.get("maintenance", []):
         if service_id not in thawed:
-            ctx.client.set_maintenance_mode(service_id, False)
+            if _is_frozen(ctx, "maintenance", service_id):
+                ctx.client.set_maintenance_mode(service_id, False)
             thawed.append(service_id)
             ctx.save()
-    if frozen.get("readonly") and not frozen.get("readonly_reset"):
-        if ctx.old is not None:
-            set_read_only(ctx.old_url(), False, ctx.settings.connect_timeout)
-        frozen["readonly_reset"] = True
-        ctx.save()
-    if "started_at" in frozen and "ended_at" not in frozen:
+
+
+def end_window(ctx: Rotation) -> None:
+    """The write freeze is over: the app can write (to whichever database it now uses)."""
+    frozen = ctx.state.get("frozen")
+    if frozen and "started_at" in frozen and "ended_at" not in frozen:
         frozen["ended_at"] = time.time()
         ctx.save()
+
+
+def thaw(ctx: Rotation) -> None:
+    """Land back on the old database: undo everything we froze (only what we did)."""
+    thaw_services(ctx)
+    unfence(ctx)
+    end_window(ctx)

@@ -4,6 +4,10 @@ One JSON file per configured database in the state directory. It records ids, na
 the backup's path and hash, which services we froze and which targets we repointed — never a
 password or connection string — so `resume` can pick up after a crash at any point.
 Writes are atomic (temp file + rename) so a crash mid-write leaves the previous version.
+
+A journal made with ``persist=False`` lives in memory only: a dry run, and the read-only
+inspect that decides whether a rotation is due at all, never leave a file behind. Setting
+`persist` later (once the rotation really starts) writes the whole record at once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from render_rotator.errors import RotationError, UsageError
+from render_rotator.logs import known_secrets
 
 JOURNAL_VERSION = 1
 _SECRETISH = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@]*:[^\s@]+@", re.IGNORECASE)
@@ -46,6 +51,7 @@ class Journal:
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    persist: bool = field(default=True, compare=False)
 
     # -- persistence ------------------------------------------------------------------
 
@@ -95,12 +101,21 @@ class Journal:
         }
 
     def save(self) -> None:
-        """Atomically replace the journal on disk; refuses to store anything secret-looking."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
-        if _SECRETISH.search(text):
+        """Atomically replace the journal on disk; refuses to store anything secret-looking.
+
+        A connection string with a password, or any secret registered at run time (database
+        passwords, the API key), makes it refuse: the journal is a plain file that may be
+        shared when asking for help.
+        """
+        # not sort_keys: the phases keep the order they ran in
+        text = json.dumps(self.to_dict(), indent=2, default=str)
+        if _SECRETISH.search(text) or any(s in text for s in known_secrets()):
             raise RotationError(
-                "refusing to write a connection string with a password to the journal"
+                f"refusing to write a connection string or password to the journal {self.path}",
+                hint="this is a bug in render-rotator: please report it",
             )
+        if not self.persist:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -120,10 +135,16 @@ class Journal:
                 os.unlink(tmp)
             raise
 
-    def archive(self) -> Path:
-        """Move a finished or discarded journal aside, keeping it for the record."""
+    def archive(self) -> Path | None:
+        """Move a finished or discarded journal aside, keeping it for the record.
+
+        Returns where it went; None for a journal that was never written.
+        """
+        if not self.persist or not self.path.exists():
+            return None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = self.path.with_name(f"{self.path.stem}.{stamp}.{self.rotation_id}.json")
+        stem = self.path.name.removesuffix(".json")
+        target = self.path.with_name(f"{stem}.{stamp}.{self.rotation_id}.json")
         os.replace(self.path, target)
         return target
 
@@ -136,13 +157,31 @@ class Journal:
     def is_done(self, phase: str) -> bool:
         return self.phases.get(phase, {}).get("status") in ("done", "skipped")
 
+    def _in_order(self, *statuses: str) -> list[str]:
+        """Phases with one of `statuses`, in the order they last began."""
+        names = [n for n, p in self.phases.items() if p.get("status") in statuses]
+        return sorted(names, key=lambda n: int(self.phases[n].get("seq", 0)))
+
     def last_phase(self) -> str | None:
-        names = [n for n, p in self.phases.items() if p.get("status") in ("done", "started")]
+        """The last phase that completed (done or skipped), None before any did."""
+        names = self._in_order("done", "skipped")
         return names[-1] if names else None
+
+    def interrupted_phase(self) -> str | None:
+        """A phase that started (or failed) and never completed: where a crash happened."""
+        names = self._in_order("started", "failed")
+        return names[-1] if names else None
+
+    def describe(self) -> str:
+        """Where this rotation got to, for messages."""
+        last = self.last_phase() or "none"
+        broken = self.interrupted_phase()
+        return f"last completed phase: {last}" + (f", interrupted in: {broken}" if broken else "")
 
     def begin(self, phase: str) -> None:
         entry = self.phases.setdefault(phase, {})
-        entry.update({"status": "started", "started_at": now_iso()})
+        seq = 1 + max((int(p.get("seq", 0)) for p in self.phases.values()), default=0)
+        entry.update({"status": "started", "started_at": now_iso(), "seq": seq})
         entry["attempts"] = int(entry.get("attempts", 0)) + 1
         self.save()
 
@@ -161,6 +200,14 @@ class Journal:
         entry = self.phases.setdefault(phase, {})
         entry.update({"status": "failed", "finished_at": now_iso(), "error": error})
         entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 3)
+        self.save()
+
+    def redo(self, *phases: str) -> None:
+        """Mark completed phases to be run again by the next resume (keeps their history)."""
+        for phase in phases:
+            entry = self.phases.get(phase)
+            if entry is not None and entry.get("status") in ("done", "skipped"):
+                entry["status"] = "redo"
         self.save()
 
     def close(self, status: str, error: str | None = None) -> None:

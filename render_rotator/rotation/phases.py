@@ -3,6 +3,11 @@
 inspect -> freeze -> backup -> delete-old -> provision -> copy -> verify -> repoint -> deploy
 -> retire -> report. `delete-old` runs only for the delete-first strategy (after a verified
 backup exists); `retire` only for create-first without keep_old.
+
+Each phase may be cut off at any point (a crash, a kill, Ctrl-C) and run again from the start
+by `resume`: progress inside a phase is written to the journal before each step that changes
+something on Render, and every step first looks at what already exists (a database created
+under the new name, a deploy triggered after the repoint, a target already repointed).
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from render_rotator.config import base_name
 from render_rotator.errors import (
     APITimeoutError,
     ConflictError,
     NotFoundError,
+    RenderRotatorError,
     RotationError,
+    ServerError,
     UsageError,
     VerificationError,
 )
@@ -30,10 +36,13 @@ from render_rotator.postgres.binaries import check_client_for_server, server_maj
 from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.connect import connection
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
-from render_rotator.render import DEPLOY_SUCCESSFUL, Postgres, is_free_tier_refusal
+from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation.context import Rotation
+from render_rotator.rotation.naming import is_rotation_of
+from render_rotator.rotation.report import PhaseRecord
 from render_rotator.rotation.targets import (
+    TargetValue,
     fingerprint,
     new_value,
     points_at,
@@ -44,13 +53,15 @@ from render_rotator.rotation.targets import (
 log = logging.getLogger("render_rotator.rotation")
 
 Phase = Callable[[Rotation], bool | None]  # returns False when the phase was skipped
+_FIRST_POLL = 0.25  # seconds before the first re-check of a wait; the client doubles it
 
 
 # -- inspect ----------------------------------------------------------------------------
 
 
 def _candidates(ctx: Rotation) -> list[Postgres]:
-    """Databases that are this config entry's database or a rotation of it."""
+    """Databases that are this config entry's database or a rotation of it (configured one
+    first when it is given by id)."""
     owner = ctx.config.render.owner_id
     if ctx.db.id:
         pg = ctx.postgres(ctx.db.id)
@@ -63,15 +74,14 @@ def _candidates(ctx: Rotation) -> list[Postgres]:
         siblings = [
             p
             for p in ctx.client.list_postgres(owner_id=owner or pg.owner_id)
-            if base_name(p.name) == base_name(pg.name) and p.id != pg.id
+            if p.id != pg.id and is_rotation_of(pg.name, p.name, ctx.db.new_name)
         ]
         return [pg, *siblings]
     assert ctx.db.name is not None
-    wanted = base_name(ctx.db.name)
     found = [
         p
         for p in ctx.client.list_postgres(owner_id=owner)
-        if p.name == ctx.db.name or base_name(p.name) == wanted
+        if is_rotation_of(ctx.db.name, p.name, ctx.db.new_name)
     ]
     if not found:
         raise UsageError(
@@ -85,41 +95,97 @@ def _created(pg: Postgres) -> datetime:
     return pg.created_at or datetime.min.replace(tzinfo=UTC)
 
 
+def _discover(ctx: Rotation) -> tuple[Postgres, Postgres | None, list[TargetValue]]:
+    """Which database is the old one, and whether a half-done rotation's new one exists.
+
+    The old database is the one the targets point at. A rotation of it created later that no
+    target uses yet (or only some do: a repoint cut short) is a half-done rotation's new
+    database: it is finished rather than another one created.
+    """
+    listed = _candidates(ctx)
+    candidates = sorted(listed, key=_created)
+    infos = {p.id: ctx.connection_info(p.id) for p in candidates}
+    values = [read_target(ctx.client, t) for t in ctx.db.targets]
+    pointed = [p for p in candidates if any(points_at(v.value, infos[p.id]) for v in values)]
+    if len(pointed) > 2:
+        raise UsageError(
+            f"the targets of {ctx.db.label} point at {len(pointed)} different databases "
+            f"({', '.join(p.id for p in pointed)})",
+            hint="make every target use the same database before rotating",
+        )
+    new: Postgres | None = None
+    if len(pointed) == 2:
+        old, new = pointed  # oldest first: a repoint that was cut short
+    elif pointed:
+        old = pointed[0]
+    elif ctx.db.id:
+        old = listed[0]
+    elif ctx.db.targets or len(candidates) == 1:
+        exact = [p for p in candidates if p.name == ctx.db.name]
+        old = (exact or candidates)[0]  # with targets, _inspect_targets says what is wrong
+    else:
+        raise UsageError(
+            f"{len(candidates)} rotations of {ctx.db.label} exist on Render "
+            f"({', '.join(f'{p.id} ({p.name})' for p in candidates)}) and no target tells "
+            "which one is in use",
+            hint='put id = "dpg-..." of the one in use in the config (or add its targets)',
+        )
+    if new is None and pointed:
+        # only targets can tell a half-done rotation from a database in use: without them,
+        # a newer database is never taken over (its data could be live)
+        version = ctx.db.version or old.version
+        newer = [
+            p
+            for p in candidates
+            if _created(p) > _created(old)
+            and (p.plan, p.region, p.version) == (old.plan, old.region, version)
+        ]
+        new = newer[-1] if newer else None
+    for other in candidates:
+        if other.id not in (old.id, new.id if new else None):
+            ctx.report.notes.append(
+                f"{other.id} ({other.name}) is another rotation of {ctx.db.label} that no "
+                "target uses; it was left alone"
+            )
+    if new is not None:
+        log.warning(
+            "found %s (%s), created after %s: finishing that half-done rotation instead of "
+            "creating another database",
+            new.id,
+            new.name,
+            old.id,
+        )
+        ctx.report.notes.append(f"finished a half-done rotation found on Render ({new.id})")
+    return old, new, values
+
+
+def _deletion_started(ctx: Rotation) -> bool:
+    """Whether this rotation itself may have deleted the old database (then crashed)."""
+    began = ("started", "failed", "done", "skipped", "redo")
+    phases = ctx.journal.phases
+    deleting = any(phases.get(name, {}).get("status") in began for name in ("delete-old", "retire"))
+    return deleting and bool(ctx.state.get("backup"))
+
+
 def inspect(ctx: Rotation) -> bool:
     """Find the old database, its targets and (if any) a half-done rotation's new database."""
     state = ctx.state
+    values: list[TargetValue] | None = None
     if state.get("old_id"):
         old = ctx.old  # resuming: the journal knows which is which
         new = ctx.new
+        if old is None and not state.get("old_deleted"):
+            if not _deletion_started(ctx):
+                raise RotationError(
+                    f"the old database {state.get('old_id')} no longer exists on Render, and "
+                    "this rotation did not delete it",
+                    hint="if a backup was taken it is named in the journal; restore it with "
+                    "`render-rotator restore`",
+                )
+            log.info("%s is gone: the interrupted run had deleted it", state["old_id"])
+            state["old_deleted"] = True
     else:
-        candidates = sorted(_candidates(ctx), key=_created)
-        infos = {p.id: ctx.connection_info(p.id) for p in candidates}
-        values = [read_target(ctx.client, t) for t in ctx.db.targets]
-        pointed = {p.id for p in candidates for v in values if points_at(v.value, infos[p.id])}
-        if len(pointed) > 1:
-            raise UsageError(
-                f"the targets of {ctx.db.label} point at different databases "
-                f"({', '.join(sorted(pointed))})",
-                hint="make every target use the same database before rotating",
-            )
-        if pointed:
-            old = next(p for p in candidates if p.id in pointed)
-        elif ctx.db.id:
-            old = candidates[0]
-        else:
-            exact = [p for p in candidates if p.name == ctx.db.name]
-            old = (exact or candidates)[0]
-        newer = [p for p in candidates if _created(p) > _created(old)]
-        new = newer[-1] if newer else None
-        if new is not None:
-            log.warning(
-                "found %s (%s), created after %s: finishing that half-done rotation instead of "
-                "creating another database",
-                new.id,
-                new.name,
-                old.id,
-            )
-            ctx.report.notes.append(f"resumed a half-done rotation found on Render ({new.id})")
+        old, new, values = _discover(ctx)
         state.update(
             {
                 "old_id": old.id,
@@ -132,14 +198,18 @@ def inspect(ctx: Rotation) -> bool:
             }
         )
         if new is not None:
-            state["new_id"], state["new_name"] = new.id, new.name
+            # found on Render, not made by this journal: empty it before copying into it, and
+            # the services that rotation froze count as frozen by us
+            state.update(
+                {
+                    "new_id": new.id,
+                    "new_name": new.name,
+                    "new_adopted": True,
+                    "adopt_frozen": True,
+                }
+            )
             ctx.set_new(new)
         ctx.set_old(old)
-    if old is None and not state.get("old_deleted"):
-        raise RotationError(
-            f"the old database {state.get('old_id')} no longer exists on Render",
-            hint="if a backup was taken, restore it: see the journal in the state directory",
-        )
     if old is not None:
         state["old_spec"] = {
             "name": old.name,
@@ -152,28 +222,33 @@ def inspect(ctx: Rotation) -> bool:
             "environment_id": old.environment_id,
             "expires_at": old.expires_at.isoformat() if old.expires_at else None,
         }
-        ctx.report.old = {
-            "id": old.id,
-            "name": old.name,
-            "expires_at": state["old_spec"]["expires_at"],
-            "version": old.version,
-            "plan": old.plan,
-        }
-    _inspect_targets(ctx, new)
+    spec = state.get("old_spec") or {}
+    ctx.report.old = {
+        "id": state["old_id"],
+        "name": state.get("old_name"),
+        "expires_at": spec.get("expires_at"),
+        "version": spec.get("version"),
+        "plan": spec.get("plan"),
+    }
+    _inspect_targets(ctx, new, values)
     if old is not None and not ctx.journal.is_done("backup"):
         _check_client(ctx)
     ctx.save()
     return True
 
 
-def _inspect_targets(ctx: Rotation, new: Postgres | None) -> None:
+def _inspect_targets(
+    ctx: Rotation, new: Postgres | None, values: list[TargetValue] | None = None
+) -> None:
+    """Check each target points at the old database (or already at the new one), remember
+    what it held (in memory; only a fingerprint goes to the journal)."""
     state = ctx.state
     old_info = ctx.connection_info(state["old_id"]) if ctx.old is not None else None
     new_info = ctx.connection_info(new.id) if new is not None else None
     recorded = state.setdefault("targets", {})
     ctx.target_values = []
-    for target in ctx.db.targets:
-        current = read_target(ctx.client, target)
+    for i, target in enumerate(ctx.db.targets):
+        current = values[i] if values is not None else read_target(ctx.client, target)
         ctx.target_values.append(current)
         entry = recorded.setdefault(target.label, {"repointed": False})
         on_old = points_at(current.value, old_info) if old_info else None
@@ -215,7 +290,7 @@ def freeze(ctx: Rotation) -> bool:
     if ctx.old is None:
         return False  # nothing left to write to
     frozen = ctx.state.setdefault("frozen", {"mode": mode, "suspended": [], "maintenance": []})
-    if "started_at" not in frozen:
+    if "started_at" not in frozen and mode != "none":
         frozen["started_at"] = time.time()
     freezing.freeze(ctx, mode, frozen)
     ctx.save()
@@ -336,7 +411,10 @@ def provision(ctx: Rotation) -> bool:
         name = state.get("new_name") or ctx.db.render_new_name(
             state["old_spec"]["name"], ctx.today or date.today()
         )
+        # written before the create call: a run resumed on another day must look for the
+        # same name, not create a second database under a new date
         state["new_name"] = name
+        ctx.save()
         same_name = [
             p
             for p in ctx.client.list_postgres(name=name, owner_id=state["owner_id"])
@@ -344,6 +422,7 @@ def provision(ctx: Rotation) -> bool:
         ]
         if same_name:
             new = same_name[0]
+            state["new_adopted"] = True
             log.info("reusing %s (%s) created by an earlier attempt", new.id, name)
         else:
             new = _create(ctx, name)
@@ -352,13 +431,12 @@ def provision(ctx: Rotation) -> bool:
     timeout = ctx.settings.provision_timeout
     try:
         with ctx.ui.waiting(f"{new.id} to become available"):
-            new = ctx.client.wait_for_postgres(new.id, status="available", timeout=timeout)
+            new = ctx.client.wait_for_postgres(
+                new.id, status="available", timeout=timeout, poll_interval=_FIRST_POLL
+            )
     except APITimeoutError:
         if ctx.old is not None:
-            ctx.client.delete_postgres(new.id)  # empty: nothing of the user's is lost
-            state.pop("new_id", None)
-            ctx.set_new(None)
-            ctx.save()
+            _drop_new(ctx, "it never became available")
             raise RotationError(
                 f"the new database {new.id} did not become available within {timeout:g}s; "
                 "it was deleted and the old database stays in use",
@@ -379,6 +457,20 @@ def provision(ctx: Rotation) -> bool:
     }
     ctx.save()
     return True
+
+
+def _drop_new(ctx: Rotation, why: str) -> None:
+    """Delete the new database (nothing uses it yet): landing back on the old one."""
+    new_id = ctx.state.get("new_id")
+    if not new_id:
+        return
+    with contextlib.suppress(NotFoundError):
+        ctx.client.delete_postgres(new_id)
+    log.info("deleted the new database %s: %s", new_id, why)
+    ctx.state.pop("new_id", None)
+    ctx.state["new_deleted"] = new_id
+    ctx.set_new(None)
+    ctx.save()
 
 
 def _create(ctx: Rotation, name: str) -> Postgres:
@@ -412,46 +504,93 @@ def _create(ctx: Rotation, name: str) -> Postgres:
 
 
 def copy(ctx: Rotation) -> bool:
-    """Fill the new database: from the verified backup (consistent with the freeze)."""
+    """Fill the new database from the verified backup (the snapshot taken under the freeze).
+
+    A database this run did not just create empty (an earlier attempt's, or one whose copy
+    was cut short) is emptied first, so the copy can always simply be run again.
+    """
+    state = ctx.state
     new_url = ctx.new_url()
     manager = ctx.manager()
-    if ctx.journal.phases.get("copy", {}).get("attempts", 1) > 1 or ctx.state.get("copy_started"):
-        clean_database(new_url, connect_timeout=ctx.settings.connect_timeout)
-    ctx.state["copy_started"] = True
+    if state.get("copy_started") or state.get("new_adopted"):
+        dropped = clean_database(new_url, connect_timeout=ctx.settings.connect_timeout)
+        log.info("emptied %s before copying (%d schemas dropped)", state["new_id"], dropped)
+    state["copy_started"] = True
     ctx.save()
-    path = Path(ctx.state["backup"]["path"])
+    path = Path(state["backup"]["path"])
     result = manager.restore_database(new_url, path)
-    for skipped in result.skipped:
-        ctx.report.notes.append(f"skipped during restore (needs a superuser): {skipped}")
-    ctx.state["copy"] = {"method": "pg_restore", "seconds": round(result.seconds, 3)}
+    skipped = [f"skipped during restore (needs a superuser): {s}" for s in result.skipped]
+    ctx.report.notes.extend(n for n in skipped if n not in ctx.report.notes)
+    state["copy"] = {
+        "method": "pg_restore",
+        "seconds": round(result.seconds, 3),
+        "skipped": list(result.skipped),
+    }
     ctx.save()
     return True
 
 
 # -- verify -----------------------------------------------------------------------------
 
+_USER_DATA_BYTES = """
+SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_%'
+"""
+
+
+def _user_data_bytes(ctx: Rotation, url: str) -> int | None:
+    """Bytes of tables, their indexes and TOAST in the user's schemas."""
+    with (
+        connection(url, connect_timeout=ctx.settings.connect_timeout) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(_USER_DATA_BYTES)
+        row = cur.fetchone()
+    return int(row[0]) if row else None
+
 
 def verify(ctx: Rotation) -> bool:
-    """The new database must hold exactly what the backup's snapshot held."""
-    source = Inventory.from_dict(ctx.state["inventory"])
-    target = take_inventory(
-        ctx.new_url(),
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    )
-    report = compare_inventories(source, target)
+    """The new database must hold exactly what the backup's snapshot held, and (while it
+    exists) the old database must still hold exactly that too: a write that got past the
+    freeze after the backup would otherwise be lost at the cutover."""
+    state = ctx.state
+    source = Inventory.from_dict(state["inventory"])
+
+    def inventory_of(url: str) -> Inventory:
+        return take_inventory(
+            url,
+            connect_timeout=ctx.settings.connect_timeout,
+            statement_timeout=ctx.settings.command_timeout,
+        )
+
+    if ctx.old is not None:
+        # first: did anything write to the old database after the backup? Then that is the
+        # problem (the copy would miss those rows), whatever the copy looks like
+        drift = compare_inventories(source, inventory_of(ctx.old_url()))
+        if not drift.equal:
+            state["verified"] = False
+            ctx.save()
+            raise VerificationError(
+                "the old database changed after the backup was taken (writes were not "
+                f"frozen: freeze = {ctx.settings.freeze}): {drift.summary()}",
+                differences=[f"old database since the backup: {d}" for d in drift.differences],
+            )
+    result = compare_inventories(source, inventory_of(ctx.new_url()))
     ctx.report.rows_copied = source.total_rows
-    if not report.equal:
-        ctx.state["verified"] = False
+    if not result.equal:
+        state["verified"] = False
         ctx.save()
         raise VerificationError(
-            f"the new database does not match the old one: {report.summary()}",
-            differences=report.differences,
+            f"the new database does not match the backup of the old one: {result.summary()}",
+            differences=result.differences,
         )
-    ctx.state["verified"] = True
-    ctx.state["rows_copied"] = source.total_rows
+    state["verified"] = True
+    state["rows_copied"] = source.total_rows
+    state["bytes_copied"] = _user_data_bytes(ctx, ctx.new_url())
     ctx.save()
-    log.info("%s", report.summary())
+    log.info("%s", result.summary())
     return True
 
 
@@ -502,37 +641,110 @@ def restore_old_values(ctx: Rotation) -> list[str]:
 
 
 def deploy(ctx: Rotation) -> bool:
-    """Thaw the services and redeploy each once so it reads the new URL; wait until live."""
-    freezing.thaw(ctx)
+    """Thaw the services and redeploy each once so it reads the new URL; wait until live.
+
+    The old database is fenced (read-only) first, so nothing still running the old deploy can
+    write where no one will look. Services in maintenance mode stay there until their new
+    deploy is live. A failed deploy puts the old values back when the old database still
+    exists, lifts the fence and redeploys.
+    """
+    state = ctx.state
+    if ctx.old is not None:
+        freezing.fence(ctx)
+    freezing.thaw_services(ctx, maintenance=False)
     failed = run_deploys(ctx, "deploys")
     if not failed:
+        freezing.thaw_services(ctx)
+        freezing.end_window(ctx)
+        if ctx.old is not None and ctx.settings.keep_old:
+            freezing.unfence(ctx)  # kept as a fallback: usable again
         return True
     what = ", ".join(f"{svc} ({status})" for svc, status in failed)
     if ctx.old is None:
         raise RotationError(
             f"deploy failed for {what}; the new database holds the data and the old one is "
             "gone, so nothing was rolled back",
-            hint="fix the service and redeploy it from the Render dashboard",
+            hint="fix the service, then run `render-rotator resume` to deploy again (or "
+            "redeploy it from the Render dashboard)",
         )
     restored = restore_old_values(ctx)
-    ctx.state["rolled_back"] = True
+    freezing.unfence(ctx)
+    state["rolled_back"] = True
     ctx.save()
-    run_deploys(ctx, "rollback_deploys")
+    rollback_failed = run_deploys(ctx, "rollback_deploys")
+    freezing.thaw(ctx)
+    again = (
+        "; the redeploy on the old database failed too: "
+        + ", ".join(f"{svc} ({status})" for svc, status in rollback_failed)
+        if rollback_failed
+        else " and redeployed"
+    )
     raise RotationError(
         f"deploy failed for {what}; {len(restored)} target(s) were put back on the old "
-        f"database {ctx.state['old_id']} and redeployed",
+        f"database {state['old_id']}{again}",
         hint="fix the service, then run rotate again",
     )
 
 
+def _failed(record: dict[str, Any]) -> bool:
+    status = record.get("status")
+    return status is not None and status not in {s.value for s in DEPLOY_SUCCESSFUL}
+
+
+def _find_deploy_since(ctx: Rotation, service_id: str, since: float) -> Deploy | None:
+    """A deploy of `service_id` triggered through the API at or after `since` (epoch)."""
+    for candidate in ctx.client.list_deploys(service_id, limit=5):
+        created = candidate.created_at.timestamp() if candidate.created_at else None
+        if created is not None and created >= since - 5 and candidate.trigger in (None, "api"):
+            return candidate
+    return None
+
+
+def _trigger(ctx: Rotation, service_id: str, records: dict[str, Any]) -> None:
+    """Trigger one deploy, never two: after an ambiguous failure (Render may have acted) or
+    a crash between the request and the journal, look for the deploy before asking again."""
+    record = records.get(service_id) or {}
+    since = record.get("requested_at")
+    if since is not None and record.get("deploy_id") is None and not _failed(record):
+        found = _find_deploy_since(ctx, service_id, since)
+        if found is not None:
+            log.info("found deploy %s of %s from the interrupted run", found.id, service_id)
+            records[service_id] = {"requested_at": since, "deploy_id": found.id}
+            ctx.save()
+            return
+    record = {"requested_at": time.time()}
+    records[service_id] = record
+    ctx.save()
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        try:
+            deploy_obj = ctx.client.trigger_deploy(service_id)
+        except (ServerError, APITimeoutError) as exc:
+            found = _find_deploy_since(ctx, service_id, record["requested_at"])
+            if found is not None:
+                deploy_obj = found
+            elif attempt == attempts:
+                raise
+            else:
+                log.warning("deploy of %s not started (%s); trying again", service_id, exc)
+                time.sleep(attempt)
+                continue
+        record["deploy_id"] = deploy_obj.id if deploy_obj else None
+        ctx.save()
+        return
+
+
 def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
-    """Trigger (once) and await a deploy per service; returns the ones that failed."""
+    """Trigger (once) and await a deploy per service; returns the ones that failed.
+
+    A deploy recorded as failed (by an earlier run) is triggered again.
+    """
     records = ctx.state.setdefault(key, {})
     for service_id in ctx.affected_services():
-        if service_id not in records:
-            deploy_obj = ctx.client.trigger_deploy(service_id)
-            records[service_id] = {"deploy_id": deploy_obj.id if deploy_obj else None}
-            ctx.save()
+        record = records.get(service_id) or {}
+        if record.get("deploy_id") and not _failed(record):
+            continue
+        _trigger(ctx, service_id, records)
     failed = []
     for service_id, record in records.items():
         if record.get("deploy_id") is None:
@@ -541,16 +753,15 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
             continue
         with ctx.ui.waiting(f"deploy {record['deploy_id']} of {service_id} to go live"):
             final = ctx.client.wait_for_deploy(
-                service_id, record["deploy_id"], timeout=ctx.settings.deploy_timeout
+                service_id,
+                record["deploy_id"],
+                timeout=ctx.settings.deploy_timeout,
+                poll_interval=_FIRST_POLL,
             )
         record["status"] = final.status_raw
         ctx.save()
         if final.status not in DEPLOY_SUCCESSFUL:
             failed.append((service_id, final.status_raw))
-    ctx.report.deploys = [
-        {"service_id": s, "deploy_id": r.get("deploy_id"), "status": r.get("status")}
-        for s, r in records.items()
-    ]
     return failed
 
 
@@ -575,8 +786,94 @@ def retire(ctx: Rotation) -> bool:
 
 
 def report(ctx: Rotation) -> bool:
-    """Fill in the final report from the journal."""
+    """Fill in the final report from the journal, and keep its summary there too."""
+    fill_report(ctx)
+    ctx.state["summary"] = {
+        "old_id": ctx.state.get("old_id"),
+        "new_id": ctx.state.get("new_id"),
+        "rows_copied": ctx.report.rows_copied,
+        "bytes_copied": ctx.report.bytes_copied,
+        "freeze_seconds": ctx.report.freeze_seconds,
+        "backup": (ctx.state.get("backup") or {}).get("path"),
+    }
+    ctx.save()
     return True
+
+
+_SHOWN_STATUS = {"started": "interrupted", "redo": "to redo"}
+
+
+def fill_report(ctx: Rotation) -> None:
+    """Everything the report says, from the journal (so a resumed run reports the whole
+    rotation, not just its own part): phases and their durations, the write-freeze window,
+    rows and bytes copied, old and new ids, the backup, targets and deploys."""
+    state, rep, journal = ctx.state, ctx.report, ctx.journal
+    rep.strategy = state.get("strategy") or rep.strategy
+    rep.freeze = ctx.settings.freeze
+    order = {name: i for i, name in enumerate(PHASE_NAMES)}
+    recorded = sorted(journal.phases.items(), key=lambda item: order.get(item[0], 99))
+    rep.phases = [
+        PhaseRecord(
+            name,
+            _SHOWN_STATUS.get(entry.get("status", ""), entry.get("status", "unknown")),
+            float(entry.get("seconds") or 0.0),
+        )
+        for name, entry in recorded
+    ]
+    frozen = state.get("frozen") or {}
+    if "started_at" in frozen:
+        ended = frozen.get("ended_at") or time.time()
+        rep.freeze_seconds = max(0.0, ended - frozen["started_at"])
+    if state.get("rows_copied") is not None:
+        rep.rows_copied = state["rows_copied"]
+    if state.get("bytes_copied") is not None:
+        rep.bytes_copied = state["bytes_copied"]
+    if state.get("backup"):
+        b = state["backup"]
+        rep.backup = {
+            "path": b["path"],
+            "manifest": b.get("manifest"),
+            "sha256": b["sha256"],
+            "size_bytes": b["size_bytes"],
+        }
+    if state.get("old_id"):
+        spec = state.get("old_spec") or {}
+        rep.old = {
+            "id": state["old_id"],
+            "name": state.get("old_name"),
+            "expires_at": spec.get("expires_at"),
+            "version": spec.get("version"),
+            "plan": spec.get("plan"),
+            "deleted": bool(state.get("old_deleted")),
+        }
+    new = None
+    if state.get("new_id"):
+        with contextlib.suppress(RenderRotatorError):  # a report must not fail on the API
+            new = ctx.new
+    if new is not None:
+        rep.new = {
+            "id": new.id,
+            "name": new.name,
+            "expires_at": new.expires_at.isoformat() if new.expires_at else None,
+            "version": new.version,
+            "plan": new.plan,
+        }
+    elif not state.get("new_id"):
+        rep.new = None
+    rep.targets = [
+        {"target": label, "status": "repointed" if entry.get("repointed") else "unchanged"}
+        for label, entry in state.get("targets", {}).items()
+    ]
+    rep.deploys = [
+        {
+            "service_id": service_id,
+            "deploy_id": record.get("deploy_id"),
+            "status": record.get("status"),
+            "rollback": key == "rollback_deploys",
+        }
+        for key in ("deploys", "rollback_deploys")
+        for service_id, record in (state.get(key) or {}).items()
+    ]
 
 
 PHASES: tuple[tuple[str, Phase], ...] = (

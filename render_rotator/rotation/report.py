@@ -9,7 +9,7 @@ from typing import Any
 @dataclass
 class PhaseRecord:
     name: str
-    status: str  # done | skipped | failed
+    status: str  # done | skipped | failed | interrupted | to redo
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,6 +40,7 @@ class RotationReport:
     message: str = ""
     exit_code: int = 0
     notes: list[str] = field(default_factory=list)
+    journal: str | None = None  # where the finished rotation's journal was archived
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class RotationReport:
             "message": self.message,
             "exit_code": self.exit_code,
             "notes": self.notes,
+            "journal": self.journal,
         }
 
     def lines(self) -> list[str]:
@@ -90,11 +92,19 @@ class RotationReport:
             size = f", {self.bytes_copied} bytes" if self.bytes_copied is not None else ""
             out.append(f"  copied: {self.rows_copied} rows{size}")
         if self.backup:
-            out.append(f"  backup: {self.backup.get('path')} (sha256 {self.backup.get('sha256')})")
+            backup_size = self.backup.get("size_bytes")
+            out.append(
+                f"  backup: {self.backup.get('path')} ("
+                + (f"{backup_size} bytes, " if backup_size is not None else "")
+                + f"sha256 {self.backup.get('sha256')})"
+            )
         for target in self.targets:
             out.append(f"  target {target['target']}: {target['status']}")
         for deploy in self.deploys:
-            out.append(f"  deploy {deploy['service_id']} {deploy['deploy_id']}: {deploy['status']}")
+            kind = " (rollback)" if deploy.get("rollback") else ""
+            out.append(
+                f"  deploy{kind} {deploy['service_id']} {deploy['deploy_id']}: {deploy['status']}"
+            )
         out += [f"  note: {n}" for n in self.notes]
         return out
 
@@ -111,10 +121,13 @@ class RotationResult:
 
     @property
     def exit_code(self) -> int:
-        codes = [r.exit_code for r in self.reports if r.exit_code]
-        if not codes:
-            return 0
-        return 3 if 3 in codes else max(codes) if 1 not in codes else 1
+        """One code for the whole run: 0 when every database is done or not due; else the
+        most serious: 1 (a failure) over 3 (a mismatch, no cutover) over 2 (bad input)."""
+        codes = {r.exit_code for r in self.reports if r.exit_code}
+        for code in (1, 3, 2):
+            if code in codes:
+                return code
+        return max(codes) if codes else 0
 
     def to_dict(self) -> dict[str, Any]:
         if len(self.reports) == 1:

@@ -1,4 +1,9 @@
-"""`status`: what each configured database is, when it expires, and who points at it."""
+"""`status`: what each configured database is, when it expires, and who points at it.
+
+A configured name also finds its rotations (``myapp-db-20250101``, or whatever `new_name`
+makes), so status keeps working after a rotation renamed the database; the one the targets
+point at is the current one (only it can be due).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from render_rotator.config import Config, base_name, load_config
+from render_rotator.config import Config, DatabaseConfig, load_config
 from render_rotator.errors import NotFoundError, RenderRotatorError
 from render_rotator.render import Postgres, RenderClient
 from render_rotator.rotation.journal import Journal
+from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.targets import points_at, read_target
 
 
-def _find(client: RenderClient, cfg: Config, name: str | None, pg_id: str | None) -> list[Postgres]:
-    if pg_id:
+def _find(client: RenderClient, cfg: Config, db: DatabaseConfig) -> list[Postgres]:
+    """The configured database and every rotation of it (``<name>-YYYYMMDD``, `new_name`),
+    oldest first."""
+    if db.id:
         try:
-            return [client.get_postgres(pg_id)]
+            pg = client.get_postgres(db.id)
         except NotFoundError:
             return []
-    assert name is not None
-    return [
-        p
-        for p in client.list_postgres(owner_id=cfg.render.owner_id)
-        if p.name == name or base_name(p.name) == base_name(name)
-    ]
+        listed = client.list_postgres(owner_id=cfg.render.owner_id or pg.owner_id)
+        found = [pg] + [
+            p for p in listed if p.id != pg.id and is_rotation_of(pg.name, p.name, db.new_name)
+        ]
+    else:
+        assert db.name is not None
+        found = [
+            p
+            for p in client.list_postgres(owner_id=cfg.render.owner_id)
+            if is_rotation_of(db.name, p.name, db.new_name)
+        ]
+    return sorted(found, key=lambda p: p.created_at or datetime.min.replace(tzinfo=UTC))
 
 
 def status(
@@ -41,14 +55,18 @@ def status(
     entries: list[dict[str, Any]] = []
     try:
         for db in dbs:
-            found = _find(api, cfg, db.name, db.id)
+            found = _find(api, cfg, db)
             values = []
             for target in db.targets:
                 try:
                     values.append(read_target(api, target))
                 except RenderRotatorError:
                     continue
-            journal = Journal.find(Path(db.settings.state_dir), db.label)
+            try:
+                journal = Journal.find(Path(db.settings.state_dir), db.label)
+                in_progress = bool(journal and journal.unfinished)
+            except RenderRotatorError:
+                in_progress = True  # an unreadable journal: rotate and resume will say so
             if not found:
                 entries.append(
                     {
@@ -57,6 +75,8 @@ def status(
                         "status": "not found",
                         "targets": [],
                         "due": False,
+                        "current": False,
+                        "rotation_in_progress": in_progress,
                     }
                 )
             for pg in found:
@@ -81,8 +101,9 @@ def status(
                         "expires_at": pg.expires_at.isoformat() if pg.expires_at else None,
                         "days_left": days,
                         "targets": pointing,
+                        "current": bool(pointing),
                         "due": bool(pointing) and days is not None and days <= within,
-                        "rotation_in_progress": bool(journal and journal.unfinished),
+                        "rotation_in_progress": in_progress,
                     }
                 )
     finally:
@@ -94,7 +115,7 @@ def status(
 def status_lines(data: dict[str, Any]) -> list[str]:
     """A fixed-width table for people."""
     header = (
-        f"{'DATABASE':<24} {'ID':<26} {'STATUS':<10} {'VER':<4} {'PLAN':<8} "
+        f"{'DATABASE':<24} {'ID':<26} {'STATUS':<10} {'VER':<4} {'PLAN':<12} "
         f"{'EXPIRES':<20} {'DAYS':>5}  TARGETS"
     )
     lines = [header]
@@ -102,10 +123,18 @@ def status_lines(data: dict[str, Any]) -> list[str]:
         targets = ", ".join(t["target"] for t in e.get("targets", [])) or "-"
         days = "-" if e.get("days_left") is None else f"{e['days_left']:.1f}"
         expires = (e.get("expires_at") or "never")[:19]
-        flag = "  (due)" if e.get("due") else ""
+        flags = [
+            flag
+            for flag, on in (
+                ("due", e.get("due")),
+                ("rotation in progress", e.get("rotation_in_progress")),
+            )
+            if on
+        ]
+        shown = f"  ({', '.join(flags)})" if flags else ""
         lines.append(
             f"{(e.get('postgres_name') or e['name']):<24} {e.get('id') or '-':<26} "
-            f"{e.get('status', '-'):<10} {e.get('version') or '-':<4} {e.get('plan') or '-':<8} "
-            f"{expires:<20} {days:>5}  {targets}{flag}"
+            f"{e.get('status', '-'):<10} {e.get('version') or '-':<4} "
+            f"{e.get('plan') or '-':<12} {expires:<20} {days:>5}  {targets}{shown}"
         )
     return lines

@@ -1,14 +1,18 @@
 """Targets: the env vars (on services or env groups) that hold a database's connection string.
 
 We never store their values (they hold passwords). To know what a target points at we parse
-its value and compare host, database and user with each database's connection strings.
+its value and compare host, port, database and user with each database's connection strings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg2
+from psycopg2.extensions import parse_dsn
 
 from render_rotator.config import TargetConfig
 from render_rotator.errors import InvalidURLError, NotFoundError, UsageError
@@ -69,49 +73,112 @@ def write_target(client: RenderClient, target: TargetConfig, value: str) -> None
         client.set_env_group_var(target.env_group, target.key, value)
 
 
-def _identity(url: str) -> tuple[str, str, str | None] | None:
-    try:
-        parsed = PgURL.parse(url)
-    except InvalidURLError:
+_SCHEME = re.compile(r"^(?P<scheme>postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?)://", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Which database a connection string reaches: host, port, database name, user."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str | None
+
+    @property
+    def first_label(self) -> str:
+        return self.host.split(".", 1)[0]
+
+
+def endpoint(value: str | None) -> Endpoint | None:
+    """Parse a URL (``postgres://``, ``postgresql://``, ``postgresql+driver://`` as SQLAlchemy
+    writes them) or a libpq keyword string (``host=... dbname=...``); None if neither."""
+    if not value or not value.strip():
         return None
-    return parsed.host.lower(), parsed.dbname, parsed.user
+    text = value.strip()
+    match = _SCHEME.match(text)
+    if match:
+        try:
+            parsed = PgURL.parse("postgresql://" + text[match.end() :])
+        except InvalidURLError:
+            return None
+        return Endpoint(parsed.host.lower().rstrip("."), parsed.port, parsed.dbname, parsed.user)
+    if "://" in text or "=" not in text:
+        return None
+    try:
+        params = parse_dsn(text)
+    except psycopg2.ProgrammingError:
+        return None
+    host, dbname = params.get("host"), params.get("dbname")
+    if not host or not dbname:
+        return None
+    try:
+        port = int(params.get("port") or 5432)
+    except ValueError:
+        return None
+    return Endpoint(host.lower().rstrip("."), port, dbname, params.get("user"))
+
+
+def _same_database(mine: Endpoint, ref: Endpoint, *, by_label: bool = False) -> bool:
+    if mine.dbname != ref.dbname or mine.port != ref.port:
+        return False
+    if mine.user is not None and ref.user is not None and mine.user != ref.user:
+        return False
+    if by_label:
+        return mine.first_label == ref.first_label
+    return mine.host == ref.host
 
 
 def points_at(value: str | None, info: ConnectionInfo) -> str | None:
-    """ "internal" / "external" when `value` connects to that database, else None."""
-    if not value:
-        return None
-    mine = _identity(value)
+    """ "internal" / "external" when `value` connects to that database, else None.
+
+    Matched on host, port, database name and user (query parameters such as ``sslmode`` and
+    the password do not matter). Render's internal host is the bare id (``dpg-xxx-a``); a
+    value that spells it with a domain (``dpg-xxx-a.<something>``) other than the external
+    host still counts as internal.
+    """
+    mine = endpoint(value)
     if mine is None:
         return None
-    if info.internal_connection_string and mine == _identity(info.internal_connection_string):
+    internal = endpoint(info.internal_connection_string)
+    external = endpoint(info.external_connection_string)
+    if internal is not None and _same_database(mine, internal):
         return "internal"
-    if info.external_connection_string and mine == _identity(info.external_connection_string):
+    if external is not None and _same_database(mine, external):
         return "external"
-    # Render's internal host is the id-based short name; accept the full internal domain too.
-    internal = _identity(info.internal_connection_string or "")
-    if internal and mine[1:] == internal[1:] and mine[0].split(".")[0] == internal[0]:
+    if (
+        internal is not None
+        and "." not in internal.host
+        and internal.host.startswith("dpg-")
+        and _same_database(mine, internal, by_label=True)
+    ):
         return "internal"
     return None
 
 
 def new_value(old_value: str | None, info: ConnectionInfo, connection: str) -> str:
-    """The new connection string, keeping query parameters the user had added (sslmode...)."""
+    """The new connection string: Render's `connection` string for the new database, keeping
+    what the user had added to the old value: query parameters (``sslmode``...) and the URL
+    scheme when it is another spelling (``postgres://``, ``postgresql+psycopg://``)."""
     base = (
         info.internal_connection_string
         if connection == "internal"
         else info.external_connection_string
     )
-    if not old_value:
+    if not old_value or endpoint(old_value) is None or "://" not in old_value:
         return base
+    old = old_value.strip()
     try:
-        old_query = urlsplit(old_value).query
+        old_parts = urlsplit(old)
+        parts = urlsplit(base)
     except ValueError:
         return base
-    if not old_query:
-        return base
-    parts = urlsplit(base)
-    params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    for key, val in parse_qsl(old_query, keep_blank_values=True):
-        params.setdefault(key, val)
-    return urlunsplit(parts._replace(query=urlencode(params)))
+    scheme = old_parts.scheme if _SCHEME.match(old) else parts.scheme
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    have = {key for key, _ in params}
+    for key, val in parse_qsl(old_parts.query, keep_blank_values=True):
+        if key not in have:
+            params.append((key, val))
+            have.add(key)
+    query = urlencode(params, quote_via=quote)
+    return urlunsplit(parts._replace(scheme=scheme, query=query))

@@ -1,17 +1,28 @@
 """rotate() and resume(): run the phases in order, journaled, and land safely on failure.
 
 On any failure before the cutover, the old database stays in use: frozen services are
-thawed against it and no env var is changed. A verification mismatch exits 3. Once the
-old database is gone (delete-first), nothing is undone: the journal stays open so
-`resume` can finish from the verified backup.
+thawed against it, no env var stays changed and the unused new database is deleted. A
+verification mismatch exits 3. Once the old database is gone (delete-first), nothing is
+undone: the journal stays open so `resume` can finish from the verified backup, and the
+report says exactly how to restore that backup by hand. After the cutover (every deploy
+live) nothing is undone either: `resume` finishes retiring the old database.
+
+The journal is written to disk only once a rotation really starts: the read-only inspect
+that decides whether anything is due, a refused confirmation and a dry run leave nothing
+behind, so a daily `rotate --if-expiring-within` stays a true no-op. One lock file per
+database in the state directory keeps two runs (say, an overlapping cron job) apart.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +34,7 @@ from render_rotator.errors import (
     VerificationError,
 )
 from render_rotator.logs import scrub
-from render_rotator.render import RenderClient
+from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation import phases
 from render_rotator.rotation.context import LogUI, Rotation, RotationUI
@@ -33,6 +44,13 @@ from render_rotator.rotation.report import PhaseRecord, RotationReport, Rotation
 log = logging.getLogger("render_rotator.rotation")
 
 ConfirmFn = Callable[[str], bool]
+#: ``--if-expiring-within``: days, "config" (each database's rotate_within_days) or None.
+ExpiryThreshold = int | str | None
+
+# Phases before which a failure lands back on the old database (when it still exists).
+_BEFORE_CUTOVER = frozenset(
+    {"freeze", "backup", "delete-old", "provision", "copy", "verify", "repoint", "deploy"}
+)
 
 
 def _config(config: Config | str | Path | None) -> Config:
@@ -56,12 +74,56 @@ def tty_confirm(question: str) -> bool:
     return click.confirm(question, default=False, err=True)
 
 
+@contextlib.contextmanager
+def _locked(db: DatabaseConfig) -> Iterator[None]:
+    """Hold this database's lock file for the whole run; refuse if another run holds it.
+
+    An flock dies with its process, so a killed run never leaves a stale lock.
+    """
+    path = Journal.path_for(_state_dir(db), db.label).with_suffix(".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use the state directory {path.parent}: {exc.strerror}",
+            hint="set state_dir in the config to a writable directory",
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise UsageError(
+                f"another render-rotator run is working on {db.label} right now (lock {path})",
+                hint="wait for it to finish; a killed run releases the lock by itself",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _unfinished(db: DatabaseConfig) -> Journal | None:
+    journal = Journal.find(_state_dir(db), db.label)
+    return journal if journal is not None and journal.unfinished else None
+
+
+def _refuse_unfinished(db: DatabaseConfig, journal: Journal) -> None:
+    raise UsageError(
+        f"an unfinished rotation of {db.label} exists ({journal.describe()}; journal "
+        f"{journal.path})",
+        hint="run `render-rotator resume` to finish it, or `rotate --restart` to start over "
+        "(what exists on Render is re-discovered)",
+    )
+
+
 def rotate(
     config: Config | str | Path | None = None,
     database: str | None = None,
     *,
     dry_run: bool = False,
-    if_expiring_within: int | None = None,
+    if_expiring_within: ExpiryThreshold = None,
     yes: bool = False,
     restart: bool = False,
     client: RenderClient | None = None,
@@ -70,40 +132,50 @@ def rotate(
     pg_bin: str | None = None,
     today: date | None = None,
 ) -> RotationResult:
-    """Rotate each configured database (or just `database`) that is due."""
+    """Rotate each configured database (or just `database`) that is due.
+
+    `if_expiring_within`: rotate only a database expiring within that many days (``"config"``:
+    each database's ``rotate_within_days``); the others get a "not due" report (exit 0).
+    """
     cfg = _config(config)
     dbs = _databases(cfg, database)
-    for db in dbs:
-        journal = Journal.find(_state_dir(db), db.label)
-        if journal is not None and journal.unfinished and not dry_run:
-            if not restart:
-                raise UsageError(
-                    f"an unfinished rotation of {db.label} exists (last phase: "
-                    f"{journal.last_phase()}, journal {journal.path})",
-                    hint="run `render-rotator resume` to finish it, or `rotate --restart` to "
-                    "start over (what exists on Render is re-discovered)",
-                )
-            log.warning("discarding the unfinished journal %s (--restart)", journal.path)
-            journal.archive()
+    if not dry_run and not restart:
+        for db in dbs:  # refuse before touching anything, not half-way through the list
+            journal = _unfinished(db)
+            if journal is not None:
+                _refuse_unfinished(db, journal)
     own_client = client is None
     api = client or RenderClient()
+    reports = []
     try:
-        reports = [
-            _run(
-                cfg,
-                db,
-                api,
-                journal=None,
-                dry_run=dry_run,
-                if_expiring_within=if_expiring_within,
-                yes=yes,
-                ui=ui or LogUI(),
-                confirm=confirm,
-                pg_bin=pg_bin,
-                today=today,
-            )
-            for db in dbs
-        ]
+        for db in dbs:
+            lock = contextlib.nullcontext() if dry_run else _locked(db)
+            with lock:
+                if not dry_run:
+                    journal = _unfinished(db)
+                    if journal is not None and not restart:
+                        _refuse_unfinished(db, journal)
+                    if journal is not None:
+                        log.warning(
+                            "discarding the unfinished journal %s (--restart)", journal.path
+                        )
+                        journal.close("discarded", "discarded by rotate --restart")
+                        journal.archive()
+                reports.append(
+                    _run(
+                        cfg,
+                        db,
+                        api,
+                        journal=None,
+                        dry_run=dry_run,
+                        if_expiring_within=if_expiring_within,
+                        yes=yes,
+                        ui=ui or LogUI(),
+                        confirm=confirm,
+                        pg_bin=pg_bin,
+                        today=today,
+                    )
+                )
     finally:
         if own_client:
             api.close()
@@ -118,26 +190,35 @@ def resume(
     ui: RotationUI | None = None,
     pg_bin: str | None = None,
     yes: bool = True,
+    today: date | None = None,
 ) -> RotationResult:
-    """Continue every unfinished rotation from its journal's last completed phase."""
+    """Continue every unfinished rotation from its journal's last completed phase.
+
+    A database without a journal (say, on a fresh machine) is looked up on Render: a
+    half-done rotation found there (a newer rotation of it that not every target uses yet)
+    is finished; otherwise there is nothing to resume.
+    """
     cfg = _config(config)
-    pending = []
-    for db in _databases(cfg, database):
-        journal = Journal.find(_state_dir(db), db.label)
-        if journal is not None and journal.unfinished:
-            pending.append((db, journal))
-    if not pending:
-        log.info("nothing to resume: no unfinished rotation journal")
-        return RotationResult(
-            [RotationReport(database=database or "-", rotated=False, message="nothing to resume")]
-        )
     own_client = client is None
     api = client or RenderClient()
+    reports = []
     try:
-        reports = [
-            _run(cfg, db, api, journal=journal, ui=ui or LogUI(), pg_bin=pg_bin, yes=yes)
-            for db, journal in pending
-        ]
+        for db in _databases(cfg, database):
+            with _locked(db):
+                journal = _unfinished(db)
+                reports.append(
+                    _run(
+                        cfg,
+                        db,
+                        api,
+                        journal=journal,
+                        discover_only=journal is None,
+                        ui=ui or LogUI(),
+                        pg_bin=pg_bin,
+                        yes=yes,
+                        today=today,
+                    )
+                )
     finally:
         if own_client:
             api.close()
@@ -150,8 +231,9 @@ def _run(
     client: RenderClient,
     *,
     journal: Journal | None,
+    discover_only: bool = False,
     dry_run: bool = False,
-    if_expiring_within: int | None = None,
+    if_expiring_within: ExpiryThreshold = None,
     yes: bool = False,
     ui: RotationUI,
     confirm: ConfirmFn | None = None,
@@ -160,8 +242,9 @@ def _run(
 ) -> RotationReport:
     resuming = journal is not None
     if journal is None:
+        # in memory until the rotation really starts (see the module docstring)
         path = Journal.path_for(_state_dir(db), db.label)
-        journal = Journal(path=path, database=db.label)
+        journal = Journal(path=path, database=db.label, persist=False)
     report = RotationReport(database=db.label, dry_run=dry_run)
     ctx = Rotation(
         config=cfg,
@@ -178,32 +261,42 @@ def _run(
     if dry_run:
         return _dry_run(ctx, if_expiring_within)
 
-    # inspect first (read-only), then decide whether anything is due at all
     if not resuming:
-        if not _inspect_due(ctx, if_expiring_within):
+        # read-only: a failure here (bad target, unknown database, 401) changed nothing and
+        # is raised as is, one clear error
+        _run_phase(ctx, "inspect", phases.inspect)
+        if discover_only and not ctx.state.get("new_id"):
+            report.due = False
+            report.rotated = False
+            report.message = "nothing to resume: no unfinished rotation (journal or on Render)"
+            return report
+        if not _due(ctx, if_expiring_within):
             return report
         _confirm_destruction(ctx)
+        journal.persist = True
+        journal.save()
     current = "inspect"
     try:
         for name, phase in phases.PHASES:
-            current = name
-            if journal.is_done(name) and name != "inspect":
-                report.phases.append(PhaseRecord(name, "done", 0.0))
-                continue
             if name == "inspect" and not resuming:
-                continue  # already ran in _inspect_due
+                continue  # ran above
+            if name != "inspect" and journal.is_done(name):
+                continue  # resuming: inspect always runs again, to re-read Render
+            current = name
             _run_phase(ctx, name, phase)
     except VerificationError as exc:
-        _on_failure(ctx, current, exc, status="mismatch")
+        _on_failure(ctx, current, exc, status="mismatch", resuming=resuming)
         report.exit_code = 3
         return report
     except RenderRotatorError as exc:
-        _on_failure(ctx, current, exc, status="failed")
+        _on_failure(ctx, current, exc, status="failed", resuming=resuming)
         report.exit_code = exc.exit_code
         return report
     except BaseException as exc:
         # a crash or Ctrl-C: the journal stays open, ready for `resume`
-        journal.fail(current, 0.0, scrub(f"{type(exc).__name__}: {exc}"))
+        with contextlib.suppress(Exception):
+            journal.error = scrub(f"{type(exc).__name__}: {exc}")
+            journal.save()
         raise
     _finish(ctx)
     return report
@@ -216,8 +309,10 @@ def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> None:
         with ctx.ui.phase(name):
             ran = phase(ctx)
     except BaseException as exc:
-        ctx.journal.fail(name, time.monotonic() - started, scrub(str(exc)))
-        ctx.report.phases.append(PhaseRecord(name, "failed", time.monotonic() - started))
+        seconds = time.monotonic() - started
+        with contextlib.suppress(Exception):
+            ctx.journal.fail(name, seconds, scrub(str(exc)))
+        ctx.report.phases.append(PhaseRecord(name, "failed", seconds))
         raise
     seconds = time.monotonic() - started
     ctx.journal.finish(name, seconds, skipped=ran is False)
@@ -231,44 +326,54 @@ def _days_left(expires_at: str | None) -> float | None:
     return (when - datetime.now(UTC)).total_seconds() / 86400
 
 
-def _inspect_due(ctx: Rotation, if_expiring_within: int | None) -> bool:
-    """Run inspect; False (and a no-op report) when the database is not due yet."""
-    _run_phase(ctx, "inspect", phases.inspect)
-    within = if_expiring_within
+def _threshold(ctx: Rotation, within: ExpiryThreshold) -> int | None:
+    if isinstance(within, str):
+        if within != "config":
+            raise UsageError(
+                f"if_expiring_within must be a number of days or 'config', got {within!r}"
+            )
+        return ctx.settings.rotate_within_days
+    return within
+
+
+def _due(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> bool:
+    """False (and a "not due" report) when the database does not expire soon enough.
+
+    A half-done rotation found on Render is always due: it must be finished.
+    """
+    within = _threshold(ctx, if_expiring_within)
     report = ctx.report
-    expires = (ctx.state.get("old_spec") or {}).get("expires_at")
-    days = _days_left(expires)
-    if within is not None and ctx.state.get("new_id") is None and (days is None or days > within):
-        report.due = False
-        report.ok = True
-        report.rotated = False
-        report.message = (
-            f"not due: expires in {days:.1f} days (threshold {within})"
-            if days is not None
-            else "not due: this database does not expire"
-        )
-        ctx.journal.close("noop")
-        ctx.journal.archive()
-        return False
-    return True
+    days = _days_left((ctx.state.get("old_spec") or {}).get("expires_at"))
+    if within is None or ctx.state.get("new_id") is not None:
+        return True
+    if days is not None and days <= within:
+        return True
+    report.due = False
+    report.ok = True
+    report.rotated = False
+    report.message = (
+        f"not due: expires in {days:.1f} days (threshold {within})"
+        if days is not None
+        else "not due: this database does not expire"
+    )
+    return False
 
 
 def _destroys(ctx: Rotation) -> list[str]:
     state = ctx.state
+    old = f"{state['old_id']} ({state['old_name']})"
     if state.get("strategy") == "delete-first" or ctx.settings.strategy == "delete-first":
         return [
-            f"delete {state['old_id']} ({state['old_name']}) after a verified backup, "
-            "BEFORE the new database exists (free tier: one free database at a time)"
+            f"delete {old} after a verified backup, BEFORE the new database exists "
+            "(free tier: one free database at a time)"
         ]
-    if ctx.settings.keep_old and ctx.settings.strategy == "create-first":
-        return []
     steps = []
     if not ctx.settings.keep_old:
-        steps.append(f"delete {state['old_id']} ({state['old_name']}) once the new one is live")
+        steps.append(f"delete {old} once the new one is live")
     if ctx.settings.strategy == "auto":
         steps.append(
-            f"if Render refuses a second free database: delete {state['old_id']} after a "
-            "verified backup, before creating the new one"
+            f"if Render refuses a second free database: delete {old} after a verified "
+            "backup, before creating the new one"
         )
     return steps
 
@@ -280,32 +385,25 @@ def _confirm_destruction(ctx: Rotation) -> None:
     question = f"rotate {ctx.db.label} will " + "; and ".join(steps) + ". Continue?"
     if ctx.confirm is not None and ctx.confirm(question):
         return
-    ctx.journal.close("cancelled")
-    ctx.journal.archive()
     asked = ctx.confirm is not None and sys.stdin.isatty()
     raise UsageError(
         f"not confirmed: rotating {ctx.db.label} deletes a database"
-        + ("" if asked else " and there is no terminal to confirm on"),
+        + ("" if asked else " and there is no terminal to confirm on")
+        + "; nothing was changed",
         hint="pass --yes to confirm",
     )
 
 
-def _dry_run(ctx: Rotation, if_expiring_within: int | None) -> RotationReport:
-    """Inspect only, then describe every step that would happen."""
-    from render_rotator.rotation.journal import Journal as _J
-
-    # a throwaway journal that never touches disk
-    ctx.journal = _J(path=Path("/dev/null"), database=ctx.db.label)
-    ctx.journal.save = lambda: None  # type: ignore[method-assign]
+def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationReport:
+    """Inspect only (the journal stays in memory), then describe every step that would
+    happen: what would be created, deleted and changed."""
     phases.inspect(ctx)
     state, report = ctx.state, ctx.report
     spec = state["old_spec"]
     days = _days_left(spec.get("expires_at"))
-    due = if_expiring_within is None or (days is not None and days <= if_expiring_within)
+    within = _threshold(ctx, if_expiring_within)
+    due = within is None or state.get("new_id") is not None or (days is not None and days <= within)
     report.due = due
-    new_name = state.get("new_name") or ctx.db.render_new_name(
-        spec["name"], ctx.today or date.today()
-    )
     strategy = ctx.settings.strategy
     services = ", ".join(ctx.affected_services()) or "no services"
     plan = [
@@ -317,27 +415,39 @@ def _dry_run(ctx: Rotation, if_expiring_within: int | None) -> RotationReport:
     ]
     if strategy == "delete-first":
         plan.append(f"DELETE {state['old_id']} after the backup is verified")
-    plan.append(
-        f"create {new_name} (plan {spec['plan']}, version {ctx.db.version or spec['version']}, "
-        f"region {spec['region']})"
-        + (
-            " - or, if Render refuses a second free database, delete the old one first"
-            if strategy == "auto"
-            else ""
+    if state.get("new_id"):
+        plan.append(
+            f"reuse {state['new_id']} ({state.get('new_name')}), the new database of a "
+            "half-done rotation found on Render (emptied first)"
         )
-    )
+    else:
+        new_name = ctx.db.render_new_name(spec["name"], ctx.today or date.today())
+        plan.append(
+            f"create {new_name} (plan {spec['plan']}, version "
+            f"{ctx.db.version or spec['version']}, region {spec['region']})"
+            + (
+                " - or, if Render refuses a second free database, DELETE "
+                f"{state['old_id']} first (after the verified backup)"
+                if strategy == "auto"
+                else ""
+            )
+        )
     plan.append("copy the data (--no-owner --no-privileges) and ANALYZE")
     plan.append("verify: exact row counts per table, sequences, object counts")
     for target in ctx.db.targets:
         plan.append(f"set {target.label} to the new {target.connection} connection string")
-    plan.append(
-        f"thaw and deploy {', '.join(ctx.affected_services()) or 'no services'}; wait for live"
-    )
+    plan.append(f"thaw and deploy {services}; wait for live")
     if strategy != "delete-first":
         plan.append(
             f"keep {state['old_id']} (keep_old)"
             if ctx.settings.keep_old
             else f"DELETE {state['old_id']} once every deploy is live"
+        )
+    unfinished = Journal.find(_state_dir(ctx.db), ctx.db.label)
+    if unfinished is not None and unfinished.unfinished:
+        report.notes.append(
+            f"an unfinished rotation exists ({unfinished.describe()}): `render-rotator "
+            "resume` would continue it"
         )
     report.plan = plan
     report.strategy = strategy
@@ -352,99 +462,148 @@ def _dry_run(ctx: Rotation, if_expiring_within: int | None) -> RotationReport:
     return report
 
 
-def _on_failure(ctx: Rotation, phase: str, exc: RenderRotatorError, *, status: str) -> None:
-    """Land safely: thaw against the old database if it still exists; say what happened."""
-    report, state = ctx.report, ctx.state
-    report.ok = False
-    message = scrub(str(exc))
-    old_exists = not state.get("old_deleted") and state.get("old_id") and ctx.old is not None
+def _land_on_old(ctx: Rotation, phase: str) -> list[str]:
+    """Undo a rotation that stopped before the cutover while the old database exists:
+    targets back, services thawed, fence lifted, the unused new database deleted.
+    Returns what could not be undone."""
+    state, report = ctx.state, ctx.report
+    problems: list[str] = []
     repointed = any(t.get("repointed") for t in state.get("targets", {}).values())
-    if isinstance(exc, VerificationError):
-        report.notes += [scrub(d) for d in exc.differences[:20]]
-    if old_exists and repointed:
+    if repointed:
         try:
             restored = phases.restore_old_values(ctx)
             report.notes.append(f"put {len(restored)} target(s) back on the old database")
             repointed = False
-        except RenderRotatorError as put_exc:
-            report.notes.append(f"could not restore the old values: {scrub(str(put_exc))}")
-    if old_exists and not repointed and state.get("frozen"):
+        except RenderRotatorError as exc:
+            problems.append(f"could not put the targets back: {scrub(str(exc))}")
+    if state.get("frozen") and not repointed:
         try:
             freezing.thaw(ctx)
-            report.notes.append("services thawed: they keep using the old database")
-        except RenderRotatorError as thaw_exc:
-            report.notes.append(f"could not thaw: {scrub(str(thaw_exc))}")
-    if old_exists and status == "mismatch" and state.get("new_id"):
+            if state["frozen"].get("suspended") or state["frozen"].get("maintenance"):
+                report.notes.append("services thawed: they keep using the old database")
+        except RenderRotatorError as exc:
+            problems.append(f"could not thaw: {scrub(str(exc))}")
+    went_live = any(
+        r.get("status") in {s.value for s in DEPLOY_SUCCESSFUL}
+        for r in (state.get("deploys") or {}).values()
+    )
+    new_id = state.get("new_id")
+    if new_id and not repointed and not (phase == "deploy" and went_live):
         try:
-            ctx.client.delete_postgres(state["new_id"])
-            report.notes.append(f"deleted the mismatching copy {state['new_id']}")
-            state.pop("new_id", None)
-        except RenderRotatorError as del_exc:
-            report.notes.append(f"could not delete {state['new_id']}: {scrub(str(del_exc))}")
-    if old_exists or phase == "inspect" or not state.get("old_id"):
-        ctx.journal.close(status, message)
-        ctx.journal.archive()
-        tail = "" if phase == "inspect" else " The old database is unchanged and still in use."
-        report.message = f"{status} in phase {phase}: {message}.{tail}"
-    else:
-        ctx.journal.error = message
-        ctx.journal.save()  # stays "running": resume can finish from the backup
-        backup = (state.get("backup") or {}).get("path")
-        report.message = (
-            f"{status} in phase {phase}: {message}. The old database was deleted after a "
-            f"verified backup ({backup}); run `render-rotator resume` to finish, or restore the "
-            f"backup by hand: render-rotator restore NEW_DATABASE_URL {backup}"
+            phases._drop_new(ctx, "nothing uses it")
+            report.notes.append(f"deleted the unused new database {new_id}")
+        except RenderRotatorError as exc:
+            problems.append(f"could not delete the new database {new_id}: {scrub(str(exc))}")
+    elif new_id:
+        report.notes.append(
+            f"kept the new database {new_id}: a deploy using it went live, so it may hold "
+            "writes; check it before deleting it"
         )
-    _fill_report(ctx)
+    return problems
+
+
+def _on_failure(
+    ctx: Rotation, phase: str, exc: RenderRotatorError, *, status: str, resuming: bool
+) -> None:
+    """Land safely and say what happened and what to do."""
+    report, state, journal = ctx.report, ctx.state, ctx.journal
+    report.ok = False
+    message = scrub(str(exc))
+    if isinstance(exc, VerificationError):
+        report.notes += [scrub(d) for d in exc.differences[:20]]
+    if phase == "inspect" and resuming:
+        journal.error = message
+        journal.save()
+        report.message = (
+            f"resume stopped in phase inspect: {message}. Nothing was changed; the journal "
+            f"{journal.path} is kept: fix the problem and run `render-rotator resume` again"
+        )
+    elif (old_exists := _old_exists(ctx)) is None:
+        journal.error = message
+        journal.save()
+        report.message = (
+            f"{status} in phase {phase}: {message}. Render could not be asked whether the old "
+            f"database {state.get('old_id')} still exists, so nothing was undone; the journal "
+            f"{journal.path} is kept: run `render-rotator resume` once Render answers"
+        )
+    elif old_exists and phase in _BEFORE_CUTOVER:
+        problems = _land_on_old(ctx, phase)
+        journal.close(status, message)
+        journal.archive()
+        report.message = (
+            f"{status} in phase {phase}: {message}. No cutover: the old database "
+            f"{state['old_id']} is unchanged and still in use"
+        )
+        if problems:
+            report.message += "; but " + "; ".join(problems)
+    elif journal.is_done("deploy"):
+        journal.error = message
+        journal.save()
+        report.message = (
+            f"{status} in phase {phase}: {message}. The cutover is done: every target uses "
+            f"{state.get('new_id')} and its deploys are live. Run `render-rotator resume` "
+            "to finish"
+        )
+    elif journal.is_done("repoint"):
+        journal.error = message
+        journal.save()
+        report.message = (
+            f"{status} in phase {phase}: {message}. The new database {state.get('new_id')} "
+            "holds the verified copy and every target uses it (the old one was deleted "
+            "after a verified backup); fix the problem and run `render-rotator resume`"
+        )
+    else:
+        if status == "mismatch":
+            journal.redo("copy", "verify")  # resume copies again, into an emptied database
+        journal.error = message
+        journal.save()
+        report.message = f"{status} in phase {phase}: {message}. " + _restore_instructions(ctx)
+    phases.fill_report(ctx)
+
+
+def _old_exists(ctx: Rotation) -> bool | None:
+    """Whether the old database still exists; None when Render cannot tell us now."""
+    if not ctx.state.get("old_id") or ctx.state.get("old_deleted"):
+        return False
+    try:
+        return ctx.old is not None
+    except RenderRotatorError:
+        return None
+
+
+def _restore_instructions(ctx: Rotation) -> str:
+    """What to do when the old database is gone and the rotation could not finish."""
+    state = ctx.state
+    backup = (state.get("backup") or {}).get("path")
+    targets = ", ".join(t.label for t in ctx.db.targets) or "your services"
+    new_id = state.get("new_id")
+    where = (
+        f"the External Database URL of {new_id} ({state.get('new_name')}) from the Render dashboard"
+        if new_id
+        else "the External Database URL of a new Render PostgreSQL database"
+    )
+    return (
+        f"The old database {state.get('old_id')} was deleted after a verified backup: "
+        f"{backup}. To finish the rotation run `render-rotator resume`. To restore by hand "
+        f'instead: `render-rotator restore "$NEW_DATABASE_URL" {backup}` with {where}, then '
+        f"point {targets} at it and redeploy"
+    )
 
 
 def _finish(ctx: Rotation) -> None:
-    ctx.report.ok = True
-    ctx.report.rotated = True
-    ctx.journal.close("done")
-    _fill_report(ctx)
-    new = ctx.report.new or {}
-    ctx.report.message = (
+    report, journal = ctx.report, ctx.journal
+    report.ok = True
+    report.rotated = True
+    journal.close("done")
+    phases.fill_report(ctx)
+    archived = journal.archive()
+    report.journal = str(archived) if archived else None
+    new = report.new or {}
+    backup = (report.backup or {}).get("path")
+    report.message = (
         f"rotated to {new.get('id')} ({new.get('name')}), expires "
-        f"{new.get('expires_at') or 'never'}"
+        f"{new.get('expires_at') or 'never'}" + (f"; backup {backup}" if backup else "")
     )
-    ctx.journal.archive()
-
-
-def _fill_report(ctx: Rotation) -> None:
-    state, report = ctx.state, ctx.report
-    report.strategy = state.get("strategy")
-    report.freeze = ctx.settings.freeze
-    frozen = state.get("frozen") or {}
-    if "started_at" in frozen:
-        ended = frozen.get("ended_at") or time.time()
-        report.freeze_seconds = ended - frozen["started_at"]
-    if state.get("rows_copied") is not None:
-        report.rows_copied = state["rows_copied"]
-    if state.get("backup"):
-        b = state["backup"]
-        report.backup = {"path": b["path"], "sha256": b["sha256"], "size_bytes": b["size_bytes"]}
-        report.bytes_copied = (
-            b["size_bytes"] if report.bytes_copied is None else report.bytes_copied
-        )
-    if report.new is None and state.get("new_id") and ctx.new is not None:
-        new = ctx.new
-        report.new = {
-            "id": new.id,
-            "name": new.name,
-            "expires_at": new.expires_at.isoformat() if new.expires_at else None,
-            "version": new.version,
-            "plan": new.plan,
-        }
-    report.targets = [
-        {"target": label, "status": "repointed" if entry.get("repointed") else "unchanged"}
-        for label, entry in state.get("targets", {}).items()
-    ]
-    if not report.deploys and state.get("deploys"):
-        report.deploys = [
-            {"service_id": s, "deploy_id": r.get("deploy_id"), "status": r.get("status")}
-            for s, r in state["deploys"].items()
-        ]
 
 
 def report_dict(result: RotationResult) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from render_rotator.rotation.context import RotationUI
 from render_rotator.rotation.report import RotationResult
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
@@ -90,8 +91,14 @@ def sandbox(
         yield Sandbox(cluster, emulator, scenario)
 
 
-def run_demo(*, rows: int = 3000, workdir: Path | None = None, ui: object = None) -> RotationResult:
-    """A full rotation of a seeded free database; the backup stays in `workdir`."""
+def run_demo(
+    *, rows: int = 3000, workdir: Path | None = None, ui: RotationUI | None = None
+) -> RotationResult:
+    """A full rotation of a seeded free database; the backup stays in `workdir`.
+
+    Strategy auto on a free database: Render (here, the emulator) refuses a second free
+    database, so the rotation takes the delete-first path after a verified backup.
+    """
     from render_rotator.render import RenderClient
     from render_rotator.rotation.workflow import rotate
 
@@ -99,4 +106,4 @@ def run_demo(*, rows: int = 3000, workdir: Path | None = None, ui: object = None
     with sandbox(rows=rows, provision_delay=0.5, deploy_delay=0.5) as box:
         config = box.write_config(workdir)
         with RenderClient(api_key=box.emulator.api_key, base_url=box.emulator.base_url) as client:
-            return rotate(config, yes=True, client=client, ui=ui)  # type: ignore[arg-type]
+            return rotate(config, yes=True, client=client, ui=ui)

@@ -34,8 +34,9 @@ report and the tests can name them):
 * Free databases get ``expiresAt`` = createdAt + 30 days; passing it changes nothing locally.
 
 Fault injection (``emulator.faults`` or the control endpoint, see `Faults.apply`) makes the
-next requests answer 429/5xx, adds latency, drops connections, fails or queues deploys, or keeps
-new databases ``creating`` forever.
+next requests answer 429/5xx (or every n-th request: ``flaky``), adds latency, drops
+connections, fails or queues deploys, keeps new databases ``creating`` forever, or seeds
+unexpected objects into new databases.
 """
 
 from __future__ import annotations
@@ -194,6 +195,42 @@ class _Latency:
 
 
 @dataclass
+class _Flaky:
+    """Every `every`-th matching request fails, cycling through `statuses`."""
+
+    every: int
+    statuses: tuple[int, ...]
+    retry_after: float | None
+    after_processing: bool
+    remaining: int | None
+    path_prefix: str | None
+    method: str | None
+    first_only: bool = False
+    seen: int = 0
+    failed: int = 0
+    calls: set[tuple[str, str]] = field(default_factory=set)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "every": self.every,
+            "statuses": list(self.statuses),
+            "retry_after": self.retry_after,
+            "after_processing": self.after_processing,
+            "n": self.remaining,
+            "path_prefix": self.path_prefix,
+            "method": self.method,
+            "first_only": self.first_only,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class _Seed:
+    sql: str
+    remaining: int | None
+
+
+@dataclass
 class _DeployFailure:
     remaining: int | None
     service_id: str | None
@@ -233,6 +270,8 @@ class Faults:
         self._deploy_failures: list[_DeployFailure] = []
         self._queued_deploys = 0
         self._never_available = False
+        self._flaky: list[_Flaky] = []
+        self._seeds: list[_Seed] = []
 
     def rate_limit(
         self,
@@ -308,6 +347,46 @@ class Faults:
         with self._lock:
             self._queued_deploys += _count(n) or 0
 
+    def flaky(
+        self,
+        every: int = 2,
+        statuses: Iterable[int] = (429, 503),
+        retry_after: float | None = 0.01,
+        after_processing: bool = False,
+        n: int | None = None,
+        path_prefix: str | None = None,
+        method: str | None = None,
+        first_only: bool = False,
+    ) -> None:
+        """Every `every`-th matching request fails, cycling through `statuses` (429 or 5xx),
+        until `n` failures were served (``None``: until cleared). With `first_only` instead,
+        the first request of each distinct method and path fails and later ones pass: every
+        step of a workflow meets one failure. `retry_after` is sent as ``Retry-After`` (on
+        5xx too, as Render may); with `after_processing` a 5xx request is carried out first
+        and only its answer is lost."""
+        codes = tuple(int(code) for code in statuses)
+        if not codes or any(code != 429 and not 500 <= code <= 599 for code in codes):
+            raise ValueError("statuses must be 429 or 5xx codes")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError("every must be a positive integer")
+        if retry_after is not None and retry_after < 0:
+            raise ValueError("retry_after must be >= 0")
+        with self._lock:
+            self._flaky.append(
+                _Flaky(every, codes, None if retry_after is None else float(retry_after),
+                       bool(after_processing), _count(n), _norm_prefix(path_prefix),
+                       _norm_method(method), bool(first_only))
+            )  # fmt: skip
+
+    def seed_new_databases(self, sql: str, n: int | None = 1) -> None:
+        """Run `sql` (as the database's own user) in the next `n` databases created, right
+        after they exist: objects Render would never put there, so a copy into them differs
+        from its source (tests verification)."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise ValueError("sql must be a non-empty string")
+        with self._lock:
+            self._seeds.append(_Seed(sql, _count(n)))
+
     def never_available(self, enabled: bool = True) -> None:
         """While enabled, databases created stay ``creating``; disabling releases them."""
         with self._lock:
@@ -321,6 +400,8 @@ class Faults:
             self._deploy_failures.clear()
             self._queued_deploys = 0
             self._never_available = False
+            self._flaky.clear()
+            self._seeds.clear()
 
     def describe(self) -> dict[str, Any]:
         """What is armed right now (the control endpoint's answer)."""
@@ -337,6 +418,8 @@ class Faults:
                 ],
                 "queue_deploys": self._queued_deploys,
                 "never_available": self._never_available,
+                "flaky": [f.describe() for f in self._flaky],
+                "seed_new_databases": [s.remaining for s in self._seeds],
             }
 
     def apply(self, spec: Mapping[str, Any]) -> None:
@@ -357,6 +440,8 @@ class Faults:
             "fail_next_deploy": self.fail_next_deploy,
             "queue_deploys": self.queue_deploys,
             "never_available": self.never_available,
+            "flaky": self.flaky,
+            "seed_new_databases": self.seed_new_databases,
             "clear": self.clear,
         }
         kwargs = dict(spec)
@@ -383,6 +468,46 @@ class Faults:
                         if rule.remaining <= 0:
                             self._rules.remove(rule)
                     return rule
+        return None
+
+    def _take_flaky(self, method: str, path: str) -> _Rule | None:
+        with self._lock:
+            for flaky in self._flaky:
+                if flaky.method and flaky.method != method:
+                    continue
+                if flaky.path_prefix and not path.startswith(flaky.path_prefix):
+                    continue
+                flaky.seen += 1
+                if flaky.first_only:
+                    if (method, path) in flaky.calls:
+                        return None
+                    flaky.calls.add((method, path))
+                elif flaky.seen % flaky.every:
+                    return None
+                status = flaky.statuses[flaky.failed % len(flaky.statuses)]
+                flaky.failed += 1
+                if flaky.remaining is not None:
+                    flaky.remaining -= 1
+                    if flaky.remaining <= 0:
+                        self._flaky.remove(flaky)
+                kind = "rate_limit" if status == 429 else "server_error"
+                return _Rule(
+                    kind,
+                    None,
+                    status,
+                    flaky.retry_after or 0.0,
+                    after_processing=flaky.after_processing and status != 429,
+                )
+        return None
+
+    def _take_seed(self) -> str | None:
+        with self._lock:
+            for seed in self._seeds:
+                if seed.remaining is not None:
+                    seed.remaining -= 1
+                    if seed.remaining <= 0:
+                        self._seeds.remove(seed)
+                return seed.sql
         return None
 
     def _latency_for(self, method: str, path: str) -> float:
@@ -582,6 +707,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds
+    # the body until the client's delayed ACK (~40 ms on every keep-alive request)
+    disable_nagle_algorithm = True
     server_version = "render-emulator"
     sys_version = ""
     timeout = 60
@@ -1079,7 +1207,7 @@ class RenderEmulator:
             time.sleep(delay)
         bucket = self._limiter.bucket(method, path)
         limits = self._limiter.hit(bucket, time.time())
-        rule = self.faults._take_rule(method, path)
+        rule = self.faults._take_rule(method, path) or self.faults._take_flaky(method, path)
         if rule is not None and not rule.after_processing:
             return self._finish(method, path, self._fault_reply(rule), limits)
         if self.enforce_rate_limits and limits[3]:
@@ -1114,7 +1242,10 @@ class RenderEmulator:
         messages = {500: "internal server error", 502: "bad gateway", 503: "service unavailable",
                     504: "gateway timeout"}  # fmt: skip
         message = messages.get(rule.status, "server error")
-        return _Reply(rule.status, {"id": str(uuid.uuid4()), "message": message})
+        reply = _Reply(rule.status, {"id": str(uuid.uuid4()), "message": message})
+        if rule.retry_after > 0:  # only flaky() sets one on a 5xx
+            reply.headers.append(("Retry-After", _format_seconds(rule.retry_after)))
+        return reply
 
     def _finish(
         self,
@@ -1466,6 +1597,9 @@ class RenderEmulator:
             self._postgres[pg.id] = pg
         try:
             self._provision(pg)
+            seed = self.faults._take_seed()
+            if seed is not None:
+                self._run_as_owner(pg, seed)
         except Exception as exc:
             with self._lock:
                 self._postgres.pop(pg.id, None)
@@ -1504,6 +1638,22 @@ class RenderEmulator:
             )
             cur.execute(psql.SQL("CREATE DATABASE {} OWNER {}").format(db, role))
             cur.execute(psql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+
+    def _run_as_owner(self, pg: _Postgres, statements: str) -> None:
+        """Run SQL in the database as its own (non-superuser) role."""
+        conn = psycopg2.connect(
+            host=self.cluster.host,
+            port=self.cluster.port,
+            dbname=pg.database_name,
+            user=pg.database_user,
+            password=pg.password,
+            connect_timeout=10,
+        )
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(statements)
+        finally:
+            conn.close()
 
     def _terminate(self, cur: Any, pg: _Postgres) -> None:
         cur.execute(

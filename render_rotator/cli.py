@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from render_rotator import __version__
+from render_rotator import __version__, github
 from render_rotator.errors import RenderRotatorError, UsageError
 from render_rotator.logs import register_secret, scrub, setup_logging
 from render_rotator.postgres.url import PgURL
@@ -61,6 +61,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RenderRotatorError as exc:
+            github.annotate("error", scrub(str(exc)), title="render-rotator")
             out.error(exc, exc.exit_code)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -142,6 +143,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbosity"] = -1 if quiet else verbose
     setup_logging(ctx.obj["verbosity"])
+    github.install()
 
 
 def _manager(
@@ -383,16 +385,46 @@ def config_option(func: F) -> F:
     )(func)
 
 
-def _emit_rotation(result: Any, as_json: bool) -> None:
-    lines: list[str] = []
-    for report in result.reports:
-        lines += report.lines()
-    Output(as_json).result(result.to_dict(), lines)
+def _make_ui(as_json: bool) -> Any:
+    """Progress and report display: terminal, GitHub Actions, or plain lines."""
+    from render_rotator.ui import make_ui
+
+    verbosity = click.get_current_context().find_root().obj.get("verbosity", 0)
+    return make_ui(as_json=as_json, quiet=verbosity < 0, verbose=max(0, verbosity))
+
+
+def _emit_rotation(result: Any, as_json: bool, ui: Any = None, cfg: Any = None) -> None:
+    """Report a rotation: Actions summary/outputs, notifications, then stdout; exit code."""
+    from render_rotator.notify import notify
+
+    data = result.to_dict()
+    github.publish(data)
+    if cfg is not None:
+        for report in result.reports:
+            try:
+                url = cfg.find_database(report.database).settings.notify_url
+            except RenderRotatorError:
+                url = cfg.defaults.notify_url
+            notify(url, report.to_dict())
+    if as_json or ui is None:
+        Output(as_json).result(data, [line for r in result.reports for line in r.lines()])
+    else:
+        ui.final_report(data)
     if result.exit_code:
         for report in result.reports:
             if not report.ok:
                 click.echo(f"error: {scrub(report.message)}", err=True)
         sys.exit(result.exit_code)
+
+
+def _load(config_path: Path | None) -> Any:
+    """The config, with every notification URL registered as a secret."""
+    from render_rotator.config import load_config
+
+    cfg = load_config(config_path)
+    for db in cfg.databases:
+        register_secret(db.settings.notify_url)
+    return cfg
 
 
 @cli.command()
@@ -426,20 +458,21 @@ def rotate(
     as_json: bool,
 ) -> None:
     """Replace an expiring Render Postgres with a new one and move every service over."""
-    from render_rotator.config import load_config
     from render_rotator.rotation.workflow import rotate as rotate_fn
 
-    cfg = load_config(config_path)
-    result = rotate_fn(
-        cfg,
-        database,
-        dry_run=dry_run,
-        if_expiring_within=if_expiring_within,
-        yes=yes,
-        restart=restart,
-        pg_bin=pg_bin,
-    )
-    _emit_rotation(result, as_json)
+    cfg = _load(config_path)
+    with _make_ui(as_json) as ui:
+        result = rotate_fn(
+            cfg,
+            database,
+            dry_run=dry_run,
+            if_expiring_within=if_expiring_within,
+            yes=yes,
+            restart=restart,
+            pg_bin=pg_bin,
+            ui=ui,
+        )
+    _emit_rotation(result, as_json, ui, cfg)
 
 
 @cli.command()
@@ -452,11 +485,12 @@ def resume(
     config_path: Path | None, database: str | None, pg_bin: str | None, as_json: bool
 ) -> None:
     """Continue an interrupted rotation from its journal."""
-    from render_rotator.config import load_config
     from render_rotator.rotation.workflow import resume as resume_fn
 
-    result = resume_fn(load_config(config_path), database, pg_bin=pg_bin)
-    _emit_rotation(result, as_json)
+    cfg = _load(config_path)
+    with _make_ui(as_json) as ui:
+        result = resume_fn(cfg, database, pg_bin=pg_bin, ui=ui)
+    _emit_rotation(result, as_json, ui, cfg)
 
 
 @cli.command()
@@ -471,6 +505,7 @@ def status(config_path: Path | None, database: str | None, as_json: bool) -> Non
     from render_rotator.rotation.status import status_lines
 
     data = status_fn(load_config(config_path), database)
+    github.publish_status(data)
     Output(as_json).result(data, status_lines(data))
 
 
@@ -488,8 +523,9 @@ def demo(rows: int, as_json: bool) -> None:
     """A full rotation on the local sandbox; needs no account and no network."""
     from render_rotator.sandbox.demo import run_demo
 
-    result = run_demo(rows=rows)
-    _emit_rotation(result, as_json)
+    with _make_ui(as_json) as ui:
+        result = run_demo(rows=rows, ui=ui)
+    _emit_rotation(result, as_json, ui)
 
 
 @cli.command()

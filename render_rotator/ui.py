@@ -120,7 +120,8 @@ def _details(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     for t in r.get("targets") or []:
         rows.append(("target", f"{t.get('target')}: {t.get('status')}"))
     for d in r.get("deploys") or []:
-        rows.append(("deploy", f"{d.get('service_id')} {d.get('deploy_id')}: {d.get('status')}"))
+        label = "rollback" if d.get("rollback") else "deploy"
+        rows.append((label, f"{d.get('service_id')} {d.get('deploy_id')}: {d.get('status')}"))
     return rows
 
 

@@ -150,7 +150,7 @@ def test_create_first_keep_old_with_maintenance_freeze(emu: RenderEmulator, tmp_
     # keep_old: nothing is deleted, so no confirmation is needed even without --yes
     result = run_cli(emu, "rotate", "-c", str(config))
     assert result.exit_code == 0, result.output
-    assert "rotated to dpg-" in result.stdout and "backup: " in result.stdout
+    assert "rotated to dpg-" in result.stdout and "backup:  " in result.stdout
     state = sorted((tmp_path / "state").glob("*.json"))
     assert len(state) == 1 and ".journal." in state[0].name  # archived, finished
     run = run_cli(emu, "status", "-c", str(config), "--json")
@@ -160,12 +160,12 @@ def test_create_first_keep_old_with_maintenance_freeze(emu: RenderEmulator, tmp_
     assert entries[1]["postgres_name"] == f"{app.name}-{date.today():%Y%m%d}"
     # the plain-text report carries the facts --json has
     for needle in (
-        f"new: {new_id}",
-        "strategy: create-first, freeze: maintenance",
+        f"new:          {new_id}",
+        "strategy:     create-first, freeze maintenance",
         "write freeze:",
-        f"copied: {before.total_rows} rows",
+        f"copied:       {before.total_rows:,} rows",
         f"note: kept the old database {app.postgres_id} (keep_old)",
-        f"target {app.env_group_id}:DATABASE_URL: repointed",
+        f"target:       {app.env_group_id}:DATABASE_URL: repointed",
     ):
         assert needle in result.stdout, needle
     info = emu.connection_info(new_id)

@@ -294,13 +294,13 @@ def test_report_to_dict_and_lines() -> None:
     }
     json.dumps(data)  # one JSON object, as --json prints it
     lines = report.lines()
-    assert lines[0] == "app-db: rotated to dpg-new"
+    assert lines[0] == "app-db: rotated - rotated to dpg-new"
     for needle in (
-        "  new: dpg-new (app-db-20250101), expires never",
+        "  new:          dpg-new (app-db-20250101), expires never",
         "  write freeze: 12.3s",
-        "  copied: 1000 rows, 65536 bytes",
-        f"  backup: /b/app.dump (4096 bytes, sha256 {'ab' * 32})",
-        "  deploy srv-1 dep-1: live",
+        "  copied:       1,000 rows, 64.0 KiB",
+        f"  backup:       /b/app.dump (sha256 {'ab' * 32})",
+        "  deploy:       srv-1 dep-1: live",
         "  note: kept the old database dpg-old (keep_old)",
     ):
         assert needle in lines, needle

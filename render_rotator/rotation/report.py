@@ -70,43 +70,10 @@ class RotationReport:
         }
 
     def lines(self) -> list[str]:
-        """A plain-text report for a person."""
-        out = [f"{self.database}: {self.message}"]
-        if self.plan:
-            out.append("plan:")
-            out += [f"  {i}. {step}" for i, step in enumerate(self.plan, 1)]
-        if self.old:
-            out.append(f"  old: {self.old.get('id')} ({self.old.get('name')})")
-        if self.new:
-            out.append(
-                f"  new: {self.new.get('id')} ({self.new.get('name')}), "
-                f"expires {self.new.get('expires_at') or 'never'}"
-            )
-        if self.strategy:
-            out.append(f"  strategy: {self.strategy}, freeze: {self.freeze}")
-        for phase in self.phases:
-            out.append(f"  {phase.name:<12} {phase.status:<8} {phase.seconds:8.2f}s")
-        if self.freeze_seconds is not None:
-            out.append(f"  write freeze: {self.freeze_seconds:.1f}s")
-        if self.rows_copied is not None:
-            size = f", {self.bytes_copied} bytes" if self.bytes_copied is not None else ""
-            out.append(f"  copied: {self.rows_copied} rows{size}")
-        if self.backup:
-            backup_size = self.backup.get("size_bytes")
-            out.append(
-                f"  backup: {self.backup.get('path')} ("
-                + (f"{backup_size} bytes, " if backup_size is not None else "")
-                + f"sha256 {self.backup.get('sha256')})"
-            )
-        for target in self.targets:
-            out.append(f"  target {target['target']}: {target['status']}")
-        for deploy in self.deploys:
-            kind = " (rollback)" if deploy.get("rollback") else ""
-            out.append(
-                f"  deploy{kind} {deploy['service_id']} {deploy['deploy_id']}: {deploy['status']}"
-            )
-        out += [f"  note: {n}" for n in self.notes]
-        return out
+        """A plain-text report for a person (the same lines the CLI prints when piped)."""
+        from render_rotator.ui import report_lines
+
+        return report_lines(self.to_dict())
 
 
 @dataclass

@@ -160,18 +160,20 @@ def test_a_failed_deploy_after_delete_first_is_resumed(emu: RenderEmulator, tmp_
 SEED_EXTRA = "CREATE TABLE injected (x int); INSERT INTO injected VALUES (1), (2)"
 
 
-def test_a_verification_mismatch_blocks_the_cutover(emu: RenderEmulator, tmp_path: Path) -> None:
+def test_a_new_database_that_is_not_empty_blocks_the_cutover(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """create-first copies directly, and the copy refuses a target that already holds data."""
     app = make_app(emu, plan=PAID_PLAN)
     config = write_config(tmp_path, app, strategy="create-first", freeze="suspend")
     untouched = app.snapshot()
     emu.faults.seed_new_databases(SEED_EXTRA)  # Render hands out a database that is not empty
     result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == 1, result.output
     report = report_of(result)
-    assert report["ok"] is False and report["exit_code"] == 3
-    assert "table public.injected: only on target (2 rows)" in report["notes"]
-    assert "mismatch in phase verify" in report["message"]
-    assert "No cutover" in report["message"]
+    assert report["ok"] is False
+    assert "is not empty (1 objects: table public.injected)" in report["message"]
+    assert "failed in phase copy" in report["message"]
     assert_back_on_old(app, untouched, config)
     assert app.api_deploys() == []  # nothing was redeployed: nothing changed
 

@@ -357,3 +357,14 @@ def test_is_rotation_of(
     configured: str, candidate: str, template: str | None, expected: bool
 ) -> None:
     assert is_rotation_of(configured, candidate, template) is expected
+
+
+def test_journal_accepts_redacted_urls_in_error_text(tmp_path: Path) -> None:
+    """Errors name databases by redacted URL; that must not look like a leaked password."""
+    journal = Journal(path=tmp_path / "j.json", database="app-db")
+    journal.error = "the target postgresql://app:***@127.0.0.1:5432/app is not empty"
+    journal.save()
+    assert "app:***@" in (tmp_path / "j.json").read_text()
+    journal.error = "cannot connect to postgresql://app:hunter22@127.0.0.1:5432/app"
+    with pytest.raises(RotationError):
+        journal.save()

@@ -6,13 +6,19 @@ result is verified against the source's inventory before success is reported.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from render_rotator.errors import RenderRotatorError
+from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import VerificationReport
 from render_rotator.postgres.manager import DatabaseManager
 from render_rotator.postgres.url import parse_url
+
+log = logging.getLogger("render_rotator.postgres")
 
 
 @dataclass
@@ -48,7 +54,11 @@ def migrate(
     command_timeout: float = 600,
     pg_bin: str | None = None,
 ) -> MigrateResult:
-    """Create (optionally), copy, verify. Raises a typed error on any failure."""
+    """Create (optionally), copy in parallel, verify. Raises a typed error on any failure.
+
+    A database this call created is dropped again when the copy fails, so nothing
+    half-created is left behind.
+    """
     started = time.monotonic()
     manager = DatabaseManager(
         admin_url,
@@ -60,11 +70,29 @@ def migrate(
     target = parse_url(target_url)
     if create_db and target.dbname != create_db:
         target = target.with_dbname(create_db)
-    report = manager.migrate(source_url, target.url(), create_db, verify=verify)
+    parse_url(source_url)
+    if create_db:
+        manager.create_database(create_db)
+    try:
+        copied = copy_database(
+            source_url,
+            target,
+            jobs=jobs,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+            pg_bin=pg_bin,
+            verify=verify,
+        )
+    except BaseException:
+        if create_db:
+            with contextlib.suppress(RenderRotatorError):
+                manager.drop_database(create_db)
+                log.warning("removed the partially copied database %r", create_db)
+        raise
     return MigrateResult(
         source=source_url,
         target=target.url(),
-        method="pg_dump + pg_restore",
+        method=f"parallel copy (jobs={jobs})",
         seconds=time.monotonic() - started,
-        report=report,
+        report=copied.verification,
     )

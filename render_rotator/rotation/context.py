@@ -33,6 +33,10 @@ class RotationUI(Protocol):
 
     def waiting(self, what: str) -> contextlib.AbstractContextManager[Any]: ...
 
+    def copy_progress(
+        self, total_bytes: int | None = None, total_rows: int | None = None
+    ) -> Any: ...
+
 
 class LogUI:
     """Plain log lines: the default when no richer UI is attached."""
@@ -48,6 +52,11 @@ class LogUI:
     def waiting(self, what: str) -> Iterator[None]:
         log.info("waiting for %s", what)
         yield
+
+    def copy_progress(self, total_bytes: int | None = None, total_rows: int | None = None) -> Any:
+        from render_rotator.ui import CopyProgress
+
+        return CopyProgress(total_bytes, total_rows)
 
 
 @dataclass

@@ -27,7 +27,8 @@ from render_rotator.errors import RotationError, UsageError
 from render_rotator.logs import known_secrets
 
 JOURNAL_VERSION = 1
-_SECRETISH = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@]*:[^\s@]+@", re.IGNORECASE)
+# a URL with a password in it; a redacted one (user:***@host) is fine
+_SECRETISH = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@]*:(?!\*\*\*@)[^\s@]+@", re.IGNORECASE)
 
 
 def now_iso() -> str:

@@ -35,6 +35,7 @@ from render_rotator.postgres.archive import sha256_path
 from render_rotator.postgres.binaries import check_client_for_server, server_major_from_num
 from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.connect import connection
+from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
 from render_rotator.rotation import freeze as freezing
@@ -49,6 +50,7 @@ from render_rotator.rotation.targets import (
     read_target,
     write_target,
 )
+from render_rotator.ui import CopyWatcher
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -514,18 +516,50 @@ def copy(ctx: Rotation) -> bool:
     manager = ctx.manager()
     if state.get("copy_started") or state.get("new_adopted"):
         dropped = clean_database(new_url, connect_timeout=ctx.settings.connect_timeout)
-        log.info("emptied %s before copying (%d schemas dropped)", state["new_id"], dropped)
+        log.info("emptied %s before copying (%d objects dropped)", state["new_id"], dropped)
     state["copy_started"] = True
     ctx.save()
-    path = Path(state["backup"]["path"])
-    result = manager.restore_database(new_url, path)
-    skipped = [f"skipped during restore (needs a superuser): {s}" for s in result.skipped]
+    inventory = Inventory.from_dict(state["inventory"])
+    progress = ctx.ui.copy_progress(total_rows=inventory.total_rows)
+    if ctx.old is not None and state.get("strategy") == "create-first":
+        # both databases exist: stream them directly, in parallel, in one snapshot
+        with progress:
+            copied = copy_database(
+                ctx.old_url(),
+                new_url,
+                jobs=ctx.settings.jobs,
+                connect_timeout=ctx.settings.connect_timeout,
+                command_timeout=ctx.settings.command_timeout,
+                pg_bin=ctx.pg_bin,
+                progress=lambda p: progress.update("all tables", p.bytes_done, p.rows_done),
+            )
+        skipped_entries = list(copied.skipped)
+        state["copy"] = {
+            "method": f"parallel copy (jobs={ctx.settings.jobs})",
+            "seconds": round(copied.seconds, 3),
+            "bytes": copied.bytes,
+            "skipped": skipped_entries,
+        }
+    else:
+        path = Path(state["backup"]["path"])
+        with (
+            progress,
+            CopyWatcher(
+                new_url,
+                progress,
+                expected_rows=inventory.tables,
+                connect_timeout=ctx.settings.connect_timeout,
+            ),
+        ):
+            result = manager.restore_database(new_url, path)
+        skipped_entries = list(result.skipped)
+        state["copy"] = {
+            "method": "pg_restore",
+            "seconds": round(result.seconds, 3),
+            "skipped": skipped_entries,
+        }
+    skipped = [f"skipped during restore (needs a superuser): {s}" for s in skipped_entries]
     ctx.report.notes.extend(n for n in skipped if n not in ctx.report.notes)
-    state["copy"] = {
-        "method": "pg_restore",
-        "seconds": round(result.seconds, 3),
-        "skipped": list(result.skipped),
-    }
     ctx.save()
     return True
 

@@ -1458,6 +1458,8 @@ class RenderEmulator:
             "externalConnectionString": f"postgresql://{cred}@{ext_host}:{port}/{pg.database_name}",
             "internalConnectionString": internal,
             "password": pg.password,
+            # Render's own response shape (see the recordings): data handed to the API
+            # client, never run by this project; the client treats it as a secret.
             "psqlCommand": (
                 f"PGPASSWORD={pg.password} psql -h {ext_host} -p {port} "
                 f"-U {pg.database_user} {pg.database_name}"

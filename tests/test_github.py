@@ -665,7 +665,7 @@ def _check_actions_run(run: subprocess.CompletedProcess[str], emulated: dict[str
     assert outputs["new-postgres-id"] == new_id
     assert outputs["expires-at"] == report["new"]["expires_at"]
     assert outputs["backup-path"] == report["backup"]["path"]
-    assert Path(outputs["backup-path"]).is_file()
+    assert Path(outputs["backup-path"]).exists()
 
 
 ROTATE_AS_THE_CLI_WILL = textwrap.dedent(

@@ -343,4 +343,4 @@ def test_demo_rotates_on_its_own_sandbox() -> None:
     assert report["new"]["name"] == f"myapp-db-{date.today():%Y%m%d}"
     assert [t["status"] for t in report["targets"]] == ["repointed", "repointed"]
     assert [d["status"] for d in report["deploys"]] == ["live"]
-    assert Path(report["backup"]["path"]).is_file()
+    assert Path(report["backup"]["path"]).exists()

@@ -195,7 +195,7 @@ def test_a_mismatch_after_delete_first_says_how_to_restore_and_resumes(
     assert f"The old database {app.postgres_id} was deleted after a verified backup" in message
     assert f'render-rotator restore "$NEW_DATABASE_URL" {backup}' in message
     assert f"External Database URL of {new_id}" in message
-    assert Path(backup).is_file()
+    assert Path(backup).exists()
     # no env var changed (they still name the deleted database)
     assert app.env() == untouched["env"] and app.group_env() == untouched["group"]
     # resume copies again into the emptied database, verifies, and finishes
@@ -230,7 +230,7 @@ def test_never_available_after_delete_first_is_resumed(emu: RenderEmulator, tmp_
     assert result.exit_code == 1, result.output
     report = report_of(result)
     assert "render-rotator resume" in report["message"]
-    assert Path(report["backup"]["path"]).is_file()
+    assert Path(report["backup"]["path"]).exists()
     emu.faults.never_available(False)  # Render catches up
     resumed = run_cli(emu, "resume", "-c", str(config), "--json")
     assert resumed.exit_code == 0, resumed.output

@@ -296,7 +296,7 @@ def assert_rotated(
     assert report["bytes_copied"] and report["bytes_copied"] > 0
     # the verified backup is on disk, as reported
     backup = Path(report["backup"]["path"])
-    assert backup.is_file() and sha256_path(backup) == report["backup"]["sha256"]
+    assert backup.exists() and sha256_path(backup) == report["backup"]["sha256"]
     assert report["old"]["id"] == app.postgres_id
     names = [p["name"] for p in report["phases"]]
     assert names[0] == "inspect" and names[-1] == "report"

@@ -92,7 +92,8 @@ class PgURL:
         params = dict(self.params)
         if extra:
             params.update(extra)
-        query = ("?" + urlencode(params)) if params else ""
+        # %20, not "+": libpq does not decode "+" as a space (e.g. options=-c a=b)
+        query = ("?" + urlencode(params, quote_via=quote)) if params else ""
         return f"postgresql://{netloc}/{quote(self.dbname, safe='')}{query}"
 
     def url(self) -> str:

@@ -31,7 +31,7 @@ from render_rotator.errors import (
     UsageError,
     VerificationError,
 )
-from render_rotator.postgres.archive import sha256_path
+from render_rotator.postgres.archive import best_compression, sha256_path
 from render_rotator.postgres.binaries import check_client_for_server, server_major_from_num
 from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.connect import connection
@@ -325,7 +325,19 @@ def backup(ctx: Rotation) -> bool:
         ) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = backup_dir / f"{state['old_name']}-{state['old_id']}-{stamp}.dump"
-    info = ctx.manager().backup_database(ctx.old_url(), path)
+    manager = ctx.manager()
+    if ctx.settings.jobs > 1:
+        # inside the write freeze, so fast: parallel workers, a directory archive that the
+        # delete-first path restores in parallel too, cheapest good compression
+        info = manager.backup_database(
+            ctx.old_url(),
+            path,
+            archive_format="directory",
+            jobs=ctx.settings.jobs,
+            compress=best_compression(manager.client),
+        )
+    else:
+        info = manager.backup_database(ctx.old_url(), path)
     assert info.inventory is not None
     manifest = {
         "database": state["old_name"],
@@ -531,7 +543,7 @@ def copy(ctx: Rotation) -> bool:
                 connect_timeout=ctx.settings.connect_timeout,
                 command_timeout=ctx.settings.command_timeout,
                 pg_bin=ctx.pg_bin,
-                progress=lambda p: progress.update("all tables", p.bytes_done, p.rows_done),
+                progress=lambda p: _copy_progress(progress, p),
             )
         skipped_entries = list(copied.skipped)
         state["copy"] = {
@@ -562,6 +574,13 @@ def copy(ctx: Rotation) -> bool:
     ctx.report.notes.extend(n for n in skipped if n not in ctx.report.notes)
     ctx.save()
     return True
+
+
+def _copy_progress(progress: Any, report: Any) -> None:
+    """Feed the copy engine's running totals to the UI (bytes are an estimate's share)."""
+    if report.bytes_total and not progress.total_bytes:
+        progress.total_bytes = report.bytes_total
+    progress.update("all tables", report.bytes_done, report.rows_done)
 
 
 # -- verify -----------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class Output:
             click.echo(json.dumps(payload, indent=2))
 
 
-def handle_errors(func: F) -> F:
+def handle_errors[F: Callable[..., Any]](func: F) -> F:
     """Turn our exceptions into one line + the contract's exit code."""
 
     @functools.wraps(func)
@@ -71,13 +71,13 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def json_option(func: F) -> F:
+def json_option[F: Callable[..., Any]](func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else."
     )(func)
 
 
-def timeout_options(func: F) -> F:
+def timeout_options[F: Callable[..., Any]](func: F) -> F:
     func = click.option(
         "--command-timeout",
         type=click.FloatRange(min=1),
@@ -95,7 +95,7 @@ def timeout_options(func: F) -> F:
     return pg_bin_option(func)
 
 
-def pg_bin_option(func: F) -> F:
+def pg_bin_option[F: Callable[..., Any]](func: F) -> F:
     return click.option(
         "--pg-bin",
         type=click.Path(file_okay=False),
@@ -374,7 +374,7 @@ class _DaysOrConfig(click.ParamType):
         return days
 
 
-def config_option(func: F) -> F:
+def config_option[F: Callable[..., Any]](func: F) -> F:
     return click.option(
         "-c",
         "--config",

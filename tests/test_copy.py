@@ -166,7 +166,10 @@ def _schema(cluster: Cluster, dbname: str) -> str:
             env=env,
             check=True,
         ).stdout
-    lines = [ln for ln in out.splitlines() if not ln.startswith("--")]
+    # pg_dump 17.6+ wraps its script in \restrict / \unrestrict with a random key per run
+    lines = [
+        ln for ln in out.splitlines() if not ln.startswith(("--", "\\restrict ", "\\unrestrict "))
+    ]
     return re.sub(r"\n{2,}", "\n", "\n".join(lines))
 
 
@@ -251,15 +254,15 @@ def test_copy_splits_tables_into_ctid_ranges_and_builds_indexes_early(
     _assert_identical(pg, edge_source, pg, target)
 
 
-def test_copy_from_15_to_16(pg15: Cluster, pg16: Cluster) -> None:
+def test_copy_from_15_to_18(pg15: Cluster, pg18: Cluster) -> None:
     source = _edge_db(pg15)
     target = unique_name("dst")
-    pg16.create_database(target)
+    pg18.create_database(target)
     result = copy_database(
-        pg15.url(source), pg16.url(target), jobs=2, verify=True, split_bytes=128 * 1024
+        pg15.url(source), pg18.url(target), jobs=2, verify=True, split_bytes=128 * 1024
     )
     assert result.verification is not None and result.verification.equal
-    _assert_identical(pg15, source, pg16, target, schema=False)
+    _assert_identical(pg15, source, pg18, target, schema=False)
 
 
 def _psql_children(loaders_only: bool = False) -> list[int]:

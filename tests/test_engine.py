@@ -51,19 +51,19 @@ def _drop(cluster: Cluster, name: str) -> None:
 
 
 @pytest.mark.skipif(not SEED.exists(), reason="the seed document is not beside the repo")
-def test_seed_examples_run_as_written(pg15: Cluster, pg16: Cluster, tmp_path, monkeypatch):
+def test_seed_examples_run_as_written(pg15: Cluster, pg18: Cluster, tmp_path, monkeypatch):
     """Both examples of the original design, with real URLs: 15 -> 16, exact copy."""
     examples = seed_examples()
     assert len(examples) == 2
     source_db = unique_name("seedsrc")
     source = make_rich_database(pg15, source_db, owner_role="app_owner_only_on_source")
-    _drop(pg16, "new_database")
+    _drop(pg18, "new_database")
     replacements = {
         "from features.database_management.code import": "from render_rotator import",
         "postgresql://user:pass@source-db:5432/db": source,
-        "postgresql://user:pass@target-db:5432/db": pg16.url("new_database"),
-        "postgresql://admin:pass@admin-db:5432/postgres": pg16.admin_url,
-        "postgresql://user:pass@target-db:5432/new_database": pg16.url("new_database"),
+        "postgresql://user:pass@target-db:5432/db": pg18.url("new_database"),
+        "postgresql://admin:pass@admin-db:5432/postgres": pg18.admin_url,
+        "postgresql://user:pass@target-db:5432/new_database": pg18.url("new_database"),
     }
     monkeypatch.chdir(tmp_path)
     try:
@@ -75,108 +75,108 @@ def test_seed_examples_run_as_written(pg15: Cluster, pg16: Cluster, tmp_path, mo
             exec(compile(code, "seed-example", "exec"), scope)  # noqa: S102 - the seed's code
             if "success" in scope:
                 assert scope["success"] is True
-            report = verify_copy(source, pg16.url("new_database"))
+            report = verify_copy(source, pg18.url("new_database"))
             assert report.equal, report.differences
             assert report.source.tables["public.customers"] == 500
             assert report.source.tables["public.owned_by_app"] == 10
             assert report.source.sequences["public.invoice_number_seq"] == 1041
-            _drop(pg16, "new_database")
+            _drop(pg18, "new_database")
         assert (tmp_path / "backup.dump").stat().st_size > 0
     finally:
-        _drop(pg16, "new_database")
+        _drop(pg18, "new_database")
         _drop(pg15, source_db)
 
 
-def test_copy_keeps_every_kind_of_object(pg15: Cluster, pg16: Cluster):
+def test_copy_keeps_every_kind_of_object(pg15: Cluster, pg18: Cluster):
     """Tables, sequence, index, view, function, jsonb, FK, foreign-owned object: all arrive."""
     name = unique_name("rich")
     source = make_rich_database(pg15, name, owner_role="owner_missing_on_target")
     target_name = unique_name("richcopy")
     try:
-        manager = DatabaseManager(pg16.admin_url, connect_timeout=10, command_timeout=120)
-        report = manager.migrate(source, pg16.url(target_name), target_name)
+        manager = DatabaseManager(pg18.admin_url, connect_timeout=10, command_timeout=120)
+        report = manager.migrate(source, pg18.url(target_name), target_name)
         assert report is not None and report.equal
-        rows = pg16.query(
+        rows = pg18.query(
             "SELECT email, profile->>'n', order_count(id) FROM customers WHERE id = 7",
             dbname=target_name,
         )
         assert rows == [("user7@example.com", "7", 3)]
-        assert pg16.query("SELECT count(*) FROM big_spenders", dbname=target_name)[0][0] == 500
-        assert pg16.query("SELECT nextval('invoice_number_seq')", dbname=target_name) == [(1042,)]
-        fk = pg16.query(
+        assert pg18.query("SELECT count(*) FROM big_spenders", dbname=target_name)[0][0] == 500
+        assert pg18.query("SELECT nextval('invoice_number_seq')", dbname=target_name) == [(1042,)]
+        fk = pg18.query(
             "SELECT count(*) FROM pg_constraint WHERE contype = 'f'", dbname=target_name
         )
         assert fk == [(1,)]
-        owner = pg16.query(
+        owner = pg18.query(
             "SELECT tableowner FROM pg_tables WHERE tablename = 'owned_by_app'", dbname=target_name
         )
         assert owner == [("postgres",)]  # --no-owner: the restoring user owns it
         with pytest.raises(psycopg2.errors.ForeignKeyViolation):
-            pg16.execute("INSERT INTO orders (customer_id, total) VALUES (99999, 1)", target_name)
+            pg18.execute("INSERT INTO orders (customer_id, total) VALUES (99999, 1)", target_name)
     finally:
         _drop(pg15, name)
-        _drop(pg16, target_name)
+        _drop(pg18, target_name)
 
 
-def test_restore_by_non_superuser_database_owner(pg16: Cluster, tmp_path):
+def test_restore_by_non_superuser_database_owner(pg18: Cluster, tmp_path):
     """As on Render: the restoring role owns its database but is not a superuser."""
     name = unique_name("src")
-    source = make_rich_database(pg16, name)
+    source = make_rich_database(pg18, name)
     # an extension the provider pre-installs as superuser (like Render); its COMMENT needs
     # the extension's owner, which the restoring role is not
-    pg16.execute(
-        "CREATE EXTENSION vector; CREATE TABLE embeddings (id int PRIMARY KEY, v vector(3));"
-        "INSERT INTO embeddings VALUES (1, '[1,2,3]'), (2, '[4,5,6]')",
+    pg18.execute(
+        "CREATE EXTENSION cube; CREATE TABLE embeddings (id int PRIMARY KEY, v cube);"
+        "INSERT INTO embeddings VALUES (1, '(1,2,3)'), (2, '(4,5,6)')",
         dbname=name,
     )
     role, password = unique_name("owner"), "s3cret:pw"
-    pg16.create_role(role, password)
+    pg18.create_role(role, password)
     target_db = unique_name("dst")
-    pg16.create_database(target_db, owner=role)
-    pg16.execute("CREATE EXTENSION vector", dbname=target_db)
+    pg18.create_database(target_db, owner=role)
+    pg18.execute("CREATE EXTENSION cube", dbname=target_db)
     try:
         manager = DatabaseManager(command_timeout=120)
         manager.backup_database(source, tmp_path / "b.dump")
-        result = manager.restore_database(pg16.url(target_db, role, password), tmp_path / "b.dump")
-        assert any("EXTENSION vector" in s for s in result.skipped)
-        assert verify_copy(source, pg16.url(target_db)).equal
+        result = manager.restore_database(pg18.url(target_db, role, password), tmp_path / "b.dump")
+        assert any("EXTENSION cube" in s for s in result.skipped)
+        assert verify_copy(source, pg18.url(target_db)).equal
     finally:
-        _drop(pg16, name)
-        _drop(pg16, target_db)
-        pg16.execute(f'DROP ROLE IF EXISTS "{role}"')
+        _drop(pg18, name)
+        _drop(pg18, target_db)
+        pg18.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 # -- versions ----------------------------------------------------------------------
 
 
-def test_fifteen_to_sixteen_upgrade_copy(pg15: Cluster, pg16: Cluster):
+def test_fifteen_to_eighteen_upgrade_copy(pg15: Cluster, pg18: Cluster):
     name = unique_name("up")
     source = make_rich_database(pg15, name)
     try:
-        assert migrate_database(source, pg16.url(name), pg16.admin_url, name) is True
-        version = pg16.query("SHOW server_version_num", dbname=name)[0][0]
-        assert str(version).startswith("16")
-        assert verify_copy(source, pg16.url(name)).equal
+        assert migrate_database(source, pg18.url(name), pg18.admin_url, name) is True
+        version = pg18.query("SHOW server_version_num", dbname=name)[0][0]
+        assert str(version).startswith("18")
+        assert verify_copy(source, pg18.url(name)).equal
     finally:
         _drop(pg15, name)
-        _drop(pg16, name)
+        _drop(pg18, name)
 
 
 @pytest.mark.skipif(not PG15_BIN.is_dir(), reason="needs the PostgreSQL 15 client")
-def test_old_pg_dump_fails_before_doing_anything(pg16: Cluster, tmp_path):
+def test_old_pg_dump_fails_before_doing_anything(pg18: Cluster, tmp_path):
     name = unique_name("ver")
-    source = make_rich_database(pg16, name)
+    source = make_rich_database(pg18, name)
     target = unique_name("vertarget")
     try:
-        manager = DatabaseManager(pg16.admin_url, pg_bin=PG15_BIN)
+        manager = DatabaseManager(pg18.admin_url, pg_bin=PG15_BIN)
         with pytest.raises(ClientTooOldError) as info:
-            manager.migrate(source, pg16.url(target), target)
+            manager.migrate(source, pg18.url(target), target)
         message = str(info.value)
-        assert "15" in message and "PostgreSQL 16" in message and "--pg-bin" in message
-        assert not _database_exists(pg16, target)
+        assert "15" in message and "PostgreSQL 18" in message and "--pg-bin" in message
+        assert not _database_exists(pg18, target)
         assert list(tmp_path.iterdir()) == []
     finally:
-        _drop(pg16, name)
+        _drop(pg18, name)
 
 
 # -- bad input -----------------------------------------------------------------------
@@ -234,9 +234,9 @@ def test_silent_server_times_out_within_connect_timeout():
         assert time.monotonic() - started < 3 + 3
 
 
-def test_wrong_password_fails_fast_without_retries(pg16: Cluster, caplog):
+def test_wrong_password_fails_fast_without_retries(pg18: Cluster, caplog):
     caplog.set_level(logging.WARNING, logger="render_rotator")
-    bad = pg16.url("postgres", "postgres", "definitely-wrong")
+    bad = pg18.url("postgres", "postgres", "definitely-wrong")
     started = time.monotonic()
     with pytest.raises(AuthenticationError) as info:
         DatabaseManager(connect_timeout=10).verify(bad, bad)
@@ -245,50 +245,50 @@ def test_wrong_password_fails_fast_without_retries(pg16: Cluster, caplog):
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]
 
 
-def test_missing_source_database(pg16: Cluster, tmp_path):
+def test_missing_source_database(pg18: Cluster, tmp_path):
     with pytest.raises(DatabaseNotFoundError) as info:
-        DatabaseManager().backup_database(pg16.url("no_such_db"), tmp_path / "x.dump")
+        DatabaseManager().backup_database(pg18.url("no_such_db"), tmp_path / "x.dump")
     assert "no_such_db" in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_target_database_is_refused_and_left_alone(pg16: Cluster):
+def test_existing_target_database_is_refused_and_left_alone(pg18: Cluster):
     name = unique_name("exists")
-    pg16.create_database(name)
-    pg16.execute("CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1)", dbname=name)
-    source = make_rich_database(pg16, unique_name("srcx"))
+    pg18.create_database(name)
+    pg18.execute("CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1)", dbname=name)
+    source = make_rich_database(pg18, unique_name("srcx"))
     try:
-        manager = DatabaseManager(pg16.admin_url)
+        manager = DatabaseManager(pg18.admin_url)
         with pytest.raises(DatabaseExistsError):
             manager.create_database(name)
-        assert migrate_database(source, pg16.url(name), pg16.admin_url, name) is False
-        assert pg16.query("SELECT * FROM keep_me", dbname=name) == [(1,)]
+        assert migrate_database(source, pg18.url(name), pg18.admin_url, name) is False
+        assert pg18.query("SELECT * FROM keep_me", dbname=name) == [(1,)]
     finally:
-        _drop(pg16, name)
-        _drop(pg16, PgURL.parse(source).dbname)
+        _drop(pg18, name)
+        _drop(pg18, PgURL.parse(source).dbname)
 
 
-def test_hostile_database_name_is_created_literally(pg16: Cluster):
+def test_hostile_database_name_is_created_literally(pg18: Cluster):
     name = 'new"; DROP DATABASE postgres; --'
     try:
-        DatabaseManager(pg16.admin_url).create_database(name)
-        assert _database_exists(pg16, "postgres")
-        rows = pg16.query("SELECT datname FROM pg_database WHERE datname LIKE 'new\"%'")
+        DatabaseManager(pg18.admin_url).create_database(name)
+        assert _database_exists(pg18, "postgres")
+        rows = pg18.query("SELECT datname FROM pg_database WHERE datname LIKE 'new\"%'")
         assert rows == [(name,)]
     finally:
-        pg16.execute('DROP DATABASE IF EXISTS "new""; DROP DATABASE postgres; --"')
+        pg18.execute('DROP DATABASE IF EXISTS "new""; DROP DATABASE postgres; --"')
 
 
-def test_overlong_database_name_is_rejected_before_sql(pg16: Cluster):
+def test_overlong_database_name_is_rejected_before_sql(pg18: Cluster):
     with pytest.raises(UsageError):
-        DatabaseManager(pg16.admin_url).create_database("x" * 64)
+        DatabaseManager(pg18.admin_url).create_database("x" * 64)
 
 
 @pytest.mark.parametrize("where", ["missing-dir/b.dump", "file-as-dir/b.dump"])
-def test_unwritable_backup_path(pg16: Cluster, tmp_path, where):
+def test_unwritable_backup_path(pg18: Cluster, tmp_path, where):
     (tmp_path / "file-as-dir").write_text("a file, not a directory")
     with pytest.raises(BackupError) as info:
-        DatabaseManager().backup_database(pg16.admin_url, tmp_path / where)
+        DatabaseManager().backup_database(pg18.admin_url, tmp_path / where)
     assert "b.dump" in str(info.value)
 
 
@@ -324,13 +324,13 @@ def _children_named(program: str) -> list[int]:
     return pids
 
 
-def test_pg_dump_killed_mid_run_fails_cleanly(pg16: Cluster, tmp_path):
+def test_pg_dump_killed_mid_run_fails_cleanly(pg18: Cluster, tmp_path):
     import os
     import signal
 
     name = unique_name("kill")
-    source = make_rich_database(pg16, name)
-    holder = _hold_lock(pg16, name, "orders", 8)
+    source = make_rich_database(pg18, name)
+    holder = _hold_lock(pg18, name, "orders", 8)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -356,13 +356,13 @@ def test_pg_dump_killed_mid_run_fails_cleanly(pg16: Cluster, tmp_path):
         assert "pg_dump was killed by SIGKILL" in str(errors[0])
         assert list(tmp_path.iterdir()) == []  # no partial archive left behind
     finally:
-        _drop(pg16, name)
+        _drop(pg18, name)
 
 
-def test_command_timeout_kills_the_tool_and_names_it(pg16: Cluster, tmp_path):
+def test_command_timeout_kills_the_tool_and_names_it(pg18: Cluster, tmp_path):
     name = unique_name("slow")
-    source = make_rich_database(pg16, name)
-    holder = _hold_lock(pg16, name, "orders", 6)
+    source = make_rich_database(pg18, name)
+    holder = _hold_lock(pg18, name, "orders", 6)
     try:
         started = time.monotonic()
         with pytest.raises(CommandTimeoutError) as info:
@@ -375,13 +375,13 @@ def test_command_timeout_kills_the_tool_and_names_it(pg16: Cluster, tmp_path):
         assert list(tmp_path.iterdir()) == []
     finally:
         holder.join(15)
-        _drop(pg16, name)
+        _drop(pg18, name)
 
 
-def test_lock_wait_timeout_is_passed_to_pg_dump(pg16: Cluster, tmp_path):
+def test_lock_wait_timeout_is_passed_to_pg_dump(pg18: Cluster, tmp_path):
     name = unique_name("lock")
-    source = make_rich_database(pg16, name)
-    holder = _hold_lock(pg16, name, "orders", 5)
+    source = make_rich_database(pg18, name)
+    holder = _hold_lock(pg18, name, "orders", 5)
     try:
         with pytest.raises(ToolError) as info:
             DatabaseManager(lock_wait_timeout=1).backup_database(
@@ -390,20 +390,20 @@ def test_lock_wait_timeout_is_passed_to_pg_dump(pg16: Cluster, tmp_path):
         assert "lock" in str(info.value).lower()
     finally:
         holder.join(15)
-        _drop(pg16, name)
+        _drop(pg18, name)
 
 
-def test_no_password_in_any_child_cmdline_or_environment(pg16: Cluster, tmp_path):
+def test_no_password_in_any_child_cmdline_or_environment(pg18: Cluster, tmp_path):
     """Sample every process's argv (and our children's environment) during a migrate."""
     name = unique_name("secret")
-    source = make_rich_database(pg16, name)
+    source = make_rich_database(pg18, name)
     target = unique_name("secretdst")
-    pg16.execute(
+    pg18.execute(
         "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS a, md5((g * 7)::text) AS b "
         "FROM generate_series(1, 300000) g",
         dbname=name,
     )
-    password = pg16.password
+    password = pg18.password
     seen_tools: set[str] = set()
     leaks: list[str] = []
     done = threading.Event()
@@ -430,11 +430,11 @@ def test_no_password_in_any_child_cmdline_or_environment(pg16: Cluster, tmp_path
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        assert migrate_database(source, pg16.url(target), pg16.admin_url, target) is True
+        assert migrate_database(source, pg18.url(target), pg18.admin_url, target) is True
     finally:
         done.set()
         sampler.join()
-        _drop(pg16, name)
-        _drop(pg16, target)
+        _drop(pg18, name)
+        _drop(pg18, target)
     assert {"pg_dump", "pg_restore"} <= seen_tools
     assert leaks == []

@@ -146,6 +146,8 @@ def dump(
     ]
     if jobs > 1:
         argv.append(f"--jobs={jobs}")
+    if compress is None and archive_format in ("custom", "directory"):
+        compress = best_compression(client)  # lz4 / zstd where the build has them
     if compress is not None:
         argv.append(f"--compress={compress}")
     if snapshot:

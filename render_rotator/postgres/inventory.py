@@ -45,8 +45,10 @@ _OBJECT_COUNTS: dict[str, str] = {
     "sequences": f"""SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'S' AND {_USER_SCHEMAS}
         AND {_NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid")}""",
+    # PostgreSQL 18 records NOT NULL as constraints (contype 'n'); older servers do not, so
+    # they are left out so counts compare across majors
     "constraints": f"""SELECT count(*) FROM pg_constraint k
-        JOIN pg_namespace n ON n.oid = k.connamespace WHERE {_USER_SCHEMAS}
+        JOIN pg_namespace n ON n.oid = k.connamespace WHERE {_USER_SCHEMAS} AND k.contype <> 'n'
         AND {_NOT_FROM_EXTENSION.format(catalog="'pg_constraint'", oid="k.oid")}""",
     "functions": f"""SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {_USER_SCHEMAS}

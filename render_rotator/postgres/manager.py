@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +30,12 @@ from render_rotator.errors import (
 )
 from render_rotator.postgres import archive
 from render_rotator.postgres.binaries import (
+    PG_BIN_ENV,
     PgBin,
-    check_client_for_server,
+    rejection,
     resolve_client,
     server_major_from_num,
+    url_needs_tls,
 )
 from render_rotator.postgres.connect import connect, connection
 from render_rotator.postgres.inventory import (
@@ -141,11 +144,23 @@ class DatabaseManager:
             autocommit=autocommit,
         )
 
-    def check_version(self, conn: psycopg2.extensions.connection) -> int:
-        """Apply the version rule; returns the server's major version."""
+    def check_version(self, conn: psycopg2.extensions.connection, url: PgURL | None = None) -> int:
+        """Choose the client by rule for this server (and URL); returns the server's major."""
         major = server_major_from_num(int(conn.server_version))
-        check_client_for_server(self.client, major)
+        self.use_client_for(url, major)
         return major
+
+    def use_client_for(self, url: PgURL | None, server_major: int | None = None) -> PgBin:
+        """Keep the current client if it fits `url` and the server, else pick one that does."""
+        needs_tls = url is not None and url_needs_tls(url.host, url.sslmode)
+        current = self.client
+        if rejection(current, server_major=server_major, needs_tls=needs_tls) is None:
+            return current
+        if self.pg_bin or os.environ.get(PG_BIN_ENV):
+            # an explicit choice is never silently replaced: explain why it does not fit
+            resolve_client(self.pg_bin, server_major=server_major, needs_tls=needs_tls)
+        self._client = resolve_client(server_major=server_major, needs_tls=needs_tls)
+        return self._client
 
     @contextlib.contextmanager
     def exported_snapshot(self, url: PgURL) -> Iterator[tuple[psycopg2.extensions.connection, str]]:
@@ -195,7 +210,7 @@ class DatabaseManager:
         path = Path(backup_file)
         archive.check_writable_destination(path)
         with self.exported_snapshot(source) as (conn, snapshot):
-            self.check_version(conn)
+            self.check_version(conn, source)
             inv = take_inventory_in(conn) if inventory else None
             info = archive.dump(
                 self.client,
@@ -259,6 +274,7 @@ class DatabaseManager:
             cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             row = cur.fetchone()
             superuser = bool(row and row[0])
+        self.use_client_for(target)
         result = archive.restore(
             self.client,
             target,

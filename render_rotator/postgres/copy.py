@@ -164,6 +164,7 @@ class CopyResult:
     early_indexes: int = 0
     skipped: list[str] = field(default_factory=list)
     verification: VerificationReport | None = None
+    timeline: list[TaskTiming] = field(default_factory=list)
 
     def summary(self) -> str:
         rate = self.bytes / 1e6 / self.seconds if self.seconds else 0.0
@@ -185,6 +186,7 @@ class CopyResult:
             "early_indexes": self.early_indexes,
             "skipped": self.skipped,
             "verification": self.verification.to_dict() if self.verification else None,
+            "critical_path": [t.to_dict() for t in critical_path(self.timeline)],
         }
 
 
@@ -638,6 +640,45 @@ class _Task:
     exclusive: bool = False
     tables: tuple[SourceTable, ...] = ()
     seq: int = 0
+    parent: str | None = None  # the task whose completion made this one ready
+    ready_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskTiming:
+    """When a copy task became ready, started and ended (seconds from the copy's start)."""
+
+    kind: str
+    label: str
+    ready: float
+    began: float
+    ended: float
+    parent: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "ready": round(self.ready, 3),
+            "began": round(self.began, 3),
+            "ended": round(self.ended, 3),
+            "parent": self.parent,
+        }
+
+
+def critical_path(timeline: Sequence[TaskTiming]) -> list[TaskTiming]:
+    """The chain of tasks ending with the last to finish, each made ready by the one before.
+
+    Between two links, `began - ready` is time spent waiting for a free worker; the rest of
+    a link is its own work: where the copy's time went.
+    """
+    if not timeline:
+        return []
+    by_label = {t.label: t for t in timeline}
+    chain = [max(timeline, key=lambda t: t.ended)]
+    while chain[-1].parent is not None and chain[-1].parent in by_label:
+        chain.append(by_label[chain[-1].parent])
+    return list(reversed(chain))
 
 
 @dataclass
@@ -762,6 +803,7 @@ class _Copier:
         self.progress_cb = progress
         self.workdir = workdir
         self.started = time.monotonic()
+        self.timeline: list[TaskTiming] = []  # list.append is atomic: workers share it
         self.deadline = self.started + command_timeout
         self.procs = _Processes()
         self.snapshot = ""
@@ -1154,11 +1196,22 @@ class _Copier:
                 try:
                     finished = task.run()
                     more = after(task) if finished else []
+                    ended = time.monotonic()
+                    self.timeline.append(
+                        TaskTiming(
+                            task.kind,
+                            task.label,
+                            task.ready_at - self.started,
+                            began - self.started,
+                            ended - self.started,
+                            task.parent,
+                        )
+                    )
                     log.debug(
                         "task %s done: %.2fs-%.2fs",
                         task.label,
                         began - self.started,
-                        time.monotonic() - self.started,
+                        ended - self.started,
                     )
                 except BaseException as exc:  # noqa: BLE001 - the first one is raised below
                     with cond:
@@ -1173,11 +1226,14 @@ class _Copier:
                     for extra in more:
                         counter += 1
                         extra.seq = counter
+                        extra.parent = task.label
+                        extra.ready_at = ended
                         ready.append(extra)
                     cond.notify_all()
 
         for i, task in enumerate(tasks):
             task.seq = i
+            task.ready_at = time.monotonic()
         threads = [
             threading.Thread(target=worker, name=f"copy-worker-{i}", daemon=True)
             for i in range(self.jobs)
@@ -1501,6 +1557,7 @@ def _copy_in_snapshot(
         early_indexes=len(early_lines),
         skipped=list(skipped),
         verification=report,
+        timeline=sorted(c.timeline, key=lambda t: t.began),
     )
     log.info("%s", result.summary())
     if report is not None and not report.equal:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from render_rotator.errors import RenderRotatorError
-from render_rotator.postgres.copy import copy_database
+from render_rotator.postgres.copy import CopyResult, copy_database
 from render_rotator.postgres.inventory import VerificationReport
 from render_rotator.postgres.manager import DatabaseManager
 from render_rotator.postgres.url import parse_url
@@ -30,6 +30,7 @@ class MigrateResult:
     method: str
     seconds: float
     report: VerificationReport | None
+    copy: CopyResult | None = None  # rows, bytes, phases and critical path of the copy
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class MigrateResult:
             "seconds": round(self.seconds, 3),
             "verified": None if self.report is None else self.report.equal,
             "verification": None if self.report is None else self.report.to_dict(),
+            "copy": None if self.copy is None else self.copy.to_dict(),
         }
 
 
@@ -95,4 +97,5 @@ def migrate(
         method=f"parallel copy (jobs={jobs})",
         seconds=time.monotonic() - started,
         report=copied.verification,
+        copy=copied,
     )

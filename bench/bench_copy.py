@@ -410,13 +410,16 @@ def print_critical_path(critical: list[dict[str, object]] | None) -> None:
     """Where (e)'s time went: the chain of tasks that ended last, and each one's wait."""
     if not critical:
         return
-    print("(e) critical path (s from the copy's start; wait = ready until a worker took it):")
+    print("(e) critical path (s from the copy's start; wait = ready until it could start):")
     for step in critical:
         ready, began, ended = (float(str(step[k])) for k in ("ready", "began", "ended"))
+        workers = f" x{int(str(step.get('parallel') or 0)) + 1}" if step.get("parallel") else ""
         print(
-            f"    {step['kind']:<8} {str(step['label'])[:60]:<60} ready {ready:6.1f} "
-            f"wait {began - ready:5.1f} run {ended - began:6.1f} -> {ended:6.1f}"
+            f"    {step['kind']:<11} {str(step['label'])[:56]:<56} ready {ready:6.1f} "
+            f"wait {began - ready:5.1f} run {ended - began:6.1f}{workers} -> {ended:6.1f}"
         )
+        if step.get("blocked_by") and began - ready > 0.5:
+            print(f"      waited for: {str(step['blocked_by'])[:70]}")
 
 
 def print_table(outcomes: list[Outcome], size: int, rss_kb: int | None) -> None:

@@ -31,7 +31,12 @@ from render_rotator.errors import (
     UsageError,
     VerificationError,
 )
-from render_rotator.postgres.archive import best_compression, sha256_path
+from render_rotator.postgres.archive import (
+    best_compression,
+    remove_stale_partials,
+    sha256_path,
+    write_private,
+)
 from render_rotator.postgres.binaries import server_major_from_num
 from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.connect import connection
@@ -319,14 +324,16 @@ def backup(ctx: Rotation) -> bool:
         )
     backup_dir = ctx.settings.backup_dir
     try:
-        backup_dir.mkdir(parents=True, exist_ok=True)
+        backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(
             f"cannot create backup_dir {backup_dir}: {exc.strerror}",
             hint="set backup_dir in the config to a writable directory",
         ) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = backup_dir / f"{state['old_name']}-{state['old_id']}-{stamp}.dump"
+    prefix = f"{state['old_name']}-{state['old_id']}-"
+    remove_stale_partials(backup_dir, prefix)  # this database's lock is ours: none is live
+    path = backup_dir / f"{prefix}{stamp}.dump"
     manager = ctx.manager()
     if ctx.settings.jobs > 1:
         # inside the write freeze, so fast: parallel workers, a directory archive that the
@@ -348,7 +355,7 @@ def backup(ctx: Rotation) -> bool:
         "archive": info.to_dict(),
     }
     manifest_path = path.with_name(path.name + ".json")
-    manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+    write_private(manifest_path, json.dumps(manifest, indent=2, default=str))
     state["backup"] = {
         "path": str(path),
         "manifest": str(manifest_path),

@@ -194,8 +194,13 @@ def remove_stale_partials(directory: Path, prefix: str) -> list[Path]:
 def write_private(path: Path, text: str) -> None:
     """Write a 0600 file (a manifest next to a 0600 archive)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write names no file: name it
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def _remove(path: Path) -> None:

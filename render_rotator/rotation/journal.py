@@ -147,6 +147,12 @@ class Journal:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if exc.filename is None:  # a failed write names no file: name the journal
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+            raise
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

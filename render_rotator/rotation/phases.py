@@ -231,6 +231,7 @@ def inspect(ctx: Rotation) -> bool:
             "expires_at": old.expires_at.isoformat() if old.expires_at else None,
         }
     spec = state.get("old_spec") or {}
+    _refuse_downgrade(ctx, spec.get("version"))
     ctx.report.old = {
         "id": state["old_id"],
         "name": state.get("old_name"),
@@ -243,6 +244,19 @@ def inspect(ctx: Rotation) -> bool:
         _check_client(ctx)
     ctx.save()
     return True
+
+
+def _refuse_downgrade(ctx: Rotation, current: str | None) -> None:
+    """A configured version older than the database's: refused before anything changes
+    (pg_dump's archive of a newer server does not restore into an older one)."""
+    wanted = ctx.db.version
+    if not (wanted and current and current.isdigit()) or int(wanted) >= int(current):
+        return
+    raise UsageError(
+        f"{ctx.db.label}: version = {wanted} is older than the database's PostgreSQL "
+        f"{current}; a rotation never downgrades",
+        hint=f'set version = "{current}" or newer, or remove version to keep {current}',
+    )
 
 
 def _inspect_targets(

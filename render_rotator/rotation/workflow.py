@@ -150,6 +150,8 @@ def rotate(
     api = client or RenderClient()
     reports = []
     try:
+        if not dry_run and len(dbs) > 1:
+            _preflight(cfg, dbs, api, pg_bin=pg_bin, today=today)
         for db in dbs:
             lock = contextlib.nullcontext() if dry_run else _locked(db)
             with lock:
@@ -226,6 +228,34 @@ def resume(
         if own_client:
             api.close()
     return RotationResult(reports)
+
+
+def _preflight(
+    cfg: Config,
+    dbs: list[DatabaseConfig],
+    client: RenderClient,
+    *,
+    pg_bin: str | None,
+    today: date | None,
+) -> None:
+    """Inspect every database (read-only, nothing written) before the first is rotated, so
+    a problem with the second one (unknown name, wrong target, a downgrade) stops the run
+    before any change rather than after the first rotation."""
+    for db in dbs:
+        journal = _unfinished(db)
+        if journal is not None:
+            continue  # --restart: its inspect runs afresh below
+        path = Journal.path_for(_state_dir(db), db.label)
+        ctx = Rotation(
+            config=cfg,
+            db=db,
+            client=client,
+            journal=Journal(path=path, database=db.label, persist=False),
+            report=RotationReport(database=db.label),
+            pg_bin=pg_bin,
+            today=today,
+        )
+        phases.inspect(ctx)
 
 
 def _thaw_discarded(

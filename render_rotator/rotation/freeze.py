@@ -39,7 +39,9 @@ def freeze(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
         frozen["readonly"] = True  # recorded first: a crash right after must still undo it
         frozen.pop("readonly_reset", None)
         ctx.save()
-        set_read_only(ctx.old_url(), True, ctx.settings.connect_timeout)
+        set_read_only(
+            ctx.old_url(), True, ctx.settings.connect_timeout, ctx.settings.command_timeout
+        )
     else:
         log.warning(
             "freeze = none: writes are not stopped; if any reach the old database after the "
@@ -96,9 +98,12 @@ def _call_freeze(ctx: Rotation, mode: str, service_id: str) -> None:
         ctx.client.set_maintenance_mode(service_id, True)
 
 
-def set_read_only(url: str, on: bool, connect_timeout: float) -> None:
+def set_read_only(url: str, on: bool, connect_timeout: float, command_timeout: float = 600) -> None:
     """Make the database refuse (or accept again) writes, for every new session."""
-    with connection(url, connect_timeout=connect_timeout) as conn, conn.cursor() as cur:
+    with (
+        connection(url, connect_timeout=connect_timeout, statement_timeout=command_timeout) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
         cur.execute("SELECT current_database()")
         row = cur.fetchone()
@@ -140,7 +145,9 @@ def fence(ctx: Rotation) -> None:
     frozen.pop("readonly_reset", None)
     ctx.save()
     if not frozen.get("readonly"):
-        set_read_only(ctx.old_url(), True, ctx.settings.connect_timeout)
+        set_read_only(
+            ctx.old_url(), True, ctx.settings.connect_timeout, ctx.settings.command_timeout
+        )
 
 
 def unfence(ctx: Rotation) -> None:
@@ -149,7 +156,9 @@ def unfence(ctx: Rotation) -> None:
     if not (frozen.get("readonly") or frozen.get("fenced")) or frozen.get("readonly_reset"):
         return
     if ctx.old is not None:
-        set_read_only(ctx.old_url(), False, ctx.settings.connect_timeout)
+        set_read_only(
+            ctx.old_url(), False, ctx.settings.connect_timeout, ctx.settings.command_timeout
+        )
     frozen["readonly_reset"] = True
     ctx.save()
 

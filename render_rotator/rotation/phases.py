@@ -299,7 +299,11 @@ def _check_client(ctx: Rotation) -> None:
     """The version rule, checked against the real server before anything changes."""
     manager = ctx.manager()
     old_url = parse_url(ctx.old_url())
-    with connection(old_url, connect_timeout=ctx.settings.connect_timeout) as conn:
+    with connection(
+        old_url,
+        connect_timeout=ctx.settings.connect_timeout,
+        statement_timeout=ctx.settings.command_timeout,
+    ) as conn:
         major = server_major_from_num(int(conn.server_version))
     manager.use_client_for(old_url, major)
 
@@ -550,7 +554,11 @@ def copy(ctx: Rotation) -> bool:
     new_url = ctx.new_url()
     manager = ctx.manager()
     if state.get("copy_started") or state.get("new_adopted"):
-        dropped = clean_database(new_url, connect_timeout=ctx.settings.connect_timeout)
+        dropped = clean_database(
+            new_url,
+            connect_timeout=ctx.settings.connect_timeout,
+            command_timeout=ctx.settings.command_timeout,
+        )
         log.info("emptied %s before copying (%d objects dropped)", state["new_id"], dropped)
     state["copy_started"] = True
     ctx.save()
@@ -619,7 +627,11 @@ WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'informat
 def _user_data_bytes(ctx: Rotation, url: str) -> int | None:
     """Bytes of tables, their indexes and TOAST in the user's schemas."""
     with (
-        connection(url, connect_timeout=ctx.settings.connect_timeout) as conn,
+        connection(
+            url,
+            connect_timeout=ctx.settings.connect_timeout,
+            statement_timeout=ctx.settings.command_timeout,
+        ) as conn,
         conn.cursor() as cur,
     ):
         cur.execute(_USER_DATA_BYTES)

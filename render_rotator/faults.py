@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import logging
 
+import psycopg2
+
 from render_rotator.errors import RenderRotatorError, RotationError
 from render_rotator.secrets import scrub
 
@@ -40,6 +42,8 @@ def describe(exc: BaseException) -> str:
         return scrub(f"{exc.strerror} {verb} {where}")
     text = str(exc).strip().splitlines()
     detail = f": {text[0]}" if text else ""
+    if isinstance(exc, psycopg2.Error):
+        return scrub(f"PostgreSQL refused{detail}")
     return scrub(f"unexpected {type(exc).__name__}{detail}")
 
 
@@ -49,6 +53,10 @@ def hint_for(exc: BaseException) -> str | None:
         return _HINTS[exc.errno]
     if isinstance(exc, RenderRotatorError):
         return None
+    if getattr(exc, "pgcode", None) == "42501":
+        return "grant the database user read access to every object, or run as its owner"
+    if isinstance(exc, psycopg2.Error):
+        return "run with -v for the details"
     return "run with -v for the traceback and report it if it looks like a bug"
 
 

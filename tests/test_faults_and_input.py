@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg2
 import pytest
 from click.testing import Result
 
-from render_rotator import secrets
+from render_rotator import faults, secrets
 from render_rotator.errors import InvalidURLError, MissingAPIKeyError
 from render_rotator.postgres import passfiles
 from render_rotator.postgres.runner import last_error_line, spawn
@@ -275,6 +276,25 @@ def test_private_directories_of_killed_runs_are_swept(tmp_path: Path) -> None:
     other.mkdir()
     assert passfiles.sweep_stale(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_an_object_the_database_user_cannot_read_is_named_in_one_line(
+    pg: Cluster, fresh_db: str
+) -> None:
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'Pw{role}'")
+    execute(fresh_db, "CREATE TABLE hidden (id int)")
+    url = PgURL.parse(fresh_db)
+    as_role = PgURL(url.host, url.port, url.dbname, role, f"Pw{role}")
+    try:
+        execute(as_role.url(), "SELECT count(*) FROM hidden")
+    except psycopg2.Error as exc:
+        error = faults.as_error(exc)
+    else:
+        raise AssertionError("the role could read the table")
+    assert str(error).startswith("PostgreSQL refused: permission denied for table hidden")
+    assert "grant the database user read access" in str(error)
+    assert "\n" not in str(error) and f"Pw{role}" not in str(error)
 
 
 def test_the_tool_error_names_a_full_disk_over_a_dead_worker() -> None:

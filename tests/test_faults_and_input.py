@@ -9,6 +9,7 @@ mounted by the test (root only; elsewhere they are skipped, saying why).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -547,3 +548,34 @@ def test_resume_refreezes_services_a_failed_landing_thawed_unrecorded(
     assert result.exit_code == 0, result.output
     assert len([r for r in emu.requests if r[1].endswith("/suspend")]) == suspends + 1
     assert_rotated(app, report_of(result), before, config=config)
+
+
+def test_a_journal_that_cannot_be_written_still_lands_and_resume_finishes(
+    emu: RenderEmulator, tmp_path: Path, small_disk: Callable[[int], Path]
+) -> None:
+    """The state disk fills up when the journal grows (the backup's inventory): the landing
+    thaws anyway, the last good journal stays on disk, and once there is space `resume`
+    refreezes and finishes the rotation."""
+    app = make_app(emu, plan=PAID_PLAN)
+    state = small_disk(64)
+    fill(state, leave=2 * 4096)  # room for the journal and one rewrite of it, as it starts
+    config = write_config(tmp_path, app, strategy="create-first", state_dir=str(state))
+    before_data = inventory(app.external_url)
+    before = emu.state_snapshot()
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
+    assert result.exit_code == 1, result.output
+    line = one_error(result)
+    journal = state / f"{app.name}.journal.json"
+    assert f"No space left on device writing {journal}" in line, line
+    assert "No cutover" in line and "journal could not be updated" in line
+    assert "render-rotator resume" in line
+    assert emu.state_snapshot() == before  # thawed although nothing could be recorded
+    recorded = json.loads(journal.read_text())
+    assert recorded["status"] == "running"
+    assert recorded["state"]["frozen"]["suspended"] == [app.service_id]
+    (state / "filler").unlink()
+    resumed = run_cli(emu, "resume", "-c", str(config), "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert_rotated(app, report_of(resumed), before_data)
+    assert not journal.exists()
+    assert_no_secret(all_text(result, tmp_path, state), *app_secrets(app))

@@ -182,6 +182,8 @@ def inspect(ctx: Rotation) -> bool:
     if state.get("old_id"):
         old = ctx.old  # resuming: the journal knows which is which
         new = ctx.new
+        if new is None and state.get("new_id"):
+            _forget_vanished_new(ctx)
         if old is None and not state.get("old_deleted"):
             if not _deletion_started(ctx):
                 raise RotationError(
@@ -244,6 +246,28 @@ def inspect(ctx: Rotation) -> bool:
         _check_client(ctx)
     ctx.save()
     return True
+
+
+def _forget_vanished_new(ctx: Rotation) -> None:
+    """The journal names a new database that no longer exists: a landing deleted it but
+    could not record so (a full disk). Before any target used it, provisioning again is
+    safe; after, there is nothing sound to do alone."""
+    state = ctx.state
+    if any(t.get("repointed") for t in state.get("targets", {}).values()):
+        raise RotationError(
+            f"the new database {state['new_id']} that targets were pointed at no longer exists",
+            hint="point the targets back at the old database (or restore the backup named in "
+            "the journal), then run `rotate --restart`",
+        )
+    log.warning(
+        "the new database %s recorded in the journal no longer exists (deleted when an "
+        "earlier run landed on the old one): provisioning again",
+        state["new_id"],
+    )
+    for key in ("new_id", "new_name", "new_adopted"):
+        state.pop(key, None)
+    ctx.set_new(None)
+    ctx.journal.redo("provision", "copy", "verify")
 
 
 def _refuse_downgrade(ctx: Rotation, current: str | None) -> None:

@@ -263,11 +263,15 @@ def _thaw_discarded(
 ) -> None:
     """Before starting over, undo the freeze of the rotation being discarded: the services
     it froze are ours, and the new run freezes afresh (else they would look frozen by
-    someone else and stay so). After a cutover began, they are left to the new run."""
+    someone else and stay so). Once a cutover or a deletion began, they are left as they
+    are."""
     state = journal.state
     frozen = state.get("frozen") or {}
     if not frozen or any(t.get("repointed") for t in state.get("targets", {}).values()):
         return
+    deleting = [journal.phases.get(p, {}).get("status") for p in ("delete-old", "retire")]
+    if state.get("old_deleted") or any(s not in (None, "skipped") for s in deleting):
+        return  # the old database may be gone: thawed services would only fail against it
     ctx = Rotation(
         config=cfg,
         db=db,

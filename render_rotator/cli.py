@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,8 @@ from typing import Any, TypeVar
 
 import click
 
-from render_rotator import __version__, github
+from render_rotator import __version__, faults, github
+from render_rotator.config import MAX_JOBS, MAX_SECONDS
 from render_rotator.errors import RenderRotatorError, UsageError
 from render_rotator.logs import register_secret, scrub, setup_logging
 from render_rotator.postgres.url import PgURL
@@ -52,6 +55,25 @@ class Output:
             click.echo(json.dumps(payload, indent=2))
 
 
+class _Seconds(click.ParamType):
+    """Seconds from 1 to a week: NaN, infinities and 1e300 are refused with the range."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not (math.isfinite(seconds) and 1 <= seconds <= MAX_SECONDS):
+            self.fail(f"{value} is not between 1 and {MAX_SECONDS} seconds (a week)", param, ctx)
+        return seconds
+
+
+SECONDS = _Seconds()
+JOBS = click.IntRange(min=1, max=MAX_JOBS)
+
+
 def handle_errors[F: Callable[..., Any]](func: F) -> F:
     """Turn our exceptions into one line + the contract's exit code."""
 
@@ -67,6 +89,11 @@ def handle_errors[F: Callable[..., Any]](func: F) -> F:
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(EXIT_FAILED)
+        except Exception as exc:  # noqa: BLE001 - anything else: one line, traceback with -v
+            error = faults.as_error(exc)  # logs the traceback at debug level (-v)
+            github.annotate("error", scrub(str(error)), title="render-rotator")
+            out.error(error, error.exit_code)
+            sys.exit(error.exit_code)
 
     return wrapper  # type: ignore[return-value]
 
@@ -80,14 +107,14 @@ def json_option[F: Callable[..., Any]](func: F) -> F:
 def timeout_options[F: Callable[..., Any]](func: F) -> F:
     func = click.option(
         "--command-timeout",
-        type=click.FloatRange(min=1),
+        type=SECONDS,
         default=600,
         show_default=True,
         help="Seconds any pg_dump/pg_restore/SQL statement may run before it is stopped.",
     )(func)
     func = click.option(
         "--connect-timeout",
-        type=click.FloatRange(min=1),
+        type=SECONDS,
         default=30,
         show_default=True,
         help="Seconds to keep trying to connect (transient failures are retried).",
@@ -181,7 +208,7 @@ def _report_lines(report: Any) -> list[str]:
 @click.option("--create-db", "create_db", help="Create this database first (needs --admin-url).")
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=JOBS,
     default=2,
     show_default=True,
     help="Parallel workers for the copy.",
@@ -231,9 +258,49 @@ def migrate(
     Output(as_json).result({"ok": True, **result.to_dict()}, lines)
 
 
+def url_and_file_arguments(url_name: str, envvar: str) -> Callable[[F], F]:
+    """`URL FILE`, or just `FILE` with the URL in `envvar`, so no password need go on the
+    command line (as `migrate` takes its URLs)."""
+
+    def decorate(func: F) -> F:
+        func = click.argument("file", required=False, metavar="FILE")(func)
+        return click.argument("first", required=False, metavar=f"[{url_name.upper()}]")(func)
+
+    return decorate
+
+
+def _url_and_file(first: str | None, file: str | None, name: str, envvar: str) -> tuple[str, Path]:
+    """Which argument is the URL and which the file (see `url_and_file_arguments`)."""
+    if first is None:
+        raise UsageError("missing FILE", hint="give the archive path as the last argument")
+    if file is None:
+        file, url, source = first, os.environ.get(envvar, "").strip() or None, "env"
+        if url is None:
+            raise UsageError(
+                f"no {name}: it is neither given nor in {envvar}",
+                hint=f"export {envvar}=postgresql://... (keeps the password off the "
+                f"command line), or give it before FILE",
+            )
+    else:
+        url, source = first, "argument"
+    try:
+        parsed = PgURL.parse(url)
+    except RenderRotatorError as exc:
+        raise UsageError(
+            f"{name} ({'from ' + envvar if source == 'env' else 'argument'}): {exc}"
+        ) from None
+    register_secret(parsed.password)
+    if parsed.password and source == "argument":
+        log.warning(
+            "the %s password is on the command line, visible to other local users; set %s instead",
+            name,
+            envvar,
+        )
+    return url, Path(file)
+
+
 @cli.command()
-@url_argument("source_url", "RENDER_ROTATOR_SOURCE_URL")
-@click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
+@url_and_file_arguments("source_url", "RENDER_ROTATOR_SOURCE_URL")
 @click.option(
     "--format",
     "archive_format",
@@ -244,7 +311,7 @@ def migrate(
 )
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=JOBS,
     default=1,
     show_default=True,
     help="Parallel dump workers (directory format only).",
@@ -253,8 +320,8 @@ def migrate(
 @json_option
 @handle_errors
 def backup(
-    source_url: str,
-    file: Path,
+    first: str | None,
+    file: str | None,
     archive_format: str,
     jobs: int,
     connect_timeout: float,
@@ -262,11 +329,15 @@ def backup(
     pg_bin: str | None,
     as_json: bool,
 ) -> None:
-    """Dump SOURCE_URL to FILE, read it back, and print its sha256 and inventory."""
+    """Dump SOURCE_URL to FILE, read it back, and print its sha256 and inventory.
+
+    SOURCE_URL may be left out when RENDER_ROTATOR_SOURCE_URL holds it.
+    """
+    source_url, path = _url_and_file(first, file, "source URL", "RENDER_ROTATOR_SOURCE_URL")
     if jobs > 1 and archive_format != "directory":
         raise UsageError("--jobs needs --format directory", hint="pg_dump parallelizes only that")
     manager = _manager(None, connect_timeout, command_timeout, pg_bin, jobs)
-    info = manager.backup_database(source_url, file, archive_format=archive_format, jobs=jobs)
+    info = manager.backup_database(source_url, path, archive_format=archive_format, jobs=jobs)
     inv = info.inventory
     lines = [
         f"backup written: {info.path}",
@@ -278,11 +349,10 @@ def backup(
 
 
 @cli.command()
-@url_argument("target_url", "RENDER_ROTATOR_TARGET_URL")
-@click.argument("file", type=click.Path(path_type=Path))
+@url_and_file_arguments("target_url", "RENDER_ROTATOR_TARGET_URL")
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=JOBS,
     default=1,
     show_default=True,
     help="Parallel restore workers (directory archives).",
@@ -291,23 +361,27 @@ def backup(
 @json_option
 @handle_errors
 def restore(
-    target_url: str,
-    file: Path,
+    first: str | None,
+    file: str | None,
     jobs: int,
     connect_timeout: float,
     command_timeout: float,
     pg_bin: str | None,
     as_json: bool,
 ) -> None:
-    """Restore FILE into TARGET_URL with --no-owner --no-privileges, then ANALYZE."""
+    """Restore FILE into TARGET_URL with --no-owner --no-privileges, then ANALYZE.
+
+    TARGET_URL may be left out when RENDER_ROTATOR_TARGET_URL holds it.
+    """
+    target_url, path = _url_and_file(first, file, "target URL", "RENDER_ROTATOR_TARGET_URL")
     manager = _manager(None, connect_timeout, command_timeout, pg_bin, jobs)
-    result = manager.restore_database(target_url, file, jobs=jobs)
-    lines = [f"restored {file} into {PgURL.parse(target_url).redacted()} in {result.seconds:.1f}s"]
+    result = manager.restore_database(target_url, path, jobs=jobs)
+    lines = [f"restored {path} into {PgURL.parse(target_url).redacted()} in {result.seconds:.1f}s"]
     lines += [f"  skipped (needs a superuser, holds no data): {s}" for s in result.skipped]
     Output(as_json).result(
         {
             "ok": True,
-            "file": str(file),
+            "file": str(path),
             "target": PgURL.parse(target_url).redacted(),
             "seconds": round(result.seconds, 3),
             "skipped": result.skipped,
@@ -321,14 +395,14 @@ def restore(
 @url_argument("target_url", "RENDER_ROTATOR_TARGET_URL")
 @click.option(
     "--connect-timeout",
-    type=click.FloatRange(min=1),
+    type=SECONDS,
     default=30,
     show_default=True,
     help="Seconds to keep trying to connect.",
 )
 @click.option(
     "--command-timeout",
-    type=click.FloatRange(min=1),
+    type=SECONDS,
     default=600,
     show_default=True,
     help="Seconds any statement may run.",

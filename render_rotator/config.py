@@ -68,6 +68,12 @@ _DATE_SUFFIX = re.compile(r"^(?P<base>.+)-(?P<stamp>\d{8})$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_SHOWN = 60  # characters of a bad value echoed back in a message
 
+# Allowed ranges: anything outside is a typo that would otherwise surface mid-rotation (a
+# jobs = 100000 opening connections until the server refuses, a timeout that never fires).
+MAX_JOBS = 64
+MAX_SECONDS = 7 * 86400  # a week: longer than any dump, deploy or provisioning should take
+MAX_DAYS = 365
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -534,20 +540,21 @@ class _Reader:
         return value
 
     def number(self, value: Any, where: str) -> float:
-        """Seconds: ints and floats both fine, but finite and > 0 (bool is not a number)."""
+        """Seconds: ints and floats both fine, but finite, > 0 and at most MAX_SECONDS."""
+        allowed = f"between 0 and {MAX_SECONDS} seconds (a week)"
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(where, f"must be a number of seconds, got {_describe(value)}")
         if not math.isfinite(value):
-            self.fail(where, f"must be a finite number of seconds, got {_describe(value)}")
-        if value <= 0:
-            self.fail(where, f"must be greater than 0, got {value}")
+            self.fail(where, f"must be a finite number {allowed}, got {_describe(value)}")
+        if value <= 0 or value > MAX_SECONDS:
+            self.fail(where, f"must be {allowed}, got {value:g}")
         return float(value)
 
-    def integer(self, value: Any, where: str, minimum: int) -> int:
+    def integer(self, value: Any, where: str, minimum: int, maximum: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(where, f"must be an integer, got {_describe(value)}")
-        if value < minimum:
-            self.fail(where, f"must be at least {minimum}, got {value}")
+        if not minimum <= value <= maximum:
+            self.fail(where, f"must be from {minimum} to {maximum}, got {value}")
         return value
 
     def boolean(self, value: Any, where: str) -> bool:
@@ -614,12 +621,12 @@ class _Reader:
 _SETTING_CHECKS: dict[str, Callable[[_Reader, Any, str], Any]] = {
     "connect_timeout": _Reader.number,
     "command_timeout": _Reader.number,
-    "rotate_within_days": lambda r, v, w: r.integer(v, w, minimum=0),
+    "rotate_within_days": lambda r, v, w: r.integer(v, w, minimum=0, maximum=MAX_DAYS),
     "strategy": lambda r, v, w: r.choice(v, STRATEGIES, w),
     "freeze": lambda r, v, w: r.choice(v, FREEZE_MODES, w),
     "backup_dir": _Reader.path,
     "keep_old": _Reader.boolean,
-    "jobs": lambda r, v, w: r.integer(v, w, minimum=1),
+    "jobs": lambda r, v, w: r.integer(v, w, minimum=1, maximum=MAX_JOBS),
     "state_dir": _Reader.path,
     "deploy_timeout": _Reader.number,
     "provision_timeout": _Reader.number,

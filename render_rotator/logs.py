@@ -2,59 +2,33 @@
 
 Every record passes through `SecretFilter`, which blanks URL passwords and every secret
 registered with `register_secret` (API keys, database passwords learnt at run time), so a
-careless log call elsewhere still cannot print one.
+careless log call elsewhere still cannot print one. The rules live in `render_rotator.secrets`.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
-from collections.abc import Callable
+import traceback
 
-from render_rotator.postgres.url import scrub_secrets
+from render_rotator import secrets
+from render_rotator.secrets import known as known_secrets
+from render_rotator.secrets import on_register as on_secret
+from render_rotator.secrets import register as register_secret
 
-_secrets: set[str] = set()
-_lock = threading.RLock()
-_listeners: list[Callable[[str], None]] = []
-
-
-def register_secret(value: str | None) -> None:
-    """Never print `value` again in any log line.
-
-    Listeners (e.g. GitHub Actions' `::add-mask::`) hear each new secret before this returns,
-    so nothing the caller prints next can show it unmasked.
-    """
-    if value and len(value) >= 4:
-        with _lock:
-            if value in _secrets:
-                return
-            _secrets.add(value)
-            for listener in list(_listeners):
-                listener(value)
-
-
-def on_secret(listener: Callable[[str], None]) -> None:
-    """Call `listener(value)` for every secret registered from now on, and for those known.
-
-    Idempotent per listener, so a CLI that sets up twice does not mask twice.
-    """
-    with _lock:
-        if listener in _listeners:
-            return
-        _listeners.append(listener)
-        for value in _secrets:
-            listener(value)
-
-
-def known_secrets() -> list[str]:
-    with _lock:
-        return sorted(_secrets, key=len, reverse=True)
+__all__ = [
+    "SecretFilter",
+    "known_secrets",
+    "on_secret",
+    "register_secret",
+    "scrub",
+    "setup_logging",
+]
 
 
 def scrub(text: str) -> str:
     """Remove URL passwords and every registered secret from `text`."""
-    return scrub_secrets(text, known_secrets())
+    return secrets.scrub(text)
 
 
 class SecretFilter(logging.Filter):
@@ -65,6 +39,11 @@ class SecretFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string must not kill logging
             message = str(record.msg)
+        if record.exc_info:
+            # the formatter would print the traceback unscrubbed: fold it in, scrubbed
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            record.exc_info = None
+            record.exc_text = None
         record.msg = scrub(message)
         record.args = None
         return True

@@ -416,7 +416,7 @@ def test_wrong_types(tmp_path: Path, text: str, where: str, expected: str) -> No
         (MINIMAL + "version = '18.1'\n", "database[0].version", 'major version such as "18"'),
         (MINIMAL + "version = '9'\n", "database[0].version", "11 and newer"),
         (MINIMAL + "new_name = 3\n", "database[0].new_name", "must be a string, got integer 3"),
-        (MINIMAL + "jobs = 0\n", "database[0].jobs", "must be at least 1, got 0"),
+        (MINIMAL + "jobs = 0\n", "database[0].jobs", "must be from 1 to 64, got 0"),
         (
             MINIMAL + "[[database.target]]\nservice = 'srv-a'\nkey = 1\n",
             "database[0].target[0].key",
@@ -479,18 +479,24 @@ def test_enum_error_matches_the_contract_example(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setting", "value", "expected"),
     [
-        ("connect_timeout", "0", "must be greater than 0, got 0"),
-        ("command_timeout", "-1", "must be greater than 0, got -1"),
-        ("deploy_timeout", "-0.5", "must be greater than 0, got -0.5"),
-        ("provision_timeout", "0.0", "must be greater than 0, got 0.0"),
-        ("connect_timeout", "inf", "must be a finite number"),
-        ("command_timeout", "nan", "must be a finite number"),
-        ("rotate_within_days", "-1", "must be at least 0, got -1"),
-        ("jobs", "0", "must be at least 1, got 0"),
-        ("jobs", "-3", "must be at least 1, got -3"),
+        ("connect_timeout", "0", "must be between 0 and 604800 seconds (a week), got 0"),
+        ("command_timeout", "-1", "must be between 0 and 604800 seconds (a week), got -1"),
+        ("deploy_timeout", "-0.5", "must be between 0 and 604800 seconds (a week), got -0.5"),
+        ("provision_timeout", "0.0", "must be between 0 and 604800 seconds (a week), got 0"),
+        ("connect_timeout", "inf", "must be a finite number between 0 and 604800 seconds"),
+        ("command_timeout", "nan", "must be a finite number between 0 and 604800 seconds"),
+        ("command_timeout", "1e300", "must be between 0 and 604800 seconds (a week), got 1e+300"),
+        ("deploy_timeout", "604801", "must be between 0 and 604800 seconds (a week), got 604801"),
+        ("rotate_within_days", "-1", "must be from 0 to 365, got -1"),
+        ("rotate_within_days", "366", "must be from 0 to 365, got 366"),
+        ("jobs", "0", "must be from 1 to 64, got 0"),
+        ("jobs", "-3", "must be from 1 to 64, got -3"),
+        ("jobs", "100000", "must be from 1 to 64, got 100000"),
     ],
 )
-def test_negative_and_zero_numbers(tmp_path: Path, setting: str, value: str, expected: str) -> None:
+def test_out_of_range_numbers_name_the_allowed_range(
+    tmp_path: Path, setting: str, value: str, expected: str
+) -> None:
     message = error_for(tmp_path, f"[defaults]\n{setting} = {value}\n" + MINIMAL)
     assert f"render-rotator.toml: defaults.{setting}: {expected}" in message
 

@@ -29,7 +29,7 @@ import httpx
 import pytest
 import respx
 
-from render_rotator import github, logs, notify
+from render_rotator import github, logs, notify, secrets
 from render_rotator.ui import CopyProgress, CopyWatcher, human_bytes, report_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,10 +80,10 @@ def actions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
     monkeypatch.setenv("GITHUB_OUTPUT", str(files["output"]))
     logger = logging.getLogger("render_rotator")
     handlers = list(logger.handlers)
-    listeners = list(logs._listeners)
+    listeners = list(secrets._listeners)
     yield files
     logger.handlers[:] = handlers
-    logs._listeners[:] = listeners
+    secrets._listeners[:] = listeners
 
 
 def parse_output_file(text: str) -> dict[str, str]:

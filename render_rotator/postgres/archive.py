@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import logging
 import os
@@ -177,6 +178,29 @@ def dump(
     )
     log.info("backup written: %s (%d bytes, sha256 %s)", path, info.size_bytes, info.sha256)
     return info
+
+
+def remove_stale_partials(directory: Path, prefix: str) -> list[Path]:
+    """Remove `prefix`*.partial archives a killed run left in `directory`; the caller holds
+    the lock that keeps any other run from writing one now."""
+    removed = []
+    for path in directory.glob(f"{glob.escape(prefix)}*.partial"):
+        _remove(path)
+        removed.append(path)
+        log.info("removed %s, left by an interrupted backup", path)
+    return removed
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a 0600 file (a manifest next to a 0600 archive)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write names no file: name it
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def _remove(path: Path) -> None:

@@ -120,6 +120,9 @@ def connect(
     options = []
     if statement_timeout:
         options.append(f"-c statement_timeout={int(statement_timeout * 1000)}")
+        # a lock wait ends a little earlier, so that it is reported as what it is (another
+        # session's open transaction), not as a slow statement
+        options.append(f"-c lock_timeout={max(1, int(statement_timeout * 950))}")
 
     def attempt() -> psycopg2.extensions.connection:
         remaining = max(2.0, deadline - time.monotonic())
@@ -183,6 +186,13 @@ def sql_error(url: PgURL, exc: psycopg2.Error) -> DatabaseError:
         return DatabaseError(
             f"statement on {url.redacted()} exceeded command_timeout: {first}",
             hint="raise --command-timeout",
+        )
+    if code == "55P03":
+        return DatabaseError(
+            f"a statement on {url.redacted()} waited longer than command_timeout for a lock "
+            f"that another session holds: {first}",
+            hint="end that session's open transaction (pg_stat_activity shows it), or raise "
+            "--command-timeout",
         )
     if code in ("53100",):
         return DatabaseError(f"{url.redacted()}: the server is out of disk space: {first}")

@@ -262,6 +262,12 @@ class SourceTable:
     def column_list(self) -> str:
         return ", ".join(quote_ident(c) for c in self.columns)
 
+    @property
+    def column_spec(self) -> str:
+        """`` (a, b)`` for a COPY statement; nothing for a table without columns (which
+        COPY takes only without a list)."""
+        return f" ({self.column_list})" if self.columns else ""
+
 
 @dataclass(frozen=True)
 class _TypeInfo:
@@ -272,14 +278,21 @@ class _TypeInfo:
     has_binary_io: bool
 
 
+# regproc, regprocedure, regoper, regoperator, regclass, regtype, regconfig, regdictionary,
+# regnamespace, regrole, regcollation: their binary form is the raw OID, which names another
+# object (or none) in the target; their text form is the object's name.
+_REG_TYPES = frozenset({24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191})
+
+
 def _binary_safe(types: dict[int, _TypeInfo], oid: int) -> bool:
     """Binary COPY carries type OIDs inside arrays and composites: only built-in types
-    (same OIDs on every server) with binary send/receive functions are safe."""
+    (same OIDs on every server) with binary send/receive functions are safe, and of those
+    not the reg* types, whose binary value is an OID."""
     seen = 0
     while oid in types and types[oid].typtype == "d" and seen < 20:
         oid, seen = types[oid].basetype, seen + 1
     info = types.get(oid)
-    if info is None or oid >= FIRST_NORMAL_OID or not info.has_binary_io:
+    if info is None or oid >= FIRST_NORMAL_OID or not info.has_binary_io or oid in _REG_TYPES:
         return False
     if info.category == "A" and info.elem:
         return _binary_safe(types, info.elem)
@@ -1029,7 +1042,7 @@ class _Copier:
         table = chunk.table
         fmt = " (FORMAT binary)" if table.binary else ""
         if chunk.parts == 1:
-            source_sql = f"COPY {table.ident} ({table.column_list}) TO STDOUT{fmt}"
+            source_sql = f"COPY {table.ident}{table.column_spec} TO STDOUT{fmt}"
         else:
             where = []
             if chunk.low_block is not None:
@@ -1050,11 +1063,11 @@ class _Copier:
             target_cmds = [
                 "BEGIN",
                 f"TRUNCATE ONLY {table.ident}",
-                f"COPY {table.ident} ({table.column_list}) FROM STDIN {options}",
+                f"COPY {table.ident}{table.column_spec} FROM STDIN {options}",
                 "COMMIT",
             ]
         else:
-            target_cmds = [f"COPY {table.ident} ({table.column_list}) FROM STDIN{fmt}"]
+            target_cmds = [f"COPY {table.ident}{table.column_spec} FROM STDIN{fmt}"]
         target_argv = self.psql(self.target_stream_url())
         for command in target_cmds:
             target_argv += ["-c", command]
@@ -1073,9 +1086,9 @@ class _Copier:
         lines = [f"{c};" for c in self.snapshot_prelude()]
         lines.append("SELECT 'BEGIN;';")
         for table in tables:
-            stmt = f"COPY {table.ident} ({table.column_list}) FROM STDIN;"
+            stmt = f"COPY {table.ident}{table.column_spec} FROM STDIN;"
             lines.append(f"SELECT {quote_literal(stmt)};")
-            lines.append(f"COPY {table.ident} ({table.column_list}) TO STDOUT;")
+            lines.append(f"COPY {table.ident}{table.column_spec} TO STDOUT;")
             lines.append("SELECT '\\.';")
         lines.append("SELECT 'COMMIT;';")
         fd, name = tempfile.mkstemp(prefix="batch-", suffix=".sql", dir=self.workdir)

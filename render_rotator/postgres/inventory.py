@@ -62,10 +62,12 @@ _OBJECT_COUNTS: dict[str, str] = {
     "large_objects": "SELECT count(*) FROM pg_largeobject_metadata",
 }
 
+# Row counts: tables, and materialized views holding data (one created WITH NO DATA cannot
+# be read, and must arrive unpopulated: populated on one side only, it shows as a difference).
 _TABLES = f"""
     SELECT n.nspname, c.relname, c.relkind FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'm') AND {_USER_SCHEMAS}
+    WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated)) AND {_USER_SCHEMAS}
     AND {_NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid")}
     ORDER BY 1, 2
 """

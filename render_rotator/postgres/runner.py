@@ -26,6 +26,20 @@ log = logging.getLogger("render_rotator.postgres")
 
 # libpq settings that must not leak in from the caller's environment and override ours.
 _SCRUBBED_ENV = ("PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS")
+# The child's environment is built from these only: no RENDER_API_KEY, no
+# RENDER_ROTATOR_*_URL, nothing else of ours. PG* (minus the above) keeps libpq settings such
+# as PGSSLROOTCERT working; LC_*/LANG keep messages readable.
+_KEPT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "TERM")
+_KEPT_PREFIXES = ("LC_", "PG")
+# Causes worth naming over the tool's last line (a parallel pg_dump ends with "a worker
+# process died unexpectedly" after the worker said why).
+_CAUSES = (
+    "no space left on device",
+    "disk quota exceeded",
+    "file too large",
+    "read-only file system",
+    "permission denied",
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,11 @@ class ToolResult:
 
 def tool_env(passfile: Path | None, connect_timeout: float | None = None) -> dict[str, str]:
     """The child's environment: ours minus stray libpq secrets, plus our passfile."""
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k in _KEPT_ENV or k.startswith(_KEPT_PREFIXES)) and k not in _SCRUBBED_ENV
+    }
     if passfile is not None:
         env["PGPASSFILE"] = str(passfile)
     if connect_timeout is not None:
@@ -82,6 +100,7 @@ def spawn(
             stderr=errfile,
             env=tool_env(passfile, connect_timeout),
             start_new_session=True,
+            umask=0o077,  # archives and their directories private (0600/0700), always
         )
         try:
             yield proc, errfile
@@ -154,8 +173,10 @@ def run_tool(
             stdout = outfile.read().decode("utf-8", "replace")
     seconds = time.monotonic() - started
     if check and returncode != 0:
+        line = last_error_line(stderr)
         raise ToolError(
-            f"{describe_exit(program, returncode)} ({what}): {last_error_line(stderr)}",
+            f"{describe_exit(program, returncode)} ({what}): {line}",
+            hint=hint_for_line(line),
             command=program,
         )
     return ToolResult(returncode, stderr, seconds, stdout)
@@ -164,7 +185,21 @@ def run_tool(
 def last_error_line(stderr: str) -> str:
     """The most telling line of a tool's stderr."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for cause in _CAUSES:
+        for line in lines:
+            if cause in line.lower():
+                return line
     for line in reversed(lines):
         if "error" in line.lower() or "fatal" in line.lower():
             return line
     return lines[-1] if lines else "no error output"
+
+
+def hint_for_line(line: str) -> str | None:
+    """What to do about a tool's error, when its cause is a local one we can name."""
+    low = line.lower()
+    if "no space left on device" in low or "disk quota exceeded" in low:
+        return "free space where the archive is written, or write it to another disk"
+    if "permission denied" in low and "could not open" in low:
+        return "check the permissions of the path being written"
+    return None

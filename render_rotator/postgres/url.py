@@ -8,19 +8,35 @@ A URL's password must never reach argv, logs or exceptions. `PgURL` keeps it apa
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from render_rotator import secrets
 from render_rotator.errors import InvalidURLError
 
 SCHEMES = ("postgresql", "postgres")
-_URL_IN_TEXT = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)([^@\s'\"]*)(@)")
+_URL_SHAPE = "give a URL like postgresql://user:password@host:5432/dbname"
+_ENCODE_HINT = (
+    "use postgresql://user:password@host:5432/dbname and percent-encode special characters "
+    "in the password: @ as %40, : as %3A, / as %2F, % as %25, ? as %3F, # as %23, space as %20"
+)
+
+
+def _safe_shape(text: str) -> str:
+    """What we may print of a URL that did not parse: its scheme and, when it cannot hold
+    part of a password, its host; the rest as ***."""
+    scheme, _, rest = text.partition("://")
+    if not rest:
+        return (
+            repr(scheme[:20] + ("..." if len(scheme) > 20 else "")) if "@" not in text else "'***'"
+        )
+    if "@" in rest or ":" in rest.split("/", 1)[0]:
+        return f"'{scheme}://***'"
+    host = rest.split("/", 1)[0].split("?", 1)[0]
+    return f"'{scheme}://{host}/...'"
 
 
 @dataclass(frozen=True)
@@ -36,46 +52,67 @@ class PgURL:
 
     @classmethod
     def parse(cls, url: str) -> PgURL:
-        """Parse `postgres://` or `postgresql://` URLs; anything else is a clear error."""
+        """Parse `postgres://` or `postgresql://` URLs; anything else is a clear error.
+
+        Errors never show the URL's password, not even part of one that was not
+        percent-encoded (which is what usually makes a URL unparseable). A ``password=``
+        parameter is taken as the password, so it too reaches libpq only through a passfile.
+        """
         if not isinstance(url, str) or not url.strip():
-            raise InvalidURLError(
-                "empty database URL",
-                hint="give a URL like postgresql://user:password@host:5432/dbname",
-            )
+            raise InvalidURLError("empty database URL", hint=_URL_SHAPE)
         text = url.strip()
+        bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+        if bad is not None:
+            raise InvalidURLError(
+                f"the database URL {_safe_shape(text)} contains a control character "
+                f"(code {ord(bad)})",
+                hint="remove line breaks, tabs and other control characters from it",
+            )
         scheme = text.split("://", 1)[0].lower() if "://" in text else ""
         if scheme not in SCHEMES:
             raise InvalidURLError(
-                f"not a PostgreSQL URL: {redact_url(text)!r}",
+                f"not a PostgreSQL URL: {_safe_shape(text)}",
                 hint="it must start with postgresql:// or postgres://",
             )
+        parts = urlsplit(text)
         try:
-            parts = urlsplit(text)
             port = parts.port or 5432
-        except ValueError as exc:
+        except ValueError:
             raise InvalidURLError(
-                f"malformed database URL {redact_url(text)!r}: {exc}",
-                hint="check the host and port, e.g. postgresql://user:pw@host:5432/db",
+                f"malformed database URL {_safe_shape(text)}: the port is not a number "
+                "between 0 and 65535",
+                hint=_ENCODE_HINT,
             ) from None
         if not parts.hostname:
             raise InvalidURLError(
-                f"database URL {redact_url(text)!r} has no host",
-                hint="use postgresql://user:password@host:5432/dbname",
+                f"database URL {_safe_shape(text)} has no host", hint=_ENCODE_HINT
             )
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:
             raise InvalidURLError(
-                f"database URL {redact_url(text)!r} names no database",
+                f"database URL {_safe_shape(text)} names no database",
                 hint="add the database name after the host: ...@host:5432/dbname",
             )
-        params = tuple(parse_qsl(parts.query, keep_blank_values=True))
+        if "/" in dbname or "@" in dbname:
+            raise InvalidURLError(
+                f"malformed database URL {_safe_shape(text)}: the database name contains "
+                "'/' or '@'",
+                hint=_ENCODE_HINT,
+            )
+        params = list(parse_qsl(parts.query, keep_blank_values=True))
+        password = unquote(parts.password) if parts.password is not None else None
+        in_query = [v for k, v in params if k == "password"]
+        if in_query:
+            params = [(k, v) for k, v in params if k != "password"]
+            if password is None:
+                password = in_query[-1]
         return cls(
             host=parts.hostname,
             port=port,
             dbname=dbname,
             user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            params=params,
+            password=password,
+            params=tuple(params),
         )
 
     # -- derived URLs -----------------------------------------------------------------
@@ -140,54 +177,29 @@ class PgURL:
     @contextlib.contextmanager
     def passfile(self) -> Iterator[Path]:
         """A 0600 libpq password file for this URL, deleted afterwards."""
+        from render_rotator.postgres.passfiles import passfile_for
+
         with passfile_for([self]) as path:
             yield path
 
 
-def _pgpass_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
-
-
-@contextlib.contextmanager
-def passfile_for(urls: list[PgURL]) -> Iterator[Path]:
-    """Write one 0600 .pgpass covering every URL given; remove it on exit."""
-    fd, name = tempfile.mkstemp(prefix="render-rotator-", suffix=".pgpass")
-    path = Path(name)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            for u in urls:
-                if u.password is None:
-                    continue
-                fields = [u.host, str(u.port), "*", u.user or "*", u.password]
-                handle.write(":".join(_pgpass_escape(f) for f in fields) + "\n")
-                # libpq matches "localhost" for Unix-socket connections; cover both spellings.
-                if u.host in ("127.0.0.1", "::1"):
-                    fields[0] = "localhost"
-                    handle.write(":".join(_pgpass_escape(f) for f in fields) + "\n")
-        yield path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 def redact_url(text: str) -> str:
     """Replace the password of every URL (any scheme) inside `text` with ***."""
-    return _URL_IN_TEXT.sub(r"\1***\3", text)
+    return secrets.redact_urls(text)
 
 
-def scrub_secrets(text: str, secrets: list[str]) -> str:
-    """Redact URLs, then blank every known secret string that still appears."""
-    text = redact_url(text)
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, "***")
-            encoded = quote(secret, safe="")
-            if encoded != secret:
-                text = text.replace(encoded, "***")
-    return text
+def scrub_secrets(text: str, extra: list[str]) -> str:
+    """Redact URLs, then blank every registered secret and each of `extra`."""
+    return secrets.scrub(text, extra)
 
 
 def parse_url(url: str | PgURL) -> PgURL:
     """Accept a URL string or an already parsed PgURL."""
     return url if isinstance(url, PgURL) else PgURL.parse(url)
+
+
+def passfile_for(urls: list[PgURL]) -> contextlib.AbstractContextManager[Path]:
+    """One 0600 .pgpass for every URL given, in this process's private directory."""
+    from render_rotator.postgres import passfiles
+
+    return passfiles.passfile_for(urls)

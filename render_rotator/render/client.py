@@ -42,6 +42,7 @@ from urllib.parse import quote
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
+from render_rotator import secrets
 from render_rotator.errors import (
     APITimeoutError,
     ConflictError,
@@ -260,6 +261,16 @@ class RenderClient:
                 "No Render API key: set RENDER_API_KEY (or pass api_key=) to a key from "
                 "Render's Account Settings > API Keys."
             )
+        bad = next((c for c in key if not (" " < c < "\x7f")), None)
+        if bad is not None:
+            # never echo the key: say only what is wrong with it
+            raise MissingAPIKeyError(
+                f"the Render API key contains a character no API key has (code {ord(bad)}, "
+                f"at position {key.index(bad) + 1} of {len(key)})",
+                hint="copy the key again from Render's Account Settings > API Keys, without "
+                "spaces, line breaks or quotes",
+            )
+        secrets.register(key)
         url = base_url or os.environ.get("RENDER_API_URL", "").strip() or DEFAULT_BASE_URL
         self.base_url = url.rstrip("/")
         self.timeout = timeout

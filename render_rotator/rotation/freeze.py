@@ -37,8 +37,11 @@ def freeze(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
         _freeze_services(ctx, mode, frozen)
     elif mode == "readonly":
         frozen["readonly"] = True  # recorded first: a crash right after must still undo it
+        frozen.pop("readonly_reset", None)
         ctx.save()
-        set_read_only(ctx.old_url(), True, ctx.settings.connect_timeout)
+        set_read_only(
+            ctx.old_url(), True, ctx.settings.connect_timeout, ctx.settings.command_timeout
+        )
     else:
         log.warning(
             "freeze = none: writes are not stopped; if any reach the old database after the "
@@ -60,8 +63,18 @@ def _freeze_services(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
     done_key = "suspended" if mode == "suspend" else "maintenance"
     pending = frozen.setdefault("pending", [])
     adopt = bool(ctx.state.get("adopt_frozen"))
+    thawed = frozen.get("thawed", [])
     for service_id in ctx.affected_services():
         if service_id in frozen[done_key]:
+            # ours: a resumed run makes sure it still is frozen (a landing may have thawed
+            # it without the journal knowing, or thawed it and recorded so)
+            if _is_frozen(ctx, mode, service_id):
+                continue
+            log.info("%s, frozen by this rotation, is running again: freezing it", service_id)
+            if service_id in thawed:
+                thawed.remove(service_id)
+                ctx.save()
+            _call_freeze(ctx, mode, service_id)
             continue
         already = _is_frozen(ctx, mode, service_id)
         if already and service_id not in pending and not adopt:
@@ -73,17 +86,24 @@ def _freeze_services(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
             if service_id not in pending:
                 pending.append(service_id)
                 ctx.save()
-            if mode == "suspend":
-                ctx.client.suspend_service(service_id)
-            else:
-                ctx.client.set_maintenance_mode(service_id, True)
+            _call_freeze(ctx, mode, service_id)
         frozen[done_key].append(service_id)
         ctx.save()
 
 
-def set_read_only(url: str, on: bool, connect_timeout: float) -> None:
+def _call_freeze(ctx: Rotation, mode: str, service_id: str) -> None:
+    if mode == "suspend":
+        ctx.client.suspend_service(service_id)
+    else:
+        ctx.client.set_maintenance_mode(service_id, True)
+
+
+def set_read_only(url: str, on: bool, connect_timeout: float, command_timeout: float = 600) -> None:
     """Make the database refuse (or accept again) writes, for every new session."""
-    with connection(url, connect_timeout=connect_timeout) as conn, conn.cursor() as cur:
+    with (
+        connection(url, connect_timeout=connect_timeout, statement_timeout=command_timeout) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
         cur.execute("SELECT current_database()")
         row = cur.fetchone()
@@ -125,7 +145,9 @@ def fence(ctx: Rotation) -> None:
     frozen.pop("readonly_reset", None)
     ctx.save()
     if not frozen.get("readonly"):
-        set_read_only(ctx.old_url(), True, ctx.settings.connect_timeout)
+        set_read_only(
+            ctx.old_url(), True, ctx.settings.connect_timeout, ctx.settings.command_timeout
+        )
 
 
 def unfence(ctx: Rotation) -> None:
@@ -134,7 +156,9 @@ def unfence(ctx: Rotation) -> None:
     if not (frozen.get("readonly") or frozen.get("fenced")) or frozen.get("readonly_reset"):
         return
     if ctx.old is not None:
-        set_read_only(ctx.old_url(), False, ctx.settings.connect_timeout)
+        set_read_only(
+            ctx.old_url(), False, ctx.settings.connect_timeout, ctx.settings.command_timeout
+        )
     frozen["readonly_reset"] = True
     ctx.save()
 
@@ -146,8 +170,17 @@ def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
     if not frozen:
         return
     thawed = frozen.setdefault("thawed", [])
+    # a service on the "pending" list may have been frozen by a call whose success the
+    # journal never recorded (a crash, a full disk): it is ours too
+    pending = [s for s in frozen.get("pending", []) if s not in frozen.get("suspended", [])]
+    pending = [s for s in pending if s not in frozen.get("maintenance", [])]
+    mode = frozen.get("mode")
+    suspended = list(frozen.get("suspended", [])) + (pending if mode == "suspend" else [])
+    in_maintenance = list(frozen.get("maintenance", [])) + (
+        pending if mode == "maintenance" else []
+    )
     # a run cut off between the call and the journal: check before undoing again
-    for service_id in frozen.get("suspended", []):
+    for service_id in suspended:
         if service_id not in thawed:
             if _is_frozen(ctx, "suspend", service_id):
                 ctx.client.resume_service(service_id)
@@ -155,7 +188,7 @@ def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
             ctx.save()
     if not maintenance:
         return
-    for service_id in frozen.get("maintenance", []):
+    for service_id in in_maintenance:
         if service_id not in thawed:
             if _is_frozen(ctx, "maintenance", service_id):
                 ctx.client.set_maintenance_mode(service_id, False)

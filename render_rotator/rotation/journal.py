@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -25,6 +26,8 @@ from typing import Any
 
 from render_rotator.errors import RotationError, UsageError
 from render_rotator.logs import known_secrets
+
+log = logging.getLogger("render_rotator.rotation")
 
 JOURNAL_VERSION = 1
 # a URL with a password in it; a redacted one (user:***@host) is fine
@@ -53,6 +56,10 @@ class Journal:
     state: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     persist: bool = field(default=True, compare=False)
+    # while landing after a failure: a journal that cannot be written (disk full) must not
+    # stop the thaw; the last good version stays on disk and `resume` starts from it
+    best_effort: bool = field(default=False, compare=False)
+    save_error: str | None = field(default=None, compare=False)
 
     # -- persistence ------------------------------------------------------------------
 
@@ -118,6 +125,15 @@ class Journal:
         if not self.persist:
             return
         try:
+            self._write(text)
+        except OSError as exc:
+            if not self.best_effort:
+                raise
+            self.save_error = f"{exc.strerror} writing {exc.filename or self.path}"
+            log.warning("could not update the journal %s: %s", self.path, self.save_error)
+
+    def _write(self, text: str) -> None:
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(
@@ -131,6 +147,12 @@ class Journal:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if exc.filename is None:  # a failed write names no file: name the journal
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+            raise
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -143,10 +165,18 @@ class Journal:
         """
         if not self.persist or not self.path.exists():
             return None
+        if self.save_error is not None:
+            return None  # the file on disk is an older, still running version: keep it
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         stem = self.path.name.removesuffix(".json")
         target = self.path.with_name(f"{stem}.{stamp}.{self.rotation_id}.json")
-        os.replace(self.path, target)
+        try:
+            os.replace(self.path, target)
+        except OSError as exc:
+            if not self.best_effort:
+                raise
+            self.save_error = f"{exc.strerror} renaming {self.path}"
+            return None
         return target
 
     # -- phases -----------------------------------------------------------------------

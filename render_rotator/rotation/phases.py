@@ -31,7 +31,12 @@ from render_rotator.errors import (
     UsageError,
     VerificationError,
 )
-from render_rotator.postgres.archive import best_compression, sha256_path
+from render_rotator.postgres.archive import (
+    best_compression,
+    remove_stale_partials,
+    sha256_path,
+    write_private,
+)
 from render_rotator.postgres.binaries import server_major_from_num
 from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.connect import connection
@@ -177,6 +182,8 @@ def inspect(ctx: Rotation) -> bool:
     if state.get("old_id"):
         old = ctx.old  # resuming: the journal knows which is which
         new = ctx.new
+        if new is None and state.get("new_id"):
+            _forget_vanished_new(ctx)
         if old is None and not state.get("old_deleted"):
             if not _deletion_started(ctx):
                 raise RotationError(
@@ -226,6 +233,7 @@ def inspect(ctx: Rotation) -> bool:
             "expires_at": old.expires_at.isoformat() if old.expires_at else None,
         }
     spec = state.get("old_spec") or {}
+    _refuse_downgrade(ctx, spec.get("version"))
     ctx.report.old = {
         "id": state["old_id"],
         "name": state.get("old_name"),
@@ -238,6 +246,41 @@ def inspect(ctx: Rotation) -> bool:
         _check_client(ctx)
     ctx.save()
     return True
+
+
+def _forget_vanished_new(ctx: Rotation) -> None:
+    """The journal names a new database that no longer exists: a landing deleted it but
+    could not record so (a full disk). Before any target used it, provisioning again is
+    safe; after, there is nothing sound to do alone."""
+    state = ctx.state
+    if any(t.get("repointed") for t in state.get("targets", {}).values()):
+        raise RotationError(
+            f"the new database {state['new_id']} that targets were pointed at no longer exists",
+            hint="point the targets back at the old database (or restore the backup named in "
+            "the journal), then run `rotate --restart`",
+        )
+    log.warning(
+        "the new database %s recorded in the journal no longer exists (deleted when an "
+        "earlier run landed on the old one): provisioning again",
+        state["new_id"],
+    )
+    for key in ("new_id", "new_name", "new_adopted"):
+        state.pop(key, None)
+    ctx.set_new(None)
+    ctx.journal.redo("provision", "copy", "verify")
+
+
+def _refuse_downgrade(ctx: Rotation, current: str | None) -> None:
+    """A configured version older than the database's: refused before anything changes
+    (pg_dump's archive of a newer server does not restore into an older one)."""
+    wanted = ctx.db.version
+    if not (wanted and current and current.isdigit()) or int(wanted) >= int(current):
+        return
+    raise UsageError(
+        f"{ctx.db.label}: version = {wanted} is older than the database's PostgreSQL "
+        f"{current}; a rotation never downgrades",
+        hint=f'set version = "{current}" or newer, or remove version to keep {current}',
+    )
 
 
 def _inspect_targets(
@@ -280,7 +323,11 @@ def _check_client(ctx: Rotation) -> None:
     """The version rule, checked against the real server before anything changes."""
     manager = ctx.manager()
     old_url = parse_url(ctx.old_url())
-    with connection(old_url, connect_timeout=ctx.settings.connect_timeout) as conn:
+    with connection(
+        old_url,
+        connect_timeout=ctx.settings.connect_timeout,
+        statement_timeout=ctx.settings.command_timeout,
+    ) as conn:
         major = server_major_from_num(int(conn.server_version))
     manager.use_client_for(old_url, major)
 
@@ -319,14 +366,16 @@ def backup(ctx: Rotation) -> bool:
         )
     backup_dir = ctx.settings.backup_dir
     try:
-        backup_dir.mkdir(parents=True, exist_ok=True)
+        backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(
             f"cannot create backup_dir {backup_dir}: {exc.strerror}",
             hint="set backup_dir in the config to a writable directory",
         ) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = backup_dir / f"{state['old_name']}-{state['old_id']}-{stamp}.dump"
+    prefix = f"{state['old_name']}-{state['old_id']}-"
+    remove_stale_partials(backup_dir, prefix)  # this database's lock is ours: none is live
+    path = backup_dir / f"{prefix}{stamp}.dump"
     manager = ctx.manager()
     if ctx.settings.jobs > 1:
         # inside the write freeze, so fast: parallel workers, a directory archive that the
@@ -348,7 +397,7 @@ def backup(ctx: Rotation) -> bool:
         "archive": info.to_dict(),
     }
     manifest_path = path.with_name(path.name + ".json")
-    manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+    write_private(manifest_path, json.dumps(manifest, indent=2, default=str))
     state["backup"] = {
         "path": str(path),
         "manifest": str(manifest_path),
@@ -529,7 +578,11 @@ def copy(ctx: Rotation) -> bool:
     new_url = ctx.new_url()
     manager = ctx.manager()
     if state.get("copy_started") or state.get("new_adopted"):
-        dropped = clean_database(new_url, connect_timeout=ctx.settings.connect_timeout)
+        dropped = clean_database(
+            new_url,
+            connect_timeout=ctx.settings.connect_timeout,
+            command_timeout=ctx.settings.command_timeout,
+        )
         log.info("emptied %s before copying (%d objects dropped)", state["new_id"], dropped)
     state["copy_started"] = True
     ctx.save()
@@ -598,7 +651,11 @@ WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'informat
 def _user_data_bytes(ctx: Rotation, url: str) -> int | None:
     """Bytes of tables, their indexes and TOAST in the user's schemas."""
     with (
-        connection(url, connect_timeout=ctx.settings.connect_timeout) as conn,
+        connection(
+            url,
+            connect_timeout=ctx.settings.connect_timeout,
+            statement_timeout=ctx.settings.command_timeout,
+        ) as conn,
         conn.cursor() as cur,
     ):
         cur.execute(_USER_DATA_BYTES)

@@ -27,9 +27,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from render_rotator import faults
 from render_rotator.config import Config, DatabaseConfig, load_config
 from render_rotator.errors import (
     RenderRotatorError,
+    RotationError,
     UsageError,
     VerificationError,
 )
@@ -148,6 +150,8 @@ def rotate(
     api = client or RenderClient()
     reports = []
     try:
+        if not dry_run and len(dbs) > 1:
+            _preflight(cfg, dbs, api, pg_bin=pg_bin, today=today)
         for db in dbs:
             lock = contextlib.nullcontext() if dry_run else _locked(db)
             with lock:
@@ -159,6 +163,7 @@ def rotate(
                         log.warning(
                             "discarding the unfinished journal %s (--restart)", journal.path
                         )
+                        _thaw_discarded(cfg, db, api, journal)
                         journal.close("discarded", "discarded by rotate --restart")
                         journal.archive()
                 reports.append(
@@ -225,6 +230,67 @@ def resume(
     return RotationResult(reports)
 
 
+def _preflight(
+    cfg: Config,
+    dbs: list[DatabaseConfig],
+    client: RenderClient,
+    *,
+    pg_bin: str | None,
+    today: date | None,
+) -> None:
+    """Inspect every database (read-only, nothing written) before the first is rotated, so
+    a problem with the second one (unknown name, wrong target, a downgrade) stops the run
+    before any change rather than after the first rotation."""
+    for db in dbs:
+        journal = _unfinished(db)
+        if journal is not None:
+            continue  # --restart: its inspect runs afresh below
+        path = Journal.path_for(_state_dir(db), db.label)
+        ctx = Rotation(
+            config=cfg,
+            db=db,
+            client=client,
+            journal=Journal(path=path, database=db.label, persist=False),
+            report=RotationReport(database=db.label),
+            pg_bin=pg_bin,
+            today=today,
+        )
+        phases.inspect(ctx)
+
+
+def _thaw_discarded(
+    cfg: Config, db: DatabaseConfig, client: RenderClient, journal: Journal
+) -> None:
+    """Before starting over, undo the freeze of the rotation being discarded: the services
+    it froze are ours, and the new run freezes afresh (else they would look frozen by
+    someone else and stay so). Once a cutover or a deletion began, they are left as they
+    are."""
+    state = journal.state
+    frozen = state.get("frozen") or {}
+    if not frozen or any(t.get("repointed") for t in state.get("targets", {}).values()):
+        return
+    deleting = [journal.phases.get(p, {}).get("status") for p in ("delete-old", "retire")]
+    if state.get("old_deleted") or any(s not in (None, "skipped") for s in deleting):
+        return  # the old database may be gone: thawed services would only fail against it
+    ctx = Rotation(
+        config=cfg,
+        db=db,
+        client=client,
+        journal=journal,
+        report=RotationReport(database=db.label),
+    )
+    try:
+        freezing.thaw(ctx)
+    except RenderRotatorError as exc:
+        raise RotationError(
+            f"could not thaw what the discarded rotation of {db.label} froze: {scrub(str(exc))}",
+            hint="nothing was started; try `rotate --restart` again once Render answers",
+        ) from None
+    thawed = frozen.get("thawed") or []
+    if thawed:
+        log.info("thawed %s, frozen by the discarded rotation", ", ".join(thawed))
+
+
 def _run(
     cfg: Config,
     db: DatabaseConfig,
@@ -280,7 +346,7 @@ def _run(
         for name, phase in phases.PHASES:
             if name == "inspect" and not resuming:
                 continue  # ran above
-            if name != "inspect" and journal.is_done(name):
+            if name != "inspect" and journal.is_done(name) and not _rerun(journal, name):
                 continue  # resuming: inspect always runs again, to re-read Render
             current = name
             _run_phase(ctx, name, phase)
@@ -288,9 +354,10 @@ def _run(
         _on_failure(ctx, current, exc, status="mismatch", resuming=resuming)
         report.exit_code = 3
         return report
-    except RenderRotatorError as exc:
-        _on_failure(ctx, current, exc, status="failed", resuming=resuming)
-        report.exit_code = exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - ours, or a full disk, a bug...: land safely
+        error = faults.as_error(exc)
+        _on_failure(ctx, current, error, status="failed", resuming=resuming)
+        report.exit_code = error.exit_code
         return report
     except BaseException as exc:
         # a crash or Ctrl-C: the journal stays open, ready for `resume`
@@ -300,6 +367,13 @@ def _run(
         raise
     _finish(ctx)
     return report
+
+
+def _rerun(journal: Journal, name: str) -> bool:
+    """Whether a resumed rotation runs a completed phase again: the freeze, until the
+    cutover, since services may have been thawed by a landing the journal could not record
+    (a full disk); re-freezing checks each service and changes only what is not frozen."""
+    return name == "freeze" and not journal.is_done("repoint")
 
 
 def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> None:
@@ -506,8 +580,24 @@ def _on_failure(
     ctx: Rotation, phase: str, exc: RenderRotatorError, *, status: str, resuming: bool
 ) -> None:
     """Land safely and say what happened and what to do."""
-    report, state, journal = ctx.report, ctx.state, ctx.journal
+    report, journal = ctx.report, ctx.journal
     report.ok = False
+    journal.best_effort = True  # a journal that cannot be written must not stop the landing
+    try:
+        _land(ctx, phase, exc, status=status, resuming=resuming)
+    finally:
+        journal.best_effort = False
+    if journal.save_error:
+        report.message += (
+            f". The journal could not be updated ({journal.save_error}): free space there "
+            "and run `render-rotator resume`, which re-checks what exists"
+        )
+
+
+def _land(
+    ctx: Rotation, phase: str, exc: RenderRotatorError, *, status: str, resuming: bool
+) -> None:
+    report, state, journal = ctx.report, ctx.state, ctx.journal
     message = scrub(str(exc))
     if isinstance(exc, VerificationError):
         report.notes += [scrub(d) for d in exc.differences[:20]]

@@ -312,14 +312,19 @@ def _hold_lock(cluster: Cluster, dbname: str, table: str, seconds: float) -> thr
 
 
 def _children_named(program: str) -> list[int]:
+    """Our own child processes running `program` (never another test run's on this machine)."""
+    import os
+
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
+                stat = (proc / "stat").read_text()
             except OSError:
                 continue
-            if argv and argv[0].endswith(program.encode()):
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            if argv and argv[0].endswith(program.encode()) and ppid == os.getpid():
                 pids.append(int(proc.name))
     return pids
 

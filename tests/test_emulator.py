@@ -147,6 +147,7 @@ def test_unsupported_methods_answer_405_never_500(emu: RenderEmulator) -> None:
             ("HEAD", "/postgres"),
             ("TRACE", "/services"),
             ("PROPFIND", "/env-groups"),
+            ("M-SEARCH", "/owners"),
         ]:
             response = api.request(method, path)
             assert response.status_code == 405, (method, path, response.status_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import threading
@@ -312,14 +313,20 @@ def _hold_lock(cluster: Cluster, dbname: str, table: str, seconds: float) -> thr
 
 
 def _children_named(program: str) -> list[int]:
+    """This process's own children running `program` (never anyone else's on the machine)."""
     pids = []
+    me = os.getpid()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
+                status = (proc / "status").read_text()
             except OSError:
                 continue
-            if argv and argv[0].endswith(program.encode()):
+            parent = next(
+                (ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")), ""
+            )
+            if parent == str(me) and argv and argv[0].endswith(program.encode()):
                 pids.append(int(proc.name))
     return pids
 

@@ -788,7 +788,7 @@ class _Handler(BaseHTTPRequestHandler):
     def __getattr__(self, name: str) -> Any:
         # http.server answers 501 for any method without a do_<METHOD>; Render answers 405
         # (or 404 for an unknown path), so every method goes through the emulator.
-        if name.startswith("do_") and name[3:].isalpha():
+        if name.startswith("do_"):
             return self._serve
         raise AttributeError(name)
 

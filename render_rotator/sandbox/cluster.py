@@ -133,13 +133,7 @@ def _accessible_install(bin_dir: Path) -> Path:
     return relocated
 
 
-def self_signed_certificate(directory: Path, owner: pwd.struct_passwd | None) -> None:
-    """`server.crt` and `server.key` (P-256, self-signed for localhost) in `directory`.
-
-    Made by the system's `openssl` (present wherever Python's own ssl module came from); an
-    elliptic-curve key takes milliseconds. The key is readable by the server's user only, as
-    PostgreSQL insists.
-    """
+def _openssl() -> str:
     openssl = shutil.which("openssl")
     if openssl is None:
         raise ClusterError(
@@ -147,6 +141,17 @@ def self_signed_certificate(directory: Path, owner: pwd.struct_passwd | None) ->
             hint="install openssl (apt-get install openssl, brew install openssl), or use "
             "Cluster(tls=False) for a server without TLS",
         )
+    return openssl
+
+
+def self_signed_certificate(directory: Path, owner: pwd.struct_passwd | None) -> None:
+    """`server.crt` and `server.key` (P-256, self-signed for localhost) in `directory`.
+
+    Made by the system's `openssl` (present wherever Python's own ssl module came from); an
+    elliptic-curve key takes milliseconds. The key is readable by the server's user only, as
+    PostgreSQL insists.
+    """
+    openssl = _openssl()
     crt, key = directory / "server.crt", directory / "server.key"
     result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
         [
@@ -263,9 +268,22 @@ class Cluster:
         )
 
     def start(self) -> Cluster:
-        """initdb, configure and start the server; returns self."""
+        """initdb, configure and start the server; returns self.
+
+        A failure at any step removes what was made (stopping a half-started server too).
+        """
         if self._running:
             return self
+        if self.tls:
+            _openssl()  # fail before anything is made
+        try:
+            return self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise
+
+    def _start(self) -> Cluster:
         if self._os_user is not None:
             self._bin_dir = _accessible_install(self._bin_dir)
         parent = self._base_dir_arg or Path(tempfile.gettempdir())

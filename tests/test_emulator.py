@@ -296,6 +296,22 @@ def test_each_database_runs_on_the_major_it_reports(emu: RenderEmulator, api: ht
     assert PgURL.parse(second["externalConnectionString"]).port == port != emu.cluster.port
 
 
+def test_clusters_it_started_stop_with_it(pg: Cluster) -> None:
+    others = [m for m in server_bins() if m != pg.major]
+    if not others:
+        pytest.skip("only one PostgreSQL server major is installed")
+    emu = RenderEmulator(pg, provision_delay=0).start()
+    try:
+        created = emu.create_postgres(name="other-major", plan="free", version=str(others[0]))
+        started = emu._cluster_for_version(created["version"])
+        assert started is not pg and started.base_dir is not None
+        data_dir = started.base_dir
+    finally:
+        emu.stop()
+    assert not data_dir.exists()  # stopped and removed; the cluster it was given runs on
+    assert pg.query("SELECT 1") == [(1,)]
+
+
 def test_a_version_it_cannot_serve_is_refused_with_400(
     emu: RenderEmulator, api: httpx.Client
 ) -> None:

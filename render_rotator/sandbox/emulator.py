@@ -93,7 +93,6 @@ POSTGRES_PLANS = (
 )  # fmt: skip
 LEGACY_POSTGRES_PLANS = ("starter", "standard", "pro", "pro_plus")
 POSTGRES_VERSIONS = tuple(str(v) for v in range(11, 19))
-DEFAULT_POSTGRES_VERSION = "18"  # Render's default major today
 REGIONS = ("frankfurt", "oregon", "ohio", "singapore", "virginia")
 FREE_PLAN = "free"
 FREE_TIER_DAYS = 30

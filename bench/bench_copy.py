@@ -302,8 +302,9 @@ METHODS: dict[str, tuple[str, Callable[[Ctx, PgURL], str]]] = {
 
 @contextlib.contextmanager
 def clusters(major: int | None, keep: bool) -> Iterator[tuple[Cluster, Cluster]]:
-    src = Cluster(major).start()
-    dst = Cluster(major).start()
+    # plain TCP, as the published figures were measured (clusters default to TLS-only now)
+    src = Cluster(major, tls=False).start()
+    dst = Cluster(major, tls=False).start()
     try:
         yield src, dst
     finally:

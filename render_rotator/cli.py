@@ -622,6 +622,10 @@ def sandbox(port: int, api_key: str | None, seed: bool) -> None:
         click.echo("Render emulator running. In another shell:")
         click.echo(f"  export RENDER_API_URL={box.emulator.base_url}")
         click.echo(f"  export RENDER_API_KEY={box.emulator.api_key}")
+        click.echo(
+            "External connection strings take TLS only, as Render's do (sslmode=require); "
+            "internal ones go through the server's Unix socket."
+        )
         if box.scenario is not None:
             s = box.scenario
             click.echo(

@@ -132,11 +132,13 @@ class RenderAPIError(RenderRotatorError):
         method: str | None = None,
         path: str | None = None,
         hint: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status_code = status_code
         self.method = method
         self.path = path
+        self.request_id = request_id  # Render-Request-Id: what Render's support asks for
 
 
 class UnauthorizedError(RenderAPIError):

@@ -482,6 +482,16 @@ def pg_client_major(
     return max(found) if found else None
 
 
+def embedded_client_major() -> int:
+    """The major of the PostgreSQL client the package carries (0 when it is missing), so
+    the action installs a client only for a server newer than that."""
+    from render_rotator.postgres.binaries import bin_dir_info, embedded_bin_dir
+
+    directory = embedded_bin_dir()
+    info = bin_dir_info(directory) if directory is not None else None
+    return info.major if info is not None else 0
+
+
 def _cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m render_rotator.github")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -489,7 +499,13 @@ def _cli(argv: list[str] | None = None) -> int:
     pg.add_argument("--status", required=True, help="file holding `status --json` output")
     pg.add_argument("--config", help="config file (for `version` upgrades)")
     pg.add_argument("--database", help="only this configured database (name or id)")
+    sub.add_parser(
+        "embedded-major", help="print the major of the embedded PostgreSQL client (0: none)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "embedded-major":
+        print(embedded_client_major())
+        return 0
     status = json.loads(Path(args.status).read_text(encoding="utf-8"))
     upgrades: dict[str, str | None] = {}
     if args.config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,8 +12,14 @@ import httpx
 import psycopg2
 import pytest
 
+from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox import Cluster, RenderEmulator, seed_demo
-from render_rotator.sandbox.emulator import FREE_TIER_LIMIT_MESSAGE, expires_in
+from render_rotator.sandbox.cluster import server_bins
+from render_rotator.sandbox.emulator import (
+    FREE_TIER_LIMIT_MESSAGE,
+    POSTGRES_VERSIONS,
+    expires_in,
+)
 
 PROVISION_DELAY = 0.2
 DEPLOY_DELAY = 0.2
@@ -45,7 +52,7 @@ def _wait(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float 
 
 
 def _create(api: httpx.Client, emu: RenderEmulator, **fields: Any) -> dict[str, Any]:
-    body = {"name": "app-db", "ownerId": emu.default_owner_id, "plan": "free", "version": "16"}
+    body = {"name": "app-db", "ownerId": emu.default_owner_id, "plan": "free", "version": "18"}
     body.update(fields)
     response = api.post("/postgres", json=body)
     assert response.status_code == 201, response.text
@@ -111,6 +118,50 @@ def test_ratelimit_headers_and_content_type(api: httpx.Client) -> None:
     assert create_bucket.headers["Ratelimit-Limit"] == "20"
 
 
+def test_every_answer_carries_a_render_request_id(emu: RenderEmulator, api: httpx.Client) -> None:
+    with httpx.Client(base_url=emu.base_url, timeout=5) as anon:
+        unauthorized = anon.get("/postgres")
+    answers = [
+        api.get("/owners"),
+        api.get("/postgres/dpg-nope-a"),
+        api.post("/postgres", json={}),
+        api.delete("/owners"),
+        unauthorized,
+    ]
+    ids = [response.headers.get("Render-Request-Id") for response in answers]
+    for request_id in ids:
+        # Render's shape, e.g. api-67697cb9cc-xcbhc/vgcYLi38GW-154027
+        assert request_id is not None
+        assert re.fullmatch(r"api-[a-z0-9-]+/[A-Za-z0-9]{10}-\d+", request_id), request_id
+    assert len(set(ids)) == len(ids)
+
+
+def test_unsupported_methods_answer_405_never_500(emu: RenderEmulator) -> None:
+    headers = {"Authorization": f"Bearer {emu.api_key}"}
+    with httpx.Client(base_url=emu.base_url, timeout=5, headers=headers) as api:
+        for method, path in [
+            ("DELETE", "/owners"),
+            ("PUT", "/postgres"),
+            ("POST", "/services/srv-x/env-vars/KEY"),
+            ("OPTIONS", "/postgres"),
+            ("HEAD", "/postgres"),
+            ("TRACE", "/services"),
+            ("PROPFIND", "/env-groups"),
+            ("M-SEARCH", "/owners"),
+        ]:
+            response = api.request(method, path)
+            assert response.status_code == 405, (method, path, response.status_code)
+            assert response.headers["Render-Request-Id"]
+            if method != "HEAD":
+                assert set(response.json()) == {"id", "message"}
+            allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+            assert method not in allowed and allowed
+        assert api.request("PROPFIND", "/nowhere").status_code == 404
+        # the connection still works after a HEAD without a body
+        assert api.get("/owners").status_code == 200
+    assert all(status < 500 for _m, _p, status in emu.requests)
+
+
 def test_unknown_ids_answer_404_with_renders_body(api: httpx.Client) -> None:
     for path in ("/postgres/dpg-nope-a", "/services/srv-nope", "/env-groups/evg-nope"):
         response = api.get(path)
@@ -128,7 +179,7 @@ def test_free_postgres_is_real_and_owned_by_a_non_superuser(
     created = _create(api, emu, name="shop-db", databaseName="shop", databaseUser="shop")
     assert created["status"] == "creating"
     assert created["id"].startswith("dpg-") and created["id"].endswith("-a")
-    assert created["plan"] == "free" and created["version"] == "16"
+    assert created["plan"] == "free" and created["version"] == "18"
     assert created["databaseName"].startswith("shop_") and created["databaseUser"].startswith(
         "shop_"
     )
@@ -174,16 +225,120 @@ def test_free_postgres_is_real_and_owned_by_a_non_superuser(
         f"WHERE datname = '{created['databaseName']}'"
     )
     assert owner == [(created["databaseUser"],)]
-    # The internal string reaches the same database (internal_reachable defaults to True).
+    # The internal string reaches the same database (internal_reachable defaults to True)
+    # through the socket, the sandbox's private network, where TLS is not needed.
     with _connect(info["internalConnectionString"]) as conn2, conn2.cursor() as cur:
         cur.execute("SELECT count(*) FROM notes")
         assert cur.fetchone() == (1,)
+        cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone() == (False,)
     conn2.close()
+
+
+def _external_and_internal(
+    api: httpx.Client, emu: RenderEmulator
+) -> tuple[dict[str, Any], str, str]:
+    created = _create(api, emu, name="strict", plan="basic_256mb")
+    info = api.get(f"/postgres/{created['id']}/connection-info").json()
+    return created, info["externalConnectionString"], info["internalConnectionString"]
+
+
+def test_external_strings_connect_over_tls_only(emu: RenderEmulator, api: httpx.Client) -> None:
+    created, external, _internal = _external_and_internal(api, emu)
+    # Render's shape: no sslmode in the string, yet only TLS gets in.
+    assert "sslmode" not in external and "?" not in external
+    with _connect(external + "?sslmode=require") as conn, conn.cursor() as cur:
+        cur.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        ssl_on, protocol = cur.fetchone()
+        assert ssl_on is True and protocol.startswith("TLSv1.")
+    conn.close()
+    with pytest.raises(psycopg2.OperationalError, match="no encryption"):
+        _connect(external + "?sslmode=disable")
+    assert created["version"] == str(emu.cluster.major)
+
+
+def test_a_plain_connection_to_the_external_address_is_refused_for_any_user(
+    emu: RenderEmulator, pg: Cluster
+) -> None:
+    plain = PgURL.parse(pg.admin_url).psycopg2_kwargs(5) | {"sslmode": "disable"}
+    with pytest.raises(psycopg2.OperationalError, match="no encryption"):
+        psycopg2.connect(**plain)
+
+
+def test_internal_string_checks_the_password(emu: RenderEmulator, api: httpx.Client) -> None:
+    _created, _external, internal = _external_and_internal(api, emu)
+    parsed = PgURL.parse(internal)
+    assert parsed.host == "localhost" and dict(parsed.params)["host"] == str(emu.cluster.socket_dir)
+    wrong = internal.replace(f":{parsed.password}@", ":not-the-password@")
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        _connect(wrong)
+
+
+def test_each_database_runs_on_the_major_it_reports(emu: RenderEmulator, api: httpx.Client) -> None:
+    others = [m for m in server_bins() if m != emu.cluster.major]
+    if not others:
+        pytest.skip("only one PostgreSQL server major is installed")
+    major = str(max(others))
+    created = _create(api, emu, name="older", plan="basic_256mb", version=major)
+    assert created["version"] == major
+    info = api.get(f"/postgres/{created['id']}/connection-info").json()
+    for url in (info["externalConnectionString"] + "?sslmode=require",
+                info["internalConnectionString"]):  # fmt: skip
+        with _connect(url) as conn, conn.cursor() as cur:
+            cur.execute("SHOW server_version_num")
+            (num,) = cur.fetchone()
+            assert int(num) // 10000 == int(major)
+        conn.close()
+    # the same major again reuses its cluster
+    again = _create(api, emu, name="older-2", plan="basic_256mb", version=major)
+    second = api.get(f"/postgres/{again['id']}/connection-info").json()
+    port = PgURL.parse(info["externalConnectionString"]).port
+    assert PgURL.parse(second["externalConnectionString"]).port == port != emu.cluster.port
+
+
+def test_clusters_it_started_stop_with_it(pg: Cluster) -> None:
+    others = [m for m in server_bins() if m != pg.major]
+    if not others:
+        pytest.skip("only one PostgreSQL server major is installed")
+    emu = RenderEmulator(pg, provision_delay=0).start()
+    try:
+        created = emu.create_postgres(name="other-major", plan="free", version=str(others[0]))
+        started = emu._cluster_for_version(created["version"])
+        assert started is not pg and started.base_dir is not None
+        data_dir = started.base_dir
+    finally:
+        emu.stop()
+    assert not data_dir.exists()  # stopped and removed; the cluster it was given runs on
+    assert pg.query("SELECT 1") == [(1,)]
+
+
+def test_a_version_it_cannot_serve_is_refused_with_400(
+    emu: RenderEmulator, api: httpx.Client
+) -> None:
+    missing = [v for v in POSTGRES_VERSIONS if int(v) not in server_bins()]
+    if not missing:
+        pytest.skip("every Render major is installed here")
+    response = api.post(
+        "/postgres",
+        json={"name": "x", "ownerId": emu.default_owner_id, "plan": "free", "version": missing[0]},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert set(body) == {"id", "message"}
+    assert f'version "{missing[0]}" is not available' in body["message"]
+    assert str(emu.cluster.major) in body["message"]
+    assert emu.postgres_ids() == []
+
+
+def test_the_emulator_refuses_a_cluster_without_tls() -> None:
+    plain = Cluster(tls=False)  # never started: the check comes first
+    with pytest.raises(ValueError, match="TLS"):
+        RenderEmulator(plain)
 
 
 def test_internal_strings_can_look_exactly_like_renders(pg: Cluster) -> None:
     with RenderEmulator(pg, provision_delay=0, internal_reachable=False) as emu:
-        created = emu.create_postgres(name="exact", plan="basic_256mb", version="16")
+        created = emu.create_postgres(name="exact", plan="basic_256mb", version="18")
         info = emu.connection_info(created["id"])
         internal = info["internalConnectionString"]
         assert internal.endswith(f"@{created['id']}/{created['databaseName']}")
@@ -200,7 +355,7 @@ def test_one_free_database_per_owner(emu: RenderEmulator, api: httpx.Client, pg:
     first = _create(api, emu, name="first")
     refused = api.post(
         "/postgres",
-        json={"name": "second", "ownerId": emu.default_owner_id, "plan": "free", "version": "16"},
+        json={"name": "second", "ownerId": emu.default_owner_id, "plan": "free", "version": "18"},
     )
     assert refused.status_code == 400
     assert refused.json()["message"] == FREE_TIER_LIMIT_MESSAGE
@@ -241,14 +396,14 @@ def test_delete_ends_sessions_and_drops_database_and_role(
 def test_create_validation_follows_the_spec(emu: RenderEmulator, api: httpx.Client) -> None:
     owner = emu.default_owner_id
     cases = [
-        ({"ownerId": owner, "plan": "free", "version": "16"}, "name"),
-        ({"name": "x", "plan": "free", "version": "16"}, "ownerId"),
-        ({"name": "x", "ownerId": owner, "version": "16"}, "plan"),
+        ({"ownerId": owner, "plan": "free", "version": "18"}, "name"),
+        ({"name": "x", "plan": "free", "version": "18"}, "ownerId"),
+        ({"name": "x", "ownerId": owner, "version": "18"}, "plan"),
         ({"name": "x", "ownerId": owner, "plan": "free"}, "version"),
         ({"name": "x", "ownerId": owner, "plan": "free", "version": "10"}, "version"),
-        ({"name": "x", "ownerId": owner, "plan": "gigantic", "version": "16"}, "plan"),
-        ({"name": "x", "ownerId": owner, "plan": "starter", "version": "16"}, "Legacy"),
-        ({"name": "x", "ownerId": owner, "plan": "free", "version": "16", "region": "mars"},
+        ({"name": "x", "ownerId": owner, "plan": "gigantic", "version": "18"}, "plan"),
+        ({"name": "x", "ownerId": owner, "plan": "starter", "version": "18"}, "Legacy"),
+        ({"name": "x", "ownerId": owner, "plan": "free", "version": "18", "region": "mars"},
          "region"),
     ]  # fmt: skip
     for body, word in cases:
@@ -257,16 +412,15 @@ def test_create_validation_follows_the_spec(emu: RenderEmulator, api: httpx.Clie
         assert word in response.json()["message"]
     assert api.post("/postgres", content=b"{not json").status_code == 400
     unknown_owner = api.post(
-        "/postgres", json={"name": "x", "ownerId": "tea-nobody", "plan": "free", "version": "16"}
+        "/postgres", json={"name": "x", "ownerId": "tea-nobody", "plan": "free", "version": "18"}
     )
     assert unknown_owner.status_code == 404
     assert emu.postgres_ids() == []
 
 
 def test_versions_patch_and_list_filters(emu: RenderEmulator, api: httpx.Client) -> None:
-    a = _create(api, emu, name="alpha", plan="basic_1gb", version="11")
+    a = _create(api, emu, name="alpha", plan="basic_1gb", version="18")
     b = _create(api, emu, name="beta", plan="pro_4gb", version="18")
-    assert (a["version"], b["version"]) == ("11", "18")
     only_beta = api.get("/postgres", params={"name": "beta"}).json()
     assert [item["postgres"]["id"] for item in only_beta] == [b["id"]]
     both = api.get("/postgres", params={"name": "alpha,beta"}).json()
@@ -318,7 +472,7 @@ def test_postgres_suspend_blocks_logins_until_resume(
 def test_stop_drops_everything_it_created(pg: Cluster) -> None:
     emu = RenderEmulator(pg, provision_delay=0).start()
     port = emu.port
-    created = emu.create_postgres(name="leftover", plan="free", version="16")
+    created = emu.create_postgres(name="leftover", plan="free", version="18")
     assert _db_exists(pg, created["databaseName"])
     emu.stop()
     assert not _db_exists(pg, created["databaseName"])
@@ -542,7 +696,7 @@ def test_server_error_fault_and_losing_only_the_answer(
     emu.faults.server_error(1, path_prefix="/postgres")
     refused = api.post(
         "/postgres",
-        json={"name": "x", "ownerId": emu.default_owner_id, "plan": "free", "version": "16"},
+        json={"name": "x", "ownerId": emu.default_owner_id, "plan": "free", "version": "18"},
     )
     assert refused.status_code == 503
     assert emu.postgres_ids() == []  # nothing was created behind the error
@@ -687,7 +841,7 @@ def test_seed_demo_builds_a_wired_scenario(emu: RenderEmulator, api: httpx.Clien
     # A second free database is refused: the rotation must fall back to delete-first.
     refused = api.post(
         "/postgres",
-        json={"name": "next", "ownerId": scenario.owner_id, "plan": "free", "version": "16"},
+        json={"name": "next", "ownerId": scenario.owner_id, "plan": "free", "version": "18"},
     )
     assert refused.status_code == 400
 
@@ -704,7 +858,7 @@ def test_render_client_end_to_end(emu: RenderEmulator) -> None:
     with RenderClient(api_key=emu.api_key, base_url=emu.base_url, timeout=10) as client:
         assert [o.id for o in client.list_owners()] == [owner]
         created = client.create_postgres(
-            name="client-db", owner_id=owner, plan="free", version="16"
+            name="client-db", owner_id=owner, plan="free", version="18"
         )
         ready = client.wait_for_postgres(created.id, timeout=10, poll_interval=0.05)
         assert ready.status_raw == "available"
@@ -716,7 +870,7 @@ def test_render_client_end_to_end(emu: RenderEmulator) -> None:
         conn.close()
 
         with pytest.raises(ConflictError) as refused:
-            client.create_postgres(name="second", owner_id=owner, plan="free", version="16")
+            client.create_postgres(name="second", owner_id=owner, plan="free", version="18")
         assert is_free_tier_refusal(refused.value)
 
         client.set_env_var(sid, "DATABASE_URL", info.internal_connection_string)

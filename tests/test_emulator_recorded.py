@@ -120,12 +120,15 @@ def assert_like_recorded(item: dict[str, Any], response: httpx.Response) -> Any:
 
 @pytest.mark.parametrize("cassette", ["postgres.yaml", "postgres_datasource.yaml"])
 def test_postgres_calls_match_recordings(
-    recorded: list[dict[str, Any]], api: httpx.Client, cassette: str
+    recorded: list[dict[str, Any]], emu: RenderEmulator, api: httpx.Client, cassette: str
 ) -> None:
     create = find(recorded, "POST", "/postgres", cassette=cassette)
-    # Replay Render's own request body: plan, version, region, names, disk size, allow list.
-    created = assert_like_recorded(create, api.post("/postgres", json=create["request_body"]))
+    # Replay Render's own request body: plan, region, names, disk size, allow list; the
+    # version is one this machine can serve (the sandbox refuses the others, see test_emulator).
+    body = {**create["request_body"], "version": str(emu.cluster.major)}
+    created = assert_like_recorded(create, api.post("/postgres", json=body))
     assert created["status"] in ("creating", "unknown")
+    assert created["version"] == body["version"]
     pg_id = created["id"]
     assert re.fullmatch(r"dpg-[0-9a-v]{20}-a", pg_id)
 
@@ -149,10 +152,11 @@ def test_postgres_calls_match_recordings(
 
 
 def test_postgres_list_wraps_items_with_cursors(
-    recorded: list[dict[str, Any]], api: httpx.Client
+    recorded: list[dict[str, Any]], emu: RenderEmulator, api: httpx.Client
 ) -> None:
     create = find(recorded, "POST", "/postgres", cassette="postgres_datasource.yaml")
-    created = api.post("/postgres", json=create["request_body"]).json()
+    body = {**create["request_body"], "version": str(emu.cluster.major)}
+    created = api.post("/postgres", json=body).json()
     listed = api.get("/postgres", params={"name": created["name"], "ownerId": RECORDED_OWNER})
     assert listed.status_code == 200
     items = listed.json()

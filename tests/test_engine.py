@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import threading
@@ -312,19 +313,20 @@ def _hold_lock(cluster: Cluster, dbname: str, table: str, seconds: float) -> thr
 
 
 def _children_named(program: str) -> list[int]:
-    """Our own child processes running `program` (never another test run's on this machine)."""
-    import os
-
+    """This process's own children running `program` (never anyone else's on the machine)."""
     pids = []
+    me = os.getpid()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
-                stat = (proc / "stat").read_text()
+                status = (proc / "status").read_text()
             except OSError:
                 continue
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            if argv and argv[0].endswith(program.encode()) and ppid == os.getpid():
+            parent = next(
+                (ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")), ""
+            )
+            if parent == str(me) and argv and argv[0].endswith(program.encode()):
                 pids.append(int(proc.name))
     return pids
 

@@ -145,7 +145,7 @@ def test_rotation_calls_conform_to_renders_openapi_spec(pg: Cluster) -> None:
             name="contract-db-2",
             ownerId=owners[0].id,
             plan="free",
-            version="16",
+            version="18",
             region=old.region,
         )
         client.wait_for_postgres(new.id, timeout=30)

@@ -1066,6 +1066,53 @@ def test_errors_are_typed_and_carry_renders_message(
     assert route.call_count == 1 and fake_time.sleeps == []  # 4xx are never retried
 
 
+def test_errors_name_renders_request_id(api: respx.MockRouter, client: RenderClient) -> None:
+    request_id = "api-67697cb9cc-xcbhc/vgcYLi38GW-154027"  # the recorded shape
+    api.get("/services/srv-1").respond(
+        404, json={"message": "not found: srv-1"}, headers={"Render-Request-Id": request_id}
+    )
+    with pytest.raises(NotFoundError) as info:
+        client.get_service("srv-1")
+    assert info.value.request_id == request_id
+    assert str(info.value) == (
+        f"Render API GET /services/srv-1 failed (404): not found: srv-1 (request id {request_id})"
+    )
+
+
+def test_request_id_on_exhausted_retries_and_refusals(
+    api: respx.MockRouter, client: RenderClient
+) -> None:
+    api.get("/postgres").respond(200, json=[])
+    api.post("/postgres").respond(
+        400,
+        json={"id": "e1", "message": "cannot have more than one active free tier database"},
+        headers={"Render-Request-Id": "req-create-1"},
+    )
+    api.get("/services/srv-1").respond(
+        503, json={"message": "busy"}, headers={"Render-Request-Id": "req-busy-9"}
+    )
+    with pytest.raises(ConflictError, match=r"\(request id req-create-1\)"):
+        _create(client)
+    with pytest.raises(ServerError) as info:
+        client.get_service("srv-1")
+    assert info.value.request_id == "req-busy-9" and "(request id req-busy-9)" in str(info.value)
+
+
+def test_error_without_request_id_or_with_a_hostile_one(
+    api: respx.MockRouter, client: RenderClient
+) -> None:
+    api.get("/services/srv-1").respond(400, json={"message": "bad"})
+    api.get("/services/srv-2").respond(
+        400, json={"message": "bad"}, headers={"Render-Request-Id": "a b\tc" + "x" * 300}
+    )
+    with pytest.raises(RenderAPIError) as plain:
+        client.get_service("srv-1")
+    assert plain.value.request_id is None and "request id" not in str(plain.value)
+    with pytest.raises(RenderAPIError) as hostile:
+        client.get_service("srv-2")
+    assert hostile.value.request_id == ("abc" + "x" * 300)[:128]
+
+
 def test_free_tier_refusal_is_recognised(api: respx.MockRouter, client: RenderClient) -> None:
     api.get("/postgres").respond(200, json=[])
     api.post("/postgres").respond(

@@ -31,7 +31,7 @@ from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import create_postgres, load_sample_data
 
 PAID_PLAN = "basic_256mb"
-READ_URL_QUERY = "sslmode=disable&application_name=rotator%20test"
+READ_URL_QUERY = "sslmode=require&application_name=rotator%20test"  # as users paste it
 
 
 @contextlib.contextmanager

@@ -137,13 +137,16 @@ def test_action_interface() -> None:
         "if-expiring-within",
         "dry-run",
         "pg-version",
+        "pg-bin",
         "python-version",
         "backup-retention-days",
         "package-spec",
     ):
         assert name in inputs, name
     assert inputs["api-key"]["required"] is True
-    assert inputs["pg-version"]["default"] == "auto"
+    # no apt step by default: the embedded PostgreSQL 18 client (with TLS) serves
+    assert inputs["pg-version"]["default"] == "embedded"
+    assert inputs["pg-bin"]["default"] == ""
     assert {"rotated", "new-postgres-id", "expires-at"} <= set(action["outputs"])
     assert action["runs"]["using"] == "composite"
     text = ACTION.read_text()
@@ -230,7 +233,10 @@ def _fake_bin(tmp_path: Path) -> Path:
     fake = bin_dir / "render-rotator"
     fake.write_text(FAKE_CLI)
     fake.chmod(0o755)
-    (bin_dir / "python").symlink_to(sys.executable)
+    # a wrapper, not a symlink: a symlinked interpreter would lose the virtualenv
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     return bin_dir
 
 
@@ -293,14 +299,17 @@ def test_status_step_outputs_one_line_of_json(tmp_path: Path) -> None:
     assert run.returncode == 2  # a failing `status` fails the step
 
 
-def test_pg_version_step_detects_the_newest_server(tmp_path: Path) -> None:
+def test_pg_version_step_installs_only_what_the_embedded_client_cannot_serve(
+    tmp_path: Path,
+) -> None:
     status = tmp_path / "status.json"
     status.write_text(
         json.dumps(
             {
                 "databases": [
                     {"name": "app-db", "id": "dpg-a", "version": "15"},
-                    {"name": "reports", "id": "dpg-b", "version": "16"},
+                    {"name": "reports", "id": "dpg-b", "version": "18"},
+                    {"name": "future", "id": "dpg-c", "version": "19"},
                 ]
             }
         )
@@ -308,20 +317,44 @@ def test_pg_version_step_detects_the_newest_server(tmp_path: Path) -> None:
     config = tmp_path / "render-rotator.toml"
     config.write_text(
         '[[database]]\nname = "app-db"\nversion = "17"\n\n[[database]]\nname = "reports"\n'
+        '\n[[database]]\nname = "future"\n'
     )
     script = _step(ACTION, "pg")["run"]
     base = {"RR_BIN": str(_fake_bin(tmp_path)), "RR_STATUS": str(status)}
     base["RENDER_ROTATOR_CONFIG"] = str(config)
-    cases = [("auto", "", "17"), ("auto", "reports", "16"), ("15", "", "15")]
-    for version, database, expected in cases:
+    installs = [("auto", "", "19"), ("auto", "future", "19"), ("19", "", "19"), ("15", "", "15")]
+    for version, database, expected in installs:
         (tmp_path / "output.txt").unlink(missing_ok=True)
         env = {**base, "RR_PG_VERSION": version, "RR_DATABASE": database}
         run = _bash(script, env, tmp_path)
         assert run.returncode == 0, run.stderr
         assert _outputs(tmp_path) == {"major": expected}
-    (tmp_path / "output.txt").unlink()
-    run = _bash(script, {**base, "RR_PG_VERSION": "system", "RR_DATABASE": ""}, tmp_path)
-    assert run.returncode == 0 and not (tmp_path / "output.txt").exists()
+    # the embedded PostgreSQL 18 client serves these: nothing to install, no apt step
+    for version, database in [("embedded", ""), ("system", ""), ("auto", "app-db"),
+                              ("auto", "reports")]:  # fmt: skip
+        (tmp_path / "output.txt").unlink(missing_ok=True)
+        env = {**base, "RR_PG_VERSION": version, "RR_DATABASE": database}
+        run = _bash(script, env, tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert not (tmp_path / "output.txt").exists(), (version, database)
+        assert "PostgreSQL 18" in run.stdout
+
+
+def test_the_embedded_client_major_is_reported() -> None:
+    run = _run([sys.executable, "-m", "render_rotator.github", "embedded-major"])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "18"
+
+
+def test_a_custom_client_directory_reaches_the_rotation(tmp_path: Path) -> None:
+    step = _step(ACTION, "rotate")
+    assert step["env"]["RR_PG_BIN"] == "${{ inputs.pg-bin || steps.pgclient.outputs.bin }}"
+    assert _step(ACTION, "pg")["if"] == "inputs.command == 'rotate' && inputs.pg-bin == ''"
+    env = {"RR_BIN": str(_fake_bin(tmp_path)), "RR_PG_BIN": "/opt/pg/bin"}
+    env |= {"RR_DATABASE": "", "RR_WITHIN": "", "RR_DRY_RUN": "false"}
+    run = _bash(step["run"], env, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(Path(_outputs(tmp_path)["report"]).read_text())["pg_bin"] == "/opt/pg/bin"
 
 
 def test_input_checks_reject_bad_values(tmp_path: Path) -> None:
@@ -329,11 +362,17 @@ def test_input_checks_reject_bad_values(tmp_path: Path) -> None:
     good = {
         "RR_OS": "Linux",
         "RR_COMMAND": "rotate",
-        "RR_PG_VERSION": "auto",
+        "RR_PG_VERSION": "embedded",
+        "RR_PG_BIN": "",
         "RR_UPLOAD": "auto",
         "RR_WITHIN": "",
     }
     assert _bash(script, good, tmp_path).returncode == 0
+    for version in ("auto", "system", "19"):
+        assert _bash(script, {**good, "RR_PG_VERSION": version}, tmp_path).returncode == 0
+    assert _bash(script, {**good, "RR_PG_BIN": "/opt/pg/bin"}, tmp_path).returncode == 0
+    both = _bash(script, {**good, "RR_PG_BIN": "/opt/pg/bin", "RR_PG_VERSION": "19"}, tmp_path)
+    assert both.returncode == 2 and "not both" in both.stdout
     for key, value in [
         ("RR_OS", "Windows"),
         ("RR_PG_VERSION", "16; rm -rf /"),

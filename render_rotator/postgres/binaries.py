@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from render_rotator.errors import ClientTooOldError, UsageError
+from render_rotator.postgres.url import TLS_SSLMODES
 
 PG_BIN_ENV = "RENDER_ROTATOR_PG_BIN"
 DEBIAN_ROOT_ENV = "RENDER_ROTATOR_DEBIAN_PG_ROOT"  # tests hide Debian's directories with it
 _VERSION = re.compile(r"\(PostgreSQL\)\s+((\d+)(?:\.\d+)*)")
 _NO_SSL = "SSL support is not compiled in"
-_TLS_MODES = frozenset({"require", "verify-ca", "verify-full"})
+_TLS_MODES = frozenset(TLS_SSLMODES)
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,25 @@ def scrub_secrets(text: str, extra: list[str]) -> str:
     return secrets.scrub(text, extra)
 
 
+TLS_SSLMODES = ("require", "verify-ca", "verify-full")
+
+
+def require_tls(url: str) -> str:
+    """`url` with ``sslmode=require`` unless it already asks for TLS (or verifies more).
+
+    Render's external connection strings carry no ``sslmode`` yet accept TLS connections
+    only; libpq's default (``prefer``) would quietly try without TLS on a client built without
+    it and fail with a confusing refusal. Asking for TLS makes the tool choose a client that
+    speaks it and fail early and clearly otherwise. Only for URLs we connect to: the values
+    written into env vars stay exactly as Render gives them.
+    """
+    parsed = PgURL.parse(url)
+    if parsed.sslmode in TLS_SSLMODES:
+        return url
+    params = tuple((k, v) for k, v in parsed.params if k != "sslmode") + (("sslmode", "require"),)
+    return replace(parsed, params=params).url()
+
+
 def parse_url(url: str | PgURL) -> PgURL:
     """Accept a URL string or an already parsed PgURL."""
     return url if isinstance(url, PgURL) else PgURL.parse(url)

@@ -236,6 +236,16 @@ def _render_message(response: httpx.Response) -> str:
     return response.reason_phrase or f"HTTP {response.status_code}"
 
 
+def _request_id(response: httpx.Response) -> str | None:
+    """Render's ``Render-Request-Id``: the one thing Render's support needs to find a call.
+
+    Kept to printable characters and a sane length, as it comes from the network.
+    """
+    raw = response.headers.get("render-request-id", "").strip()
+    cleaned = "".join(ch for ch in raw if ch.isprintable() and not ch.isspace())[:128]
+    return cleaned or None
+
+
 class RenderClient:
     """Render REST API client: one method per call, typed results, typed errors.
 
@@ -797,7 +807,15 @@ class RenderClient:
         status = response.status_code
         message = self._scrub(_render_message(response))
         text = f"Render API {method} {path} failed ({status}): {message}"
-        kwargs: dict[str, Any] = {"status_code": status, "method": method, "path": path}
+        request_id = _request_id(response)
+        if request_id:
+            text += f" (request id {request_id})"
+        kwargs: dict[str, Any] = {
+            "status_code": status,
+            "method": method,
+            "path": path,
+            "request_id": request_id,
+        }
         if status in _REFUSAL_STATUSES and _looks_like_free_tier_limit(message):
             return ConflictError(text, hint="a workspace may hold only one free database", **kwargs)
         if status in (401, 403):

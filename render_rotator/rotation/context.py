@@ -18,6 +18,7 @@ from render_rotator.config import Config, DatabaseConfig, Settings
 from render_rotator.errors import NotFoundError
 from render_rotator.logs import register_secret
 from render_rotator.postgres.manager import DatabaseManager
+from render_rotator.postgres.url import require_tls
 from render_rotator.render import ConnectionInfo, Postgres, RenderClient
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.report import RotationReport
@@ -132,10 +133,12 @@ class Rotation:
         return self._conn[postgres_id]
 
     def old_url(self) -> str:
-        return self.connection_info(self.state["old_id"]).external_connection_string
+        """The old database's external URL as we connect to it: over TLS, as Render demands."""
+        return require_tls(self.connection_info(self.state["old_id"]).external_connection_string)
 
     def new_url(self) -> str:
-        return self.connection_info(self.state["new_id"]).external_connection_string
+        """The new database's external URL as we connect to it: over TLS."""
+        return require_tls(self.connection_info(self.state["new_id"]).external_connection_string)
 
     def manager(self) -> DatabaseManager:
         return DatabaseManager(

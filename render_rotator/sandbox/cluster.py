@@ -3,6 +3,11 @@
 Used by the tests, the Render emulator and the demo, so everything runs against a real
 server. PostgreSQL refuses to run as root, so when we are root the server runs as an
 unprivileged user (`postgres` if it exists, else `nobody`) and its files are owned by it.
+
+By default a cluster is as strict as Render's: it has a self-signed certificate and its TCP
+address accepts TLS connections only (a client built without TLS cannot connect, exactly as
+it cannot reach Render's external URLs), while its Unix socket takes password logins without
+TLS, like Render's private network (`socket_url`). `Cluster(tls=False)` is a plain server.
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ from render_rotator.postgres.url import PgURL
 log = logging.getLogger("render_rotator.sandbox")
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+
+# TCP takes TLS only (no `host`/`hostnossl` line: a plain connection finds no entry and is
+# refused); the Unix socket takes passwords without TLS.
+TLS_HBA = """\
+# written by render-rotator: TLS on TCP, as Render's external address; the socket is the
+# "internal" network
+local    all  all                 scram-sha-256
+hostssl  all  all  127.0.0.1/32   scram-sha-256
+hostssl  all  all  ::1/128        scram-sha-256
+"""
 
 
 class ClusterError(RenderRotatorError):
@@ -118,6 +133,61 @@ def _accessible_install(bin_dir: Path) -> Path:
     return relocated
 
 
+def _openssl() -> str:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ClusterError(
+            "openssl was not found, and the sandbox's PostgreSQL needs a certificate for TLS",
+            hint="install openssl (apt-get install openssl, brew install openssl), or use "
+            "Cluster(tls=False) for a server without TLS",
+        )
+    return openssl
+
+
+def self_signed_certificate(directory: Path, owner: pwd.struct_passwd | None) -> None:
+    """`server.crt` and `server.key` (P-256, self-signed for localhost) in `directory`.
+
+    Made by the system's `openssl` (present wherever Python's own ssl module came from); an
+    elliptic-curve key takes milliseconds. The key is readable by the server's user only, as
+    PostgreSQL insists.
+    """
+    openssl = _openssl()
+    crt, key = directory / "server.crt", directory / "server.key"
+    result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"openssl could not make a certificate: {result.stderr.strip()[-400:]}")
+    os.chmod(key, 0o600)
+    if owner is not None:
+        for path in (crt, key):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -137,6 +207,7 @@ class Cluster:
         superuser: str = "postgres",
         fast: bool = True,
         settings: dict[str, str] | None = None,
+        tls: bool = True,
     ) -> None:
         if bin_dir is not None:
             info = bin_dir_info(bin_dir, "postgres")
@@ -148,6 +219,7 @@ class Cluster:
         self.superuser = superuser
         self.password = secrets.token_urlsafe(18)
         self.fast = fast
+        self.tls = tls
         self.settings = dict(settings or {})
         self._base_dir_arg = Path(base_dir) if base_dir else None
         self.base_dir: Path | None = None
@@ -196,9 +268,22 @@ class Cluster:
         )
 
     def start(self) -> Cluster:
-        """initdb, configure and start the server; returns self."""
+        """initdb, configure and start the server; returns self.
+
+        A failure at any step removes what was made (stopping a half-started server too).
+        """
         if self._running:
             return self
+        if self.tls:
+            _openssl()  # fail before anything is made
+        try:
+            return self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise
+
+    def _start(self) -> Cluster:
         if self._os_user is not None:
             self._bin_dir = _accessible_install(self._bin_dir)
         parent = self._base_dir_arg or Path(tempfile.gettempdir())
@@ -239,6 +324,12 @@ class Cluster:
         }
         if self.fast:
             conf.update({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+        if self.tls:
+            self_signed_certificate(self.data_dir, self._os_user)
+            (self.data_dir / "pg_hba.conf").write_text(TLS_HBA)
+            conf.update(
+                {"ssl": "on", "ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'"}
+            )
         conf.update(self.settings)
         with open(self.data_dir / "postgresql.auto.conf", "a") as handle:
             for key, value in conf.items():
@@ -322,6 +413,22 @@ class Cluster:
         )
         return pg.url()
 
+    def socket_url(self, dbname: str, user: str, password: str) -> str:
+        """A URL through the Unix socket (no TLS there, as on Render's private network).
+
+        libpq reads a `host` query parameter that names a directory as the socket's; the
+        port picks the socket file. The URL's own host stays ``localhost``.
+        """
+        pg = PgURL(
+            host="localhost",
+            port=self.port,
+            dbname=dbname,
+            user=user,
+            password=password,
+            params=(("host", str(self.socket_dir)),),
+        )
+        return pg.url()
+
     @property
     def admin_url(self) -> str:
         """Superuser URL to the `postgres` maintenance database."""
@@ -391,4 +498,7 @@ class Cluster:
             conn.close()
 
     def __repr__(self) -> str:
-        return f"Cluster(major={self.major}, port={self.port}, running={self._running})"
+        return (
+            f"Cluster(major={self.major}, port={self.port}, tls={self.tls}, "
+            f"running={self._running})"
+        )

@@ -23,11 +23,22 @@ report and the tests can name them):
 * ``databaseName`` gets a random ``_xxxx`` suffix like Render's; ``databaseUser`` gets one too
   (Render keeps the requested user, but roles are cluster-wide here, so two databases asking for
   the same user would collide; the product treats every new database's user as new anyway).
-* Internal connection strings are reachable by default (``internal_reachable=True``): they use
-  ``localhost:<port>`` while external ones use ``127.0.0.1:<port>``, so both connect and a test
-  can still tell which one a target holds. ``internal_reachable=False`` gives Render's exact
-  unreachable ``postgresql://user:pw@dpg-xxx-a/db``; `RenderEmulator.resolve_internal_url`
-  maps either form to a URL that connects. External strings carry no ``sslmode`` (no TLS here).
+* External connection strings have Render's shape, ``postgresql://user:pw@127.0.0.1:<port>/db``
+  with no ``sslmode`` (Render's carry none either), and like Render's they connect over TLS
+  only: the cluster has a self-signed certificate and its TCP address refuses plain
+  connections, so a client built without TLS fails here as it would against Render.
+* Internal connection strings are reachable by default (``internal_reachable=True``): they go
+  through the cluster's Unix socket (``postgresql://user:pw@localhost:<port>/db?host=<dir>``),
+  the sandbox's private network, where a password login needs no TLS, as inside Render.
+  ``internal_reachable=False`` gives Render's exact unreachable
+  ``postgresql://user:pw@dpg-xxx-a/db``; `RenderEmulator.resolve_internal_url` maps either
+  form to a URL that connects.
+* Each database runs on a server of the major version it reports: one cluster per major,
+  started on first use from the PostgreSQL installations found (`server_bins`). A version the
+  machine cannot serve is refused with 400 (``version "16" is not available ...``).
+* Unsupported methods on a known path answer 405 with an ``Allow`` header, any other method
+  404 or 405, never 500 or 501. Every answer carries a ``Render-Request-Id`` shaped like
+  Render's (``api-<pod>/<token>-<n>``).
 * A deploy of a suspended service is allowed (the service stays suspended); resuming a service
   does not start a deploy.
 * The database really exists (and accepts logins) while its record still says ``creating``.
@@ -60,13 +71,13 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2 import sql as psql
 
 from render_rotator.postgres.url import PgURL
-from render_rotator.sandbox.cluster import Cluster
+from render_rotator.sandbox.cluster import Cluster, server_bins
 
 log = logging.getLogger("render_rotator.sandbox.emulator")
 
@@ -583,6 +594,11 @@ class _Postgres:
     environment_id: str | None = None
     expires_at: float | None = None
 
+    @property
+    def major(self) -> int:
+        """The server major this database runs on (its reported ``version``)."""
+        return int(self.version)
+
 
 @dataclass
 class _EnvVar:
@@ -699,6 +715,25 @@ def _error_reply(err: EmulatorAPIError) -> _Reply:
     return _Reply(err.status, err.body)
 
 
+def _method_not_allowed(method: str, allowed: Iterable[str]) -> _Reply:
+    """405 in Render's error shape, with the ``Allow`` header HTTP asks for."""
+    methods = sorted(set(allowed))
+    reply = _Reply(
+        405, {"id": str(uuid.uuid4()), "message": f"method {method} not allowed on this path"}
+    )
+    reply.headers.append(("Allow", ", ".join(methods)))
+    return reply
+
+
+_REQUEST_POD = "emulator-" + "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
+
+
+def _request_id(seq: int) -> str:
+    """A ``Render-Request-Id`` shaped like Render's ``api-<pod>/<token>-<n>``."""
+    token = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(10))
+    return f"api-{_REQUEST_POD}/{token}-{seq}"
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -732,7 +767,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status != 204:
             self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        if payload:
+        if payload and self.command != "HEAD":
             self.wfile.write(payload)
 
     def _read_body(self) -> bytes:
@@ -749,7 +784,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers 501 for any method without a do_<METHOD>; Render answers 405
+        # (or 404 for an unknown path), so every method goes through the emulator.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("emulator: " + format, *args)
@@ -837,10 +877,12 @@ _ROUTES = [(m, re.compile(p + "$"), h) for m, p, h in _ROUTE_TABLE]
 
 
 class RenderEmulator:
-    """A Render API on ``http://127.0.0.1:PORT/v1`` backed by a real PostgreSQL `Cluster`.
+    """A Render API on ``http://127.0.0.1:PORT/v1`` backed by real PostgreSQL clusters.
 
     ``with RenderEmulator(cluster, provision_delay=0.2) as emu: emu.base_url, emu.api_key``.
-    Stopping it drops every database and role it created.
+    `cluster` (TLS, as `Cluster` makes by default) serves its own major; databases of other
+    majors get a cluster the emulator starts on first use and stops with itself. Stopping
+    it drops every database and role it created.
     """
 
     def __init__(
@@ -856,7 +898,15 @@ class RenderEmulator:
         enforce_rate_limits: bool = False,
         default_owner: bool = True,
     ) -> None:
+        if not cluster.tls:
+            raise ValueError(
+                "the emulator needs a cluster with TLS, as Render's external URLs require it: "
+                "use Cluster() (tls=True is the default), not Cluster(tls=False)"
+            )
         self.cluster = cluster
+        self._clusters: dict[int, Cluster] = {cluster.major: cluster}
+        self._started_clusters: list[Cluster] = []
+        self._cluster_lock = threading.Lock()
         self.api_key = api_key or "rnd_" + secrets.token_urlsafe(24)
         self.host = host
         self.provision_delay = float(provision_delay)
@@ -936,6 +986,7 @@ class RenderEmulator:
         for pg in leftovers:
             with contextlib.suppress(Exception):
                 self._drop_database(pg)
+        self._stop_started_clusters()
 
     def __enter__(self) -> RenderEmulator:
         return self.start()
@@ -1081,17 +1132,67 @@ class RenderEmulator:
         """A URL that really connects for an internal connection string of this emulator.
 
         ``postgresql://u:p@dpg-xxx-a/db`` (Render's form, ``internal_reachable=False``) becomes
-        ``...@127.0.0.1:<port>/db``; any other URL is returned unchanged.
+        the database's Unix-socket URL (``...@localhost:<port>/db?host=<dir>``, the sandbox's
+        private network); any other URL is returned unchanged.
         """
         parts = urlsplit(url)
         host = parts.hostname or ""
         with self._lock:
-            known = host in self._postgres
-        if not (known or re.fullmatch(r"dpg-[a-z0-9]+-[a-z]", host)):
+            pg = self._postgres.get(host)
+        if not (pg or re.fullmatch(r"dpg-[a-z0-9]+-[a-z]", host)):
             return url
+        cluster = self._cluster_of(pg) if pg else self.cluster
         userinfo = parts.netloc.rpartition("@")[0]
-        netloc = (userinfo + "@" if userinfo else "") + f"{self.cluster.host}:{self.cluster.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        netloc = (userinfo + "@" if userinfo else "") + f"localhost:{cluster.port}"
+        query = "&".join(
+            q for q in (parts.query, "host=" + quote(str(cluster.socket_dir), safe="")) if q
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+    # -- clusters: one per major ------------------------------------------------------------
+
+    def servable_versions(self) -> list[str]:
+        """The majors this emulator can provision: running clusters and installed servers."""
+        majors = set(self._clusters) | set(server_bins())
+        return [v for v in POSTGRES_VERSIONS if int(v) in majors]
+
+    def _cluster_for_version(self, version: str) -> Cluster:
+        """The running cluster of `version`, started now if needed; 400 if none can be."""
+        major = int(version)
+        with self._cluster_lock:
+            cluster = self._clusters.get(major)
+            if cluster is not None:
+                return cluster
+            if major not in server_bins():
+                raise _bad_request(
+                    f'version "{version}" is not available in this sandbox: it serves '
+                    + ", ".join(self.servable_versions())
+                    + " (install that PostgreSQL server to add it)"
+                )
+            cluster = Cluster(major, tls=True)
+            try:
+                cluster.start()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    cluster.stop()
+                log.error("starting a PostgreSQL %s cluster failed: %s", major, exc)
+                raise EmulatorAPIError(500, "failed to provision the database") from exc
+            self._clusters[major] = cluster
+            self._started_clusters.append(cluster)
+            return cluster
+
+    def _cluster_of(self, pg: _Postgres) -> Cluster:
+        with self._cluster_lock:
+            return self._clusters.get(pg.major, self.cluster)
+
+    def _stop_started_clusters(self) -> None:
+        with self._cluster_lock:
+            started, self._started_clusters = self._started_clusters, []
+            for cluster in started:
+                self._clusters.pop(cluster.major, None)
+        for cluster in started:
+            with contextlib.suppress(Exception):
+                cluster.stop()
 
     # -- Python API: read helpers for tests ----------------------------------------------------
 
@@ -1270,7 +1371,7 @@ class RenderEmulator:
             ("Ratelimit-Limit", str(limit)),
             ("Ratelimit-Remaining", str(remaining)),
             ("Ratelimit-Reset", str(reset)),
-            ("Render-Request-Id", f"emu-{uuid.uuid4().hex[:12]}"),
+            ("Render-Request-Id", _request_id(self._next_seq())),
             *_SECURITY_HEADERS,
         ]
         reply.headers = headers + reply.headers
@@ -1310,19 +1411,19 @@ class RenderEmulator:
         return _error_reply(_not_found(req.path))
 
     def _dispatch(self, req: _Request) -> _Reply:
-        path_known = False
+        allowed: list[str] = []
         for method, pattern, handler in _ROUTES:
             match = pattern.match(req.path)
             if match is None:
                 continue
-            path_known = True
+            allowed.append(method)
             if method != req.method:
                 continue
             args = [unquote(g) for g in match.groups()]
             result: _Reply = getattr(self, "_h_" + handler)(req, *args)
             return result
-        if path_known:
-            return _Reply(405, {"id": str(uuid.uuid4()), "message": "method not allowed"})
+        if allowed:
+            return _method_not_allowed(req.method, allowed)
         raise _not_found(req.path)
 
     # -- pagination ----------------------------------------------------------------------------
@@ -1449,9 +1550,10 @@ class RenderEmulator:
 
     def _connection_info_json(self, pg: _Postgres) -> dict[str, str]:
         cred = f"{pg.database_user}:{pg.password}"
-        ext_host, port = self.cluster.host, self.cluster.port
+        cluster = self._cluster_of(pg)
+        ext_host, port = cluster.host, cluster.port
         if self.internal_reachable:
-            internal = f"postgresql://{cred}@localhost:{port}/{pg.database_name}"
+            internal = cluster.socket_url(pg.database_name, pg.database_user, pg.password)
         else:
             internal = f"postgresql://{cred}@{pg.id}/{pg.database_name}"
         return {
@@ -1556,6 +1658,7 @@ class RenderEmulator:
 
     def _create_postgres(self, body: dict[str, Any]) -> _Postgres:
         self._validate_create(body)
+        self._cluster_for_version(body["version"])  # serve the major it reports, or refuse
         allow_list = self._validate_allow_list(body.get("ipAllowList"))
         now = time.time()
         plan = body["plan"]
@@ -1618,8 +1721,8 @@ class RenderEmulator:
     # -- real SQL on the cluster ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _admin(self) -> Iterator[Any]:
-        conn = psycopg2.connect(**PgURL.parse(self.cluster.admin_url).psycopg2_kwargs(10))
+    def _admin(self, cluster: Cluster) -> Iterator[Any]:
+        conn = psycopg2.connect(**PgURL.parse(cluster.admin_url).psycopg2_kwargs(10))
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -1630,7 +1733,7 @@ class RenderEmulator:
     def _provision(self, pg: _Postgres) -> None:
         """A login role that is not a superuser, owning a fresh database, like Render's."""
         role, db = psql.Identifier(pg.database_user), psql.Identifier(pg.database_name)
-        with self._admin() as cur:
+        with self._admin(self._cluster_of(pg)) as cur:
             cur.execute(
                 psql.SQL(
                     "CREATE ROLE {} LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE "
@@ -1644,8 +1747,8 @@ class RenderEmulator:
     def _run_as_owner(self, pg: _Postgres, statements: str) -> None:
         """Run SQL in the database as its own (non-superuser) role."""
         conn = psycopg2.connect(
-            host=self.cluster.host,
-            port=self.cluster.port,
+            host=self._cluster_of(pg).host,
+            port=self._cluster_of(pg).port,
             dbname=pg.database_name,
             user=pg.database_user,
             password=pg.password,
@@ -1666,13 +1769,14 @@ class RenderEmulator:
 
     def _drop_database(self, pg: _Postgres) -> None:
         """End its sessions, drop the database and the role."""
-        with self._admin() as cur:
+        cluster = self._cluster_of(pg)
+        with self._admin(cluster) as cur:
             if self._role_exists(cur, pg.database_user):  # no new sessions while we drop
                 cur.execute(
                     psql.SQL("ALTER ROLE {} NOLOGIN").format(psql.Identifier(pg.database_user))
                 )
             self._terminate(cur, pg)
-            force = psql.SQL(" WITH (FORCE)") if self.cluster.major >= 13 else psql.SQL("")
+            force = psql.SQL(" WITH (FORCE)") if cluster.major >= 13 else psql.SQL("")
             cur.execute(
                 psql.SQL("DROP DATABASE IF EXISTS {}{}").format(
                     psql.Identifier(pg.database_name), force
@@ -1688,7 +1792,7 @@ class RenderEmulator:
         return cur.fetchone() is not None
 
     def _set_login(self, pg: _Postgres, allowed: bool) -> None:
-        with self._admin() as cur:
+        with self._admin(self._cluster_of(pg)) as cur:
             cur.execute(
                 psql.SQL("ALTER ROLE {} {}").format(
                     psql.Identifier(pg.database_user),

@@ -1,0 +1,53 @@
+"""Throwaway clusters: TLS as strict as Render's by default, plain on request, no leftovers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from render_rotator.postgres.url import PgURL
+from render_rotator.sandbox.cluster import Cluster, ClusterError
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A parent directory the server's unprivileged user can traverse (pytest's is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="rr-cluster-test-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_without_openssl_a_tls_cluster_fails_clearly_and_makes_nothing(
+    tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    cluster = Cluster(base_dir=base)
+    with pytest.raises(ClusterError) as info:
+        cluster.start()
+    assert "openssl was not found" in str(info.value) and "tls=False" in str(info.value)
+    assert list(base.iterdir()) == []
+
+
+def test_a_failed_start_leaves_nothing_behind(base: Path) -> None:
+    cluster = Cluster(base_dir=base, settings={"shared_buffers": "'not a size'"})
+    with pytest.raises(ClusterError, match="pg_ctl start failed"):
+        cluster.start()
+    assert list(base.iterdir()) == []
+    assert cluster.base_dir is None
+
+
+def test_a_plain_cluster_takes_plain_tcp(base: Path) -> None:
+    with Cluster(tls=False, base_dir=base) as cluster:
+        kwargs = PgURL.parse(cluster.admin_url).psycopg2_kwargs(5) | {"sslmode": "disable"}
+        conn = psycopg2.connect(**kwargs)
+        conn.close()
+        assert not (cluster.data_dir / "server.key").exists()

@@ -172,6 +172,7 @@ def test_a_new_database_that_is_not_empty_blocks_the_cutover(
     assert result.exit_code == 1, result.output
     report = report_of(result)
     assert report["ok"] is False
+    assert "message" in report, result.output
     assert "is not empty (1 objects: table public.injected)" in report["message"]
     assert "failed in phase copy" in report["message"]
     assert_back_on_old(app, untouched, config)

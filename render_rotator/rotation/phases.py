@@ -39,6 +39,7 @@ from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
+from render_rotator.rotation import blueprints, services
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.naming import is_rotation_of
@@ -174,7 +175,8 @@ def inspect(ctx: Rotation) -> bool:
     """Find the old database, its targets and (if any) a half-done rotation's new database."""
     state = ctx.state
     values: list[TargetValue] | None = None
-    if state.get("old_id"):
+    fresh = not state.get("old_id")
+    if not fresh:
         old = ctx.old  # resuming: the journal knows which is which
         new = ctx.new
         if old is None and not state.get("old_deleted"):
@@ -234,10 +236,20 @@ def inspect(ctx: Rotation) -> bool:
         "plan": spec.get("plan"),
     }
     _inspect_targets(ctx, new, values)
+    if fresh:
+        _preflight(ctx)
     if old is not None and not ctx.journal.is_done("backup"):
         _check_client(ctx)
     ctx.save()
     return True
+
+
+def _preflight(ctx: Rotation) -> None:
+    """Refusals that must come before anything changes: a service deploy_only cannot
+    redeploy, a Blueprint that would undo the rotation (rotation/services.py, blueprints.py)."""
+    services.check_deploy_only(ctx)
+    blueprints.check_blueprints(ctx)
+    services.note_static_sites(ctx)
 
 
 def _inspect_targets(
@@ -773,7 +785,7 @@ def _trigger(ctx: Rotation, service_id: str, records: dict[str, Any]) -> None:
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
-            deploy_obj = ctx.client.trigger_deploy(service_id)
+            deploy_obj = ctx.client.trigger_deploy(service_id, deploy_mode=services.DEPLOY_MODE)
         except (ServerError, APITimeoutError) as exc:
             found = _find_deploy_since(ctx, service_id, record["requested_at"])
             if found is not None:
@@ -795,7 +807,7 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
     A deploy recorded as failed (by an earlier run) is triggered again.
     """
     records = ctx.state.setdefault(key, {})
-    for service_id in ctx.affected_services():
+    for service_id in services.runtime_services(ctx):
         record = records.get(service_id) or {}
         if record.get("deploy_id") and not _failed(record):
             continue

@@ -19,8 +19,9 @@ redeployed (a target on it is still repointed, for its next build).
 Every redeploy is ``deployMode: deploy_only``: the last successful build with the new env
 vars, never the branch's latest commit (which could ship unreviewed code and rebuild for
 minutes). A service with no successful deploy has no build to ship, so inspect refuses the
-rotation before anything changes. A cron job runs its last build with the env vars it had
-at its last deploy; redeploying it (deploy_only) makes the next run use the new database.
+rotation before anything changes. Render documents that each cron job run starts a new
+instance of its last build, not whether an env var change reaches the next run without a
+deploy: redeploying it (deploy_only, same code) makes sure the next run uses the new database.
 """
 
 from __future__ import annotations

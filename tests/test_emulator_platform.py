@@ -191,3 +191,24 @@ def test_blueprints_list_and_resources(emu: RenderEmulator, api: httpx.Client) -
     assert api.get("/blueprints/exs-00000000000000000000").status_code == 404
     with pytest.raises(ValueError, match="unknown resource"):
         emu.manage_with_blueprint(bp, "srv-nope")
+
+
+# -- an injected refusal --------------------------------------------------------------------------
+
+
+def test_client_error_fault_refuses_matching_requests_with_renders_body(
+    emu: RenderEmulator, api: httpx.Client
+) -> None:
+    sid = emu.add_service("web")
+    emu.faults.apply(
+        {"fault": "client_error", "n": 1, "status": 400, "message": "no thanks",
+         "path_prefix": f"/services/{sid}/deploys", "method": "POST"}
+    )  # fmt: skip
+    assert api.get(f"/services/{sid}/deploys").status_code == 200  # other methods pass
+    refused = api.post(f"/services/{sid}/deploys", json={})
+    assert refused.status_code == 400 and refused.json()["message"] == "no thanks"
+    assert emu.deploy_requests(sid) == [] and len(emu.deploys(sid)) == 1
+    assert api.post(f"/services/{sid}/deploys", json={}).status_code == 201  # n=1: used up
+    for status in (429, 500, 302):
+        with pytest.raises(ValueError, match="4xx"):
+            emu.faults.client_error(status=status)

@@ -24,7 +24,7 @@ from render_rotator.errors import ConfigError
 from render_rotator.render import RenderClient
 from render_rotator.rotation.context import LogUI
 from render_rotator.sandbox.cluster import Cluster
-from render_rotator.sandbox.emulator import RenderEmulator
+from render_rotator.sandbox.emulator import DEPLOY_ONLY_NO_BUILD_MESSAGE, RenderEmulator
 from tests.test_rotation_support import (
     PAID_PLAN,
     App,
@@ -171,6 +171,42 @@ def test_create_first_redeploys_deploy_only_and_leaves_static_sites_alone(
     assert emu.env_vars(cron)["DATABASE_URL"] == internal
     assert any(site in note and "static site" in note for note in report["notes"])
     assert site not in {d["service_id"] for d in report["deploys"]}
+
+
+def test_a_deploy_render_refuses_is_rolled_back_like_a_failed_one(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """inspect passed, but Render refuses the worker's deploy_only when it comes to it: every
+    target goes back on the old database and every service is redeployed on it."""
+    app = make_app(emu, plan=PAID_PLAN)
+    worker = emu.add_service(
+        f"{app.name}-worker", app.owner_id, {"DATABASE_URL": app.internal_url},
+        type="background_worker",
+    )  # fmt: skip
+    config = write_config(tmp_path, app, strategy="create-first", freeze="maintenance")
+    add_target(config, worker)
+    deploys_path = f"/services/{worker}/deploys"
+    emu.faults.client_error(1, 400, DEPLOY_ONLY_NO_BUILD_MESSAGE, deploys_path, "POST")
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
+    assert result.exit_code == 1, result.output
+    report = report_of(result)
+    assert f"deploy failed for {worker} (refused by Render:" in report["message"]
+    assert "target(s) were put back on the old database" in report["message"]
+    assert ("POST", deploys_path, 400) in emu.requests
+    # back on the old database, redeployed there (deploy_only again), nothing left frozen
+    assert app.env()["DATABASE_URL"] == app.internal_url
+    assert app.group_env()["DATABASE_URL"] == app.internal_url
+    assert emu.env_vars(worker)["DATABASE_URL"] == app.internal_url
+    assert emu.deploy_requests(app.service_id) == [DEPLOY_ONLY, DEPLOY_ONLY]
+    assert emu.deploy_requests(worker) == [DEPLOY_ONLY]  # the rollback's; the refused one
+    # never reached the handler
+    services = emu.state_snapshot()["services"]
+    assert services[worker]["suspended"] == "not_suspended"
+    assert services[app.service_id]["maintenanceMode"]["enabled"] is False
+    assert app.postgres_id in [pg["id"] for pg in app.databases()]
+    rollback = [d for d in report["deploys"] if d["rollback"]]
+    assert {d["service_id"] for d in rollback} == {app.service_id, worker}
+    assert all(d["status"] == "live" for d in rollback)
 
 
 def _refused(emu: RenderEmulator, app: App, config: Path, needle: str) -> str:

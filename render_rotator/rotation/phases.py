@@ -25,6 +25,7 @@ from render_rotator.errors import (
     APITimeoutError,
     ConflictError,
     NotFoundError,
+    RenderAPIError,
     RenderRotatorError,
     RotationError,
     ServerError,
@@ -811,9 +812,20 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
         record = records.get(service_id) or {}
         if record.get("deploy_id") and not _failed(record):
             continue
-        _trigger(ctx, service_id, records)
+        try:
+            _trigger(ctx, service_id, records)
+        except RenderAPIError as exc:
+            if exc.status_code != 400:
+                raise
+            # Render refused to start it (deploy_only with no build left to ship, say): a
+            # failed deploy, so the caller's rollback puts every service back, redeployed
+            records[service_id] = {"deploy_id": None, "status": "refused", "reason": exc.message}
+            ctx.save()
     failed = []
     for service_id, record in records.items():
+        if record.get("status") == "refused":
+            failed.append((service_id, f"refused by Render: {record.get('reason')}"))
+            continue
         if record.get("deploy_id") is None:
             record["status"] = "unknown"
             ctx.report.notes.append(f"could not identify the deploy of {service_id}")

@@ -192,13 +192,14 @@ def _bad_request(message: str) -> EmulatorAPIError:
 class _Rule:
     """A request fault: the next `remaining` matching requests fail this way."""
 
-    kind: str  # rate_limit | server_error | drop_connection
+    kind: str  # rate_limit | server_error | drop_connection | client_error
     remaining: int | None
     status: int = 0
     retry_after: float = 1.0
     path_prefix: str | None = None
     method: str | None = None
     after_processing: bool = False
+    message: str = ""  # client_error: Render's words in the error body
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -335,6 +336,23 @@ class Faults:
                   _norm_method(method), bool(after_processing))
         )  # fmt: skip
 
+    def client_error(
+        self,
+        n: int | None = 1,
+        status: int = 400,
+        message: str = "bad request",
+        path_prefix: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """The next `n` matching requests are refused with `status` (4xx) and `message`, as
+        Render refuses a request it will not carry out (never retried by the client)."""
+        if not 400 <= int(status) <= 499 or int(status) == 429:
+            raise ValueError("status must be a 4xx code other than 429 (see rate_limit)")
+        self._add(
+            _Rule("client_error", _count(n), int(status), 0.0, _norm_prefix(path_prefix),
+                  _norm_method(method), message=str(message))
+        )  # fmt: skip
+
     def drop_connection(
         self, n: int | None = 1, path_prefix: str | None = None, method: str | None = None
     ) -> None:
@@ -464,6 +482,7 @@ class Faults:
         actions: dict[str, Callable[..., None]] = {
             "rate_limit": self.rate_limit,
             "server_error": self.server_error,
+            "client_error": self.client_error,
             "drop_connection": self.drop_connection,
             "latency": self.latency,
             "fail_deploys": self.fail_deploys,
@@ -1301,6 +1320,8 @@ class RenderEmulator:
     def _fault_reply(rule: _Rule) -> _Reply:
         if rule.kind == "drop_connection":
             return _Reply(0, drop=True)
+        if rule.kind == "client_error":
+            return _Reply(rule.status, {"id": str(uuid.uuid4()), "message": rule.message})
         if rule.kind == "rate_limit":
             reply = _Reply(429, {"id": str(uuid.uuid4()), "message": "rate limit exceeded"})
             reply.headers.append(("Retry-After", _format_seconds(rule.retry_after)))

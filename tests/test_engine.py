@@ -312,14 +312,20 @@ def _hold_lock(cluster: Cluster, dbname: str, table: str, seconds: float) -> thr
 
 
 def _children_named(program: str) -> list[int]:
+    """This process's own children running `program` (never another test run's: several
+    suites may share the machine)."""
+    import os
+
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                # the parent pid is the 2nd field after the ")" closing the command name
+                ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if argv and argv[0].endswith(program.encode()):
+            if argv and argv[0].endswith(program.encode()) and ppid == os.getpid():
                 pids.append(int(proc.name))
     return pids
 

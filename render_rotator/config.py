@@ -96,6 +96,7 @@ class Settings:
     deploy_timeout: float = 900.0
     provision_timeout: float = 900.0
     notify_url: str | None = None
+    allow_blueprint: bool = False  # rotate although a Blueprint manages the database/targets
 
 
 DEFAULTS = Settings()
@@ -631,4 +632,5 @@ _SETTING_CHECKS: dict[str, Callable[[_Reader, Any, str], Any]] = {
     "deploy_timeout": _Reader.number,
     "provision_timeout": _Reader.number,
     "notify_url": _Reader.url,
+    "allow_blueprint": _Reader.boolean,
 }

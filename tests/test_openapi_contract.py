@@ -139,7 +139,14 @@ def test_rotation_calls_conform_to_renders_openapi_spec(pg: Cluster) -> None:
         deploy = client.trigger_deploy(scenario.service_id)
         assert deploy is not None
         client.wait_for_deploy(scenario.service_id, deploy.id, timeout=30)
+        again = client.trigger_deploy(scenario.service_id, deploy_mode="deploy_only")
+        assert again is not None
+        client.wait_for_deploy(scenario.service_id, again.id, timeout=30)
         client.list_deploys(scenario.service_id)
+        client.list_deploys(scenario.service_id, limit=1, statuses=["live", "deactivated"])
+        blueprint = emu.add_blueprint("contract", owners[0].id, [old.id, scenario.service_id])
+        assert [b.id for b in client.list_blueprints(owner_id=owners[0].id)] == [blueprint]
+        assert len(client.get_blueprint(blueprint).resources) == 2
         client.delete_postgres(old.id)
         new = client.create_postgres(
             name="contract-db-2",

@@ -276,6 +276,9 @@ def assert_rotated(
     # one deploy per service went live, and the service runs (not frozen)
     deploys = app.api_deploys()
     assert len(deploys) == 1 and deploys[0]["status"] == "live", deploys
+    # ... asked for as deploy_only: the last build with the new env vars, no new code
+    bodies = emu.deploy_requests(app.service_id)
+    assert bodies and all(b == {"deployMode": "deploy_only"} for b in bodies), bodies
     svc = emu.service(app.service_id)
     assert svc["suspended"] == "not_suspended"
     assert svc["serviceDetails"]["maintenanceMode"]["enabled"] is False

@@ -2,10 +2,14 @@
 
 from .client import DEFAULT_BASE_URL, RenderClient, is_free_tier_refusal
 from .models import (
+    DEPLOY_MODES,
     DEPLOY_SUCCESSFUL,
     DEPLOY_TERMINAL,
     POSTGRES_FAILED,
     POSTGRES_TERMINAL,
+    SERVICE_TYPES,
+    Blueprint,
+    BlueprintResource,
     ConnectionInfo,
     Deploy,
     DeployStatus,
@@ -20,10 +24,14 @@ from .models import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEPLOY_MODES",
     "DEPLOY_SUCCESSFUL",
     "DEPLOY_TERMINAL",
     "POSTGRES_FAILED",
     "POSTGRES_TERMINAL",
+    "SERVICE_TYPES",
+    "Blueprint",
+    "BlueprintResource",
     "ConnectionInfo",
     "Deploy",
     "DeployStatus",

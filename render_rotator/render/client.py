@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -56,9 +56,11 @@ from render_rotator.errors import (
 )
 
 from .models import (
+    DEPLOY_MODES,
     DEPLOY_TERMINAL,
     POSTGRES_FAILED,
     POSTGRES_TERMINAL,
+    Blueprint,
     ConnectionInfo,
     Deploy,
     DeployStatus,
@@ -532,15 +534,48 @@ class RenderClient:
     def delete_env_group_var(self, group_id: str, key: str) -> None:
         self._call("DELETE", f"/env-groups/{_seg(group_id)}/env-vars/{_seg(key)}", _ignore_body)
 
+    # -- blueprints --------------------------------------------------------------------------
+
+    def list_blueprints(self, owner_id: str | None = None) -> list[Blueprint]:
+        """Blueprints the key can see (optionally one workspace's), without their resources."""
+        params = {"ownerId": owner_id} if owner_id is not None else None
+        return [
+            Blueprint.from_api(item) for item in self._paginate("/blueprints", "blueprint", params)
+        ]
+
+    def get_blueprint(self, blueprint_id: str) -> Blueprint:
+        """One Blueprint with ``resources``: the services, databases and env groups it manages."""
+        return self._call(
+            "GET", f"/blueprints/{_seg(blueprint_id)}", _json_model(Blueprint.from_api)
+        )
+
     # -- deploys -----------------------------------------------------------------------------
 
-    def trigger_deploy(self, service_id: str, clear_cache: bool = False) -> Deploy | None:
+    def trigger_deploy(
+        self, service_id: str, clear_cache: bool = False, *, deploy_mode: str | None = None
+    ) -> Deploy | None:
         """Start a deploy. Render answers 201 with the deploy, or 202 (queued) with no body.
+
+        ``deploy_mode="deploy_only"`` redeploys the last successful build with the current env
+        vars (no new code, no build); without it Render builds the branch's latest commit.
+        Render refuses ``deploy_only`` beside ``clearCache`` (a build option), so that is a
+        UsageError here before anything is sent.
 
         On 202 the queued deploy is looked up among the newest deploys; None only when it
         cannot be identified.
         """
+        if deploy_mode is not None and deploy_mode not in DEPLOY_MODES:
+            raise UsageError(
+                f"deploy_mode must be one of {', '.join(DEPLOY_MODES)}, got {deploy_mode!r}"
+            )
+        if deploy_mode == "deploy_only" and clear_cache:
+            raise UsageError(
+                "deploy_mode='deploy_only' cannot be combined with clear_cache: it deploys "
+                "the last build without building"
+            )
         body: dict[str, Any] = {"clearCache": "clear"} if clear_cache else {}
+        if deploy_mode is not None:
+            body["deployMode"] = deploy_mode
         answer = self._call(
             "POST",
             f"/services/{_seg(service_id)}/deploys",
@@ -565,12 +600,16 @@ class RenderClient:
         logger.info("deploy of %s was queued but could not be identified", service_id)
         return None
 
-    def list_deploys(self, service_id: str, limit: int = 20) -> list[Deploy]:
-        """The ``limit`` newest deploys of a service, newest first."""
+    def list_deploys(
+        self, service_id: str, limit: int = 20, *, statuses: Iterable[str] | None = None
+    ) -> list[Deploy]:
+        """The ``limit`` newest deploys of a service, newest first (only those in
+        ``statuses`` when given: Render filters on its side)."""
         if limit < 1:
             raise UsageError("list_deploys limit must be at least 1")
         path = f"/services/{_seg(service_id)}/deploys"
-        items = self._paginate(path, "deploy", max_items=limit)
+        params = {"status": [str(s) for s in statuses]} if statuses is not None else None
+        items = self._paginate(path, "deploy", params, max_items=limit)
         return [Deploy.from_api(item) for item in items]
 
     def get_deploy(self, service_id: str, deploy_id: str) -> Deploy:
@@ -642,7 +681,7 @@ class RenderClient:
         self,
         path: str,
         item_key: str,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str | list[str]] | None = None,
         *,
         max_items: int | None = None,
     ) -> list[Mapping[str, Any]]:
@@ -652,7 +691,7 @@ class RenderClient:
         seen: set[str] = set()
         while True:
             limit = PAGE_LIMIT if max_items is None else min(PAGE_LIMIT, max_items - len(items))
-            query: dict[str, str | int] = {**(params or {}), "limit": limit}
+            query: dict[str, str | int | list[str]] = {**(params or {}), "limit": limit}
             if cursor is not None:
                 query["cursor"] = cursor
             page = self._call("GET", path, _json_list, params=query)
@@ -693,7 +732,7 @@ class RenderClient:
         path: str,
         parse: Callable[[httpx.Response], T],
         *,
-        params: Mapping[str, str | int] | None = None,
+        params: Mapping[str, str | int | list[str]] | None = None,
         body: Any = None,
         policy: _Policy = _Policy.IDEMPOTENT,
         recover: Callable[[], T | None] | None = None,
@@ -733,7 +772,7 @@ class RenderClient:
         self,
         method: str,
         path: str,
-        params: Mapping[str, str | int] | None,
+        params: Mapping[str, str | int | list[str]] | None,
         body: Any,
         state: _AttemptState,
     ) -> httpx.Response:

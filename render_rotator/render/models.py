@@ -19,10 +19,14 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "DEPLOY_MODES",
     "DEPLOY_SUCCESSFUL",
+    "SERVICE_TYPES",
     "DEPLOY_TERMINAL",
     "POSTGRES_FAILED",
     "POSTGRES_TERMINAL",
+    "Blueprint",
+    "BlueprintResource",
     "ConnectionInfo",
     "Deploy",
     "DeployStatus",
@@ -95,6 +99,19 @@ DEPLOY_TERMINAL: frozenset[DeployStatus] = frozenset(
         DeployStatus.CANCELED,
     }
 )
+#: Render's ``DeployMode``: ``deploy_only`` ships the last successful build with the current env
+#: vars; ``build_and_deploy`` (Render's default) builds the branch's latest commit first.
+DEPLOY_MODES: tuple[str, ...] = ("deploy_only", "build_and_deploy")
+
+#: Render's ``serviceType`` enum. Only ``web_service`` has a maintenance mode.
+SERVICE_TYPES: tuple[str, ...] = (
+    "static_site",
+    "web_service",
+    "private_service",
+    "background_worker",
+    "cron_job",
+)
+
 #: ``deactivated`` counts as success: the deploy went live and a newer one has replaced it.
 DEPLOY_SUCCESSFUL: frozenset[DeployStatus] = frozenset(
     {DeployStatus.LIVE, DeployStatus.DEACTIVATED}
@@ -318,6 +335,11 @@ class Service:
             raw=dict(data),
         )
 
+    @property
+    def has_maintenance_mode(self) -> bool:
+        """Render offers maintenance mode on web services only."""
+        return self.type == "web_service"
+
 
 @dataclass(frozen=True)
 class EnvGroup:
@@ -398,3 +420,60 @@ class Deploy:
     @property
     def is_successful(self) -> bool:
         return self.status in DEPLOY_SUCCESSFUL
+
+
+@dataclass(frozen=True)
+class BlueprintResource:
+    """One resource a Blueprint manages: a service, a database, an env group..."""
+
+    id: str
+    name: str
+    type: str
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> BlueprintResource:
+        return cls(id=str(data["id"]), name=_str(data.get("name")), type=_str(data.get("type")))
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    """A Blueprint (render.yaml) and, when read one by one, the resources it manages.
+
+    ``GET /blueprints`` lists blueprints without their resources; ``GET /blueprints/{id}``
+    carries ``resources``. A sync re-applies render.yaml to every one of them.
+    """
+
+    id: str
+    name: str
+    status: str = ""
+    auto_sync: bool = False
+    repo: str = ""
+    branch: str = ""
+    path: str = ""
+    last_sync: datetime | None = None
+    resources: tuple[BlueprintResource, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Blueprint:
+        return cls(
+            id=str(data["id"]),
+            name=_str(data.get("name")),
+            status=_str(data.get("status")),
+            auto_sync=bool(data.get("autoSync")),
+            repo=_str(data.get("repo")),
+            branch=_str(data.get("branch")),
+            path=_str(data.get("path")),
+            last_sync=_parse_time(data.get("lastSync")),
+            resources=tuple(
+                BlueprintResource.from_api(item) for item in data.get("resources") or ()
+            ),
+            raw=dict(data),
+        )
+
+    def manages(self, resource_id: str) -> BlueprintResource | None:
+        """The resource with this id, when this Blueprint manages it."""
+        for resource in self.resources:
+            if resource.id == resource_id:
+                return resource
+        return None

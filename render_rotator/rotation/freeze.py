@@ -2,6 +2,9 @@
 
 suspend      suspend each affected service (default): nothing runs, nothing writes.
 maintenance  Render's maintenance mode: the service stays up behind a maintenance page.
+             Render has it for web services only: workers, private services and cron
+             jobs are suspended instead (see rotation/services.py; static sites are left
+             alone). Thaw undoes exactly what was done to each one.
 readonly     the database itself refuses writes (default_transaction_read_only, and other
              sessions are ended so none keeps a read-write transaction open).
 none         no freeze (explicit opt-out; verification still catches rows that differ).
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg2 import sql
 
 from render_rotator.postgres.connect import connection
+from render_rotator.rotation.services import freeze_action, service_types
 
 if TYPE_CHECKING:
     from render_rotator.rotation.context import Rotation
@@ -49,36 +53,44 @@ def freeze(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
         )
 
 
-def _is_frozen(ctx: Rotation, mode: str, service_id: str) -> bool:
+def _is_frozen(ctx: Rotation, action: str, service_id: str) -> bool:
+    """Whether the service is suspended (action "suspend") or in maintenance mode."""
     service = ctx.client.get_service(service_id)
-    return bool(service.suspended if mode == "suspend" else service.maintenance_mode_enabled)
+    return bool(service.suspended if action == "suspend" else service.maintenance_mode_enabled)
 
 
 def _freeze_services(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
-    """Suspend (or put in maintenance) each affected service we find running.
+    """Suspend (or put in maintenance) each affected service we find running, each by its
+    type: in maintenance mode, services other than web services are suspended instead.
 
     A service goes on the "pending" list before the call, so a run cut off between the call
-    and the journal still knows that the frozen service it finds was frozen by us.
+    and the journal still knows that the frozen service it finds was frozen by us. It is
+    recorded under what was done to it ("suspended" or "maintenance"), which thaw undoes.
     """
-    done_key = "suspended" if mode == "suspend" else "maintenance"
     pending = frozen.setdefault("pending", [])
     adopt = bool(ctx.state.get("adopt_frozen"))
     thawed = frozen.get("thawed", [])
+    types = service_types(ctx)
     for service_id in ctx.affected_services():
-        if service_id in frozen[done_key]:
+        action = freeze_action(types.get(service_id, "web_service"), mode)
+        if action is None:
+            continue  # a static site: nothing runs there
+        done_key = "suspended" if action == "suspend" else "maintenance"
+        done = frozen.setdefault(done_key, [])
+        if service_id in done:
             # ours: a resumed run makes sure it still is frozen (a landing may have thawed
             # it without the journal knowing, or thawed it and recorded so)
-            if _is_frozen(ctx, mode, service_id):
+            if _is_frozen(ctx, action, service_id):
                 continue
             log.info("%s, frozen by this rotation, is running again: freezing it", service_id)
             if service_id in thawed:
                 thawed.remove(service_id)
                 ctx.save()
-            _call_freeze(ctx, mode, service_id)
+            _call_freeze(ctx, action, service_id)
             continue
-        already = _is_frozen(ctx, mode, service_id)
+        already = _is_frozen(ctx, action, service_id)
         if already and service_id not in pending and not adopt:
-            log.warning("%s was already frozen (%s): leaving it as it is", service_id, mode)
+            log.warning("%s was already frozen (%s): leaving it as it is", service_id, action)
             continue
         if already:
             log.info("%s is frozen by this rotation's earlier run: taking it as ours", service_id)
@@ -86,8 +98,8 @@ def _freeze_services(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
             if service_id not in pending:
                 pending.append(service_id)
                 ctx.save()
-            _call_freeze(ctx, mode, service_id)
-        frozen[done_key].append(service_id)
+            _call_freeze(ctx, action, service_id)
+        done.append(service_id)
         ctx.save()
 
 

@@ -25,6 +25,7 @@ from render_rotator.errors import (
     APITimeoutError,
     ConflictError,
     NotFoundError,
+    RenderAPIError,
     RenderRotatorError,
     RotationError,
     ServerError,
@@ -44,6 +45,7 @@ from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
+from render_rotator.rotation import blueprints, services
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.naming import is_rotation_of
@@ -179,7 +181,8 @@ def inspect(ctx: Rotation) -> bool:
     """Find the old database, its targets and (if any) a half-done rotation's new database."""
     state = ctx.state
     values: list[TargetValue] | None = None
-    if state.get("old_id"):
+    fresh = not state.get("old_id")
+    if not fresh:
         old = ctx.old  # resuming: the journal knows which is which
         new = ctx.new
         if new is None and state.get("new_id"):
@@ -242,6 +245,8 @@ def inspect(ctx: Rotation) -> bool:
         "plan": spec.get("plan"),
     }
     _inspect_targets(ctx, new, values)
+    if fresh:
+        _preflight(ctx)
     if old is not None and not ctx.journal.is_done("backup"):
         _check_client(ctx)
     ctx.save()
@@ -281,6 +286,14 @@ def _refuse_downgrade(ctx: Rotation, current: str | None) -> None:
         f"{current}; a rotation never downgrades",
         hint=f'set version = "{current}" or newer, or remove version to keep {current}',
     )
+
+
+def _preflight(ctx: Rotation) -> None:
+    """Refusals that must come before anything changes: a service deploy_only cannot
+    redeploy, a Blueprint that would undo the rotation (rotation/services.py, blueprints.py)."""
+    services.check_deploy_only(ctx)
+    blueprints.check_blueprints(ctx)
+    services.note_static_sites(ctx)
 
 
 def _inspect_targets(
@@ -830,7 +843,7 @@ def _trigger(ctx: Rotation, service_id: str, records: dict[str, Any]) -> None:
     attempts = 3
     for attempt in range(1, attempts + 1):
         try:
-            deploy_obj = ctx.client.trigger_deploy(service_id)
+            deploy_obj = ctx.client.trigger_deploy(service_id, deploy_mode=services.DEPLOY_MODE)
         except (ServerError, APITimeoutError) as exc:
             found = _find_deploy_since(ctx, service_id, record["requested_at"])
             if found is not None:
@@ -852,13 +865,24 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
     A deploy recorded as failed (by an earlier run) is triggered again.
     """
     records = ctx.state.setdefault(key, {})
-    for service_id in ctx.affected_services():
+    for service_id in services.runtime_services(ctx):
         record = records.get(service_id) or {}
         if record.get("deploy_id") and not _failed(record):
             continue
-        _trigger(ctx, service_id, records)
+        try:
+            _trigger(ctx, service_id, records)
+        except RenderAPIError as exc:
+            if exc.status_code != 400:
+                raise
+            # Render refused to start it (deploy_only with no build left to ship, say): a
+            # failed deploy, so the caller's rollback puts every service back, redeployed
+            records[service_id] = {"deploy_id": None, "status": "refused", "reason": exc.message}
+            ctx.save()
     failed = []
     for service_id, record in records.items():
+        if record.get("status") == "refused":
+            failed.append((service_id, f"refused by Render: {record.get('reason')}"))
+            continue
         if record.get("deploy_id") is None:
             record["status"] = "unknown"
             ctx.report.notes.append(f"could not identify the deploy of {service_id}")

@@ -42,6 +42,7 @@ from render_rotator.rotation import phases
 from render_rotator.rotation.context import LogUI, Rotation, RotationUI
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
+from render_rotator.rotation.services import describe_freeze, runtime_services
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -479,12 +480,11 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     due = within is None or state.get("new_id") is not None or (days is not None and days <= within)
     report.due = due
     strategy = ctx.settings.strategy
-    services = ", ".join(ctx.affected_services()) or "no services"
     plan = [
         f"inspect {state['old_id']} ({spec['name']}, {spec['plan']}, PostgreSQL "
         f"{spec['version']}, expires {spec.get('expires_at') or 'never'}"
         + (f", {days:.1f} days left)" if days is not None else ")"),
-        f"freeze writes: {ctx.settings.freeze} ({services})",
+        f"freeze writes: {describe_freeze(ctx, ctx.settings.freeze)}",
         f"back up to {ctx.settings.backup_dir} (checked with pg_restore --list, sha256, inventory)",
     ]
     if strategy == "delete-first":
@@ -510,7 +510,8 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     plan.append("verify: exact row counts per table, sequences, object counts")
     for target in ctx.db.targets:
         plan.append(f"set {target.label} to the new {target.connection} connection string")
-    plan.append(f"thaw and deploy {services}; wait for live")
+    deployed = ", ".join(runtime_services(ctx)) or "no services"
+    plan.append(f"thaw and redeploy {deployed} (deploy_only: no new code); wait for live")
     if strategy != "delete-first":
         plan.append(
             f"keep {state['old_id']} (keep_old)"

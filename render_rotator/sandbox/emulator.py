@@ -41,6 +41,18 @@ report and the tests can name them):
   Render's (``api-<pod>/<token>-<n>``).
 * A deploy of a suspended service is allowed (the service stays suspended); resuming a service
   does not start a deploy.
+* Services have Render's types (``web_service``, ``private_service``, ``background_worker``,
+  ``cron_job``, ``static_site``). Only web services carry ``maintenanceMode``; a PATCH turning
+  it on or off for another type answers 400 ``"maintenance mode is only supported for web
+  services"`` (the spec gives 400 for PATCH /services/{id}; the wording is ours).
+* ``POST .../deploys`` bodies are recorded (`RenderEmulator.deploy_requests`), refused ones too.
+  ``deployMode: deploy_only`` beside ``commitId``, ``imageUrl`` or ``clearCache`` is a 400, as
+  the spec's DeployMode says. ``deploy_only`` redeploys the last successful build (same commit
+  or image, no ``build_in_progress``); a service with no successful build answers 400 (the
+  spec lists 400 for this call but not this case's wording: ours).
+* Blueprints (``GET /blueprints``, ``GET /blueprints/{id}`` with ``resources``) are records only:
+  `RenderEmulator.add_blueprint` marks databases, services and env groups as managed; nothing
+  ever syncs.
 * The database really exists (and accepts logins) while its record still says ``creating``.
 * Free databases get ``expiresAt`` = createdAt + 30 days; passing it changes nothing locally.
 
@@ -101,6 +113,24 @@ LEGACY_PLAN_MESSAGE = (
     "Legacy Postgres plans, including '{plan}', are no longer supported for new databases."
 )
 DEPLOY_FAILURE_STATUSES = ("build_failed", "update_failed", "pre_deploy_failed", "canceled")
+SERVICE_TYPES = ("static_site", "web_service", "private_service", "background_worker", "cron_job")
+DEPLOY_MODES = ("deploy_only", "build_and_deploy")
+# deploy outcomes whose build succeeded (the build exists even if the update failed)
+_BUILT_OUTCOMES = ("live", "update_failed", "pre_deploy_failed")
+MAINTENANCE_ONLY_WEB_MESSAGE = "maintenance mode is only supported for web services"
+DEPLOY_ONLY_CONFLICT_MESSAGE = (
+    "deployMode cannot be combined with commitId or imageUrl or clearCache"
+)
+DEPLOY_ONLY_NO_BUILD_MESSAGE = (
+    "deployMode deploy_only requires a previous successful build, and this service has none"
+)
+_DASHBOARD_KIND = {
+    "static_site": "static",
+    "web_service": "web",
+    "private_service": "pserv",
+    "background_worker": "worker",
+    "cron_job": "cron",
+}
 DEFAULT_IMAGE = "docker.io/library/nginx:latest"
 DEFAULT_PAGE_LIMIT = 20
 MAX_PAGE_LIMIT = 100
@@ -173,13 +203,14 @@ def _bad_request(message: str) -> EmulatorAPIError:
 class _Rule:
     """A request fault: the next `remaining` matching requests fail this way."""
 
-    kind: str  # rate_limit | server_error | drop_connection
+    kind: str  # rate_limit | server_error | drop_connection | client_error
     remaining: int | None
     status: int = 0
     retry_after: float = 1.0
     path_prefix: str | None = None
     method: str | None = None
     after_processing: bool = False
+    message: str = ""  # client_error: Render's words in the error body
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -316,6 +347,23 @@ class Faults:
                   _norm_method(method), bool(after_processing))
         )  # fmt: skip
 
+    def client_error(
+        self,
+        n: int | None = 1,
+        status: int = 400,
+        message: str = "bad request",
+        path_prefix: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """The next `n` matching requests are refused with `status` (4xx) and `message`, as
+        Render refuses a request it will not carry out (never retried by the client)."""
+        if not 400 <= int(status) <= 499 or int(status) == 429:
+            raise ValueError("status must be a 4xx code other than 429 (see rate_limit)")
+        self._add(
+            _Rule("client_error", _count(n), int(status), 0.0, _norm_prefix(path_prefix),
+                  _norm_method(method), message=str(message))
+        )  # fmt: skip
+
     def drop_connection(
         self, n: int | None = 1, path_prefix: str | None = None, method: str | None = None
     ) -> None:
@@ -445,6 +493,7 @@ class Faults:
         actions: dict[str, Callable[..., None]] = {
             "rate_limit": self.rate_limit,
             "server_error": self.server_error,
+            "client_error": self.client_error,
             "drop_connection": self.drop_connection,
             "latency": self.latency,
             "fail_deploys": self.fail_deploys,
@@ -620,6 +669,7 @@ class _Deploy:
     commit: dict[str, str] | None
     image: dict[str, str] | None
     queued_for: float = 0.0
+    built: bool = True  # False: deploy_only, the build of an earlier deploy was reused
 
 
 @dataclass
@@ -642,10 +692,26 @@ class _Service:
     health_check_path: str = ""
     deploys: list[_Deploy] = field(default_factory=list)
     environment_id: str | None = None
+    type: str = "web_service"
+    deploy_requests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9-]+", "-", self.name.lower()).strip("-") or self.id
+
+
+@dataclass
+class _Blueprint:
+    id: str
+    seq: int
+    name: str
+    owner_id: str
+    repo: str
+    branch: str
+    path: str
+    auto_sync: bool
+    created: float
+    resource_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -869,6 +935,8 @@ _ROUTE_TABLE: list[tuple[str, str, str]] = [
     ("GET", rf"/env-groups/{_SEG}/env-vars/{_SEG}", "get_env_group_var"),
     ("PUT", rf"/env-groups/{_SEG}/env-vars/{_SEG}", "put_env_group_var"),
     ("DELETE", rf"/env-groups/{_SEG}/env-vars/{_SEG}", "delete_env_group_var"),
+    ("GET", r"/blueprints", "list_blueprints"),
+    ("GET", rf"/blueprints/{_SEG}", "get_blueprint"),
 ]
 _ROUTES = [(m, re.compile(p + "$"), h) for m, p, h in _ROUTE_TABLE]
 
@@ -925,6 +993,7 @@ class RenderEmulator:
         self._postgres: dict[str, _Postgres] = {}
         self._services: dict[str, _Service] = {}
         self._env_groups: dict[str, _EnvGroup] = {}
+        self._blueprints: dict[str, _Blueprint] = {}
         self.default_owner_id: str | None = None
         if default_owner:
             self.default_owner_id = self.add_owner()
@@ -1041,12 +1110,20 @@ class RenderEmulator:
         region: str = "oregon",
         plan: str = "free",
         suspended: bool = False,
+        type: str = "web_service",  # noqa: A002 - Render's field name
+        initial_deploy: str = "live",
     ) -> str:
-        """Add a web service record (no app runs) with one live deploy; returns ``srv-...``.
+        """Add a service record (no app runs) with one first deploy; returns ``srv-...``.
 
-        Image-backed like the recorded service unless `repo` is given (then Git-backed, and
-        deploys carry a commit and go through ``build_in_progress``).
+        `type` is Render's service type (a web service by default). Image-backed like the
+        recorded service unless `repo` is given (then Git-backed, and deploys carry a commit
+        and go through ``build_in_progress``). `initial_deploy` is the first deploy's outcome:
+        ``"build_failed"`` gives a service with no successful build.
         """
+        if type not in SERVICE_TYPES:
+            raise ValueError(f"service type must be one of {', '.join(SERVICE_TYPES)}")
+        if initial_deploy != "live" and initial_deploy not in DEPLOY_FAILURE_STATUSES:
+            raise ValueError(f"unknown deploy outcome {initial_deploy!r}")
         owner = self._owner_or_default(owner_id)
         now = time.time()
         svc = _Service(
@@ -1062,10 +1139,11 @@ class RenderEmulator:
             branch=branch if repo else None,
             image_path=None if repo else image_path,
             suspended=suspended,
+            type=type,
         )
         for key, value in (env_vars or {}).items():
             svc.env_vars[key] = _EnvVar(key, value, self._next_seq())
-        first = self._new_deploy(svc, now - 90, 30.0, "live", "deployed_by_render", None)
+        first = self._new_deploy(svc, now - 90, 30.0, initial_deploy, "deployed_by_render", None)
         svc.deploys.append(first)
         with self._lock:
             self._services[svc.id] = svc
@@ -1228,6 +1306,12 @@ class RenderEmulator:
         with self._lock:
             return {v.key: v.value for v in self._env_groups[group_id].env_vars}
 
+    def deploy_requests(self, service_id: str) -> list[dict[str, Any]]:
+        """Every ``POST .../deploys`` body this service received, oldest first (refused ones
+        too; an empty body is ``{}``)."""
+        with self._lock:
+            return [dict(body) for body in self._services[service_id].deploy_requests]
+
     def deploys(self, service_id: str) -> list[dict[str, Any]]:
         """A service's deploys, newest first, as ``GET .../deploys/{id}`` answers them."""
         now = time.time()
@@ -1249,6 +1333,7 @@ class RenderEmulator:
                 "services": {
                     s.id: {
                         "name": s.name,
+                        "type": s.type,
                         "suspended": "suspended" if s.suspended else "not_suspended",
                         "maintenanceMode": dict(s.maintenance),
                         "envVars": {k: v.value for k, v in s.env_vars.items()},
@@ -1336,6 +1421,8 @@ class RenderEmulator:
     def _fault_reply(rule: _Rule) -> _Reply:
         if rule.kind == "drop_connection":
             return _Reply(0, drop=True)
+        if rule.kind == "client_error":
+            return _Reply(rule.status, {"id": str(uuid.uuid4()), "message": rule.message})
         if rule.kind == "rate_limit":
             reply = _Reply(429, {"id": str(uuid.uuid4()), "message": "rate limit exceeded"})
             reply.headers.append(("Retry-After", _format_seconds(rule.retry_after)))
@@ -1886,6 +1973,31 @@ class RenderEmulator:
             raise _not_found(service_id)
         return svc
 
+    @staticmethod
+    def _details_for_type(svc: _Service, details: dict[str, Any]) -> dict[str, Any]:
+        """Trim web-service details to what Render shows for the service's type: only web
+        services have maintenance mode; workers and cron jobs open no ports; cron jobs have a
+        schedule; static sites have no runtime at all."""
+        if svc.type == "web_service":
+            return details
+        details.pop("maintenanceMode", None)
+        details.pop("healthCheckPath", None)
+        if svc.type in ("background_worker", "cron_job"):
+            details.pop("openPorts", None)
+            details.pop("url", None)
+        if svc.type == "cron_job":
+            details["schedule"] = "0 * * * *"
+            details.pop("numInstances", None)
+        if svc.type == "static_site":
+            return {
+                "buildCommand": "npm run build",
+                "publishPath": "dist",
+                "previews": details["previews"],
+                "pullRequestPreviewsEnabled": "no",
+                "url": details.get("url", ""),
+            }
+        return details
+
     def _service_json(self, svc: _Service) -> dict[str, Any]:
         git = svc.repo is not None
         details: dict[str, Any] = {
@@ -1911,10 +2023,11 @@ class RenderEmulator:
             "sshAddress": f"{svc.id}@ssh.{svc.region}.render.com",
             "url": f"https://{svc.slug}.onrender.com",
         }
+        details = self._details_for_type(svc, details)
         data: dict[str, Any] = {
             "autoDeploy": svc.auto_deploy,
             "createdAt": iso(svc.created),
-            "dashboardUrl": f"https://dashboard.render.com/web/{svc.id}",
+            "dashboardUrl": f"https://dashboard.render.com/{_DASHBOARD_KIND[svc.type]}/{svc.id}",
             "id": svc.id,
         }
         if git:
@@ -1931,7 +2044,7 @@ class RenderEmulator:
                 "slug": svc.slug,
                 "suspended": "suspended" if svc.suspended else "not_suspended",
                 "suspenders": ["user"] if svc.suspended else [],
-                "type": "web_service",
+                "type": svc.type,
                 "updatedAt": iso(svc.updated),
             }
         )
@@ -1950,7 +2063,7 @@ class RenderEmulator:
                 if (
                     (names and svc.name not in names)
                     or (owners and svc.owner_id not in owners)
-                    or (types and "web_service" not in types)
+                    or (types and svc.type not in types)
                     or (suspended and state not in suspended)
                     or (regions and svc.region not in regions)
                 ):
@@ -1980,6 +2093,8 @@ class RenderEmulator:
                 raise _bad_request("name must be a non-empty string")
             if "autoDeploy" in body and body["autoDeploy"] not in ("yes", "no"):
                 raise _bad_request("autoDeploy must be 'yes' or 'no'")
+            if mode is not None and svc.type != "web_service":
+                raise _bad_request(MAINTENANCE_ONLY_WEB_MESSAGE)
             if mode is not None:
                 svc.maintenance = {"enabled": mode["enabled"], "uri": mode.get("uri", "")}
             if "name" in body:
@@ -2092,10 +2207,15 @@ class RenderEmulator:
         trigger: str,
         commit_id: str | None,
         queued_for: float = 0.0,
+        reuse: _Deploy | None = None,
     ) -> _Deploy:
+        """A deploy record; with `reuse` (deploy_only) it ships that deploy's build again."""
         git = svc.repo is not None
         commit = image = None
-        if git:
+        if reuse is not None:
+            commit = dict(reuse.commit) if reuse.commit else None
+            image = dict(reuse.image) if reuse.image else None
+        elif git:
             commit = {
                 "id": commit_id or secrets.token_hex(20),
                 "message": "Update app",
@@ -2118,7 +2238,16 @@ class RenderEmulator:
             commit=commit,
             image=image,
             queued_for=queued_for,
+            built=reuse is None,
         )
+
+    @staticmethod
+    def _last_build(svc: _Service) -> _Deploy | None:
+        """The newest deploy whose build succeeded: what ``deploy_only`` ships again."""
+        for d in reversed(svc.deploys):
+            if d.outcome in _BUILT_OUTCOMES:
+                return d
+        return None
 
     @staticmethod
     def _deploy_timeline(d: _Deploy) -> list[tuple[float, str]]:
@@ -2127,7 +2256,7 @@ class RenderEmulator:
         steps: list[tuple[float, str]] = []
         if d.queued_for:
             steps.append((d.created, "queued"))
-        if d.git:
+        if d.git and d.built:
             steps.append((t0, "created"))
             steps.append((t0 + 0.2 * span, "build_in_progress"))
             if d.outcome != "build_failed":
@@ -2181,14 +2310,25 @@ class RenderEmulator:
 
     def _h_create_deploy(self, req: _Request, service_id: str) -> _Reply:
         body = req.obj(required=False)
+        with self._lock:
+            self._get_svc(service_id).deploy_requests.append(dict(body))
         if body.get("clearCache", "do_not_clear") not in ("clear", "do_not_clear"):
             raise _bad_request("clearCache must be 'clear' or 'do_not_clear'")
         commit_id = body.get("commitId")
         if commit_id is not None and not isinstance(commit_id, str):
             raise _bad_request("commitId must be a string")
+        mode = body.get("deployMode", "build_and_deploy")
+        if mode not in DEPLOY_MODES:
+            raise _bad_request(f"deployMode must be one of {', '.join(DEPLOY_MODES)}")
+        deploy_only = mode == "deploy_only"
+        if deploy_only and any(k in body for k in ("commitId", "imageUrl", "clearCache")):
+            raise _bad_request(DEPLOY_ONLY_CONFLICT_MESSAGE)
         now = time.time()
         with self._lock:
             svc = self._get_svc(service_id)
+            reuse = self._last_build(svc) if deploy_only else None
+            if deploy_only and reuse is None:
+                raise _bad_request(DEPLOY_ONLY_NO_BUILD_MESSAGE)
             failure = self.faults._take_deploy_failure(service_id)
             queued = self.faults._take_queue()
             deploy = self._new_deploy(
@@ -2199,6 +2339,7 @@ class RenderEmulator:
                 "api",
                 commit_id,
                 queued_for=max(self.deploy_delay / 2, 0.05) if queued else 0.0,
+                reuse=reuse,
             )
             svc.deploys.append(deploy)
             if queued:
@@ -2305,6 +2446,87 @@ class RenderEmulator:
             group.env_vars = kept
             group.updated = time.time()
         return _Reply(204)
+
+    # -- blueprints ----------------------------------------------------------------------------
+
+    def add_blueprint(
+        self,
+        name: str = "app-blueprint",
+        owner_id: str | None = None,
+        manages: Iterable[str] = (),
+        *,
+        repo: str = "https://github.com/example/app",
+        branch: str = "main",
+        path: str = "render.yaml",
+        auto_sync: bool = True,
+    ) -> str:
+        """Add a Blueprint managing `manages` (postgres, service or env group ids); returns
+        its ``exs-...`` id. Nothing syncs: it only answers the Blueprint endpoints."""
+        owner = self._owner_or_default(owner_id)
+        blueprint = _Blueprint(
+            new_id("exs"), self._next_seq(), name, owner, repo, branch, path, auto_sync,
+            time.time(),
+        )  # fmt: skip
+        with self._lock:
+            self._blueprints[blueprint.id] = blueprint
+        for resource_id in manages:
+            self.manage_with_blueprint(blueprint.id, resource_id)
+        return blueprint.id
+
+    def manage_with_blueprint(self, blueprint_id: str, resource_id: str) -> None:
+        """Mark a database, service or env group as managed by this Blueprint."""
+        with self._lock:
+            blueprint = self._blueprints[blueprint_id]
+            if self._resource(resource_id) is None:
+                raise ValueError(f"unknown resource {resource_id!r}")
+            if resource_id not in blueprint.resource_ids:
+                blueprint.resource_ids.append(resource_id)
+
+    def _resource(self, resource_id: str) -> dict[str, str] | None:
+        """``{"id", "name", "type"}`` as a Blueprint lists it; None once deleted."""
+        if resource_id in self._postgres:
+            return {"id": resource_id, "name": self._postgres[resource_id].name,
+                    "type": "postgres"}  # fmt: skip
+        if resource_id in self._services:
+            svc = self._services[resource_id]
+            return {"id": resource_id, "name": svc.name, "type": svc.type}
+        if resource_id in self._env_groups:
+            return {"id": resource_id, "name": self._env_groups[resource_id].name,
+                    "type": "environment_group"}  # fmt: skip
+        return None
+
+    def _blueprint_json(self, blueprint: _Blueprint, *, resources: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": blueprint.id,
+            "name": blueprint.name,
+            "status": "in_sync",
+            "autoSync": blueprint.auto_sync,
+            "repo": blueprint.repo,
+            "branch": blueprint.branch,
+            "path": blueprint.path,
+            "lastSync": iso(blueprint.created),
+        }
+        if resources:
+            found = (self._resource(rid) for rid in blueprint.resource_ids)
+            data["resources"] = [r for r in found if r is not None]
+        return data
+
+    def _h_list_blueprints(self, req: _Request) -> _Reply:
+        owners = set(req.param("ownerId"))
+        with self._lock:
+            items = [
+                (b.seq, self._blueprint_json(b, resources=False))
+                for b in sorted(self._blueprints.values(), key=lambda b: b.seq)
+                if not owners or b.owner_id in owners
+            ]
+        return _Reply(200, self._page(req, "blueprint", items, "blueprint"))
+
+    def _h_get_blueprint(self, req: _Request, blueprint_id: str) -> _Reply:
+        with self._lock:
+            blueprint = self._blueprints.get(blueprint_id)
+            if blueprint is None:
+                raise _not_found(blueprint_id)
+            return _Reply(200, self._blueprint_json(blueprint, resources=True))
 
 
 def expires_in(days: float) -> datetime:

@@ -124,7 +124,8 @@ def add_service(
     env_vars: Mapping[str, str] | None = None,
     **fields: Any,
 ) -> str:
-    """A web service record with one live deploy; see `RenderEmulator.add_service`."""
+    """A service record (a web service unless `type=` says otherwise) with one first deploy;
+    see `RenderEmulator.add_service`."""
     return emulator.add_service(name, owner_id, env_vars, **fields)
 
 

@@ -169,7 +169,7 @@ def test_blueprints_list_and_resources(emu: RenderEmulator, api: httpx.Client) -
     web = emu.add_service("shop-web", owner)
     worker = emu.add_service("shop-worker", owner, type="background_worker")
     group = emu.add_env_group("shop-env", owner)
-    pg = emu.create_postgres(name="shop-db", ownerId=owner, plan="free", version="16")
+    pg = emu.create_postgres(name="shop-db", ownerId=owner, plan="free", version="18")
     bp = emu.add_blueprint("shop", owner, [pg["id"], web])
     emu.manage_with_blueprint(bp, group)
     emu.add_blueprint("elsewhere", other, [])

@@ -413,3 +413,45 @@ def test_parallel_directory_dump_and_restore(pg: Cluster, edge_source: str, tmp_
         connect_timeout=10,
     )
     _assert_identical(pg, edge_source, pg, target)
+
+
+def test_large_objects_travel_in_slices(pg: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large object larger than a slice (a bytea caps at 1 GB) arrives whole and exact."""
+    import render_rotator.postgres.copy as copy_module
+
+    monkeypatch.setattr(copy_module, "LO_SLICE", 1000)
+    source, target = unique_name("lo"), unique_name("lodst")
+    pg.create_database(source)
+    pg.create_database(target)
+    pg.execute(
+        "SELECT lo_from_bytea(5001, '');"  # empty
+        "SELECT lo_from_bytea(5002, decode(repeat('ab', 1000), 'hex'));"  # exactly one slice
+        "SELECT lo_from_bytea(5003, decode(repeat(md5('x'), 313), 'hex'));"  # 5008 bytes
+        "SELECT lo_from_bytea(5004, decode(repeat(md5('y'), 63), 'hex'));",  # 1008 bytes
+        dbname=source,
+    )
+    result = copy_database(pg.url(source), pg.url(target), jobs=2, verify=True)
+    assert result.large_objects == 4
+    contents = "SELECT oid, length(lo_get(oid)), md5(lo_get(oid)) FROM pg_largeobject_metadata"
+    assert sorted(pg.query(contents, target)) == sorted(pg.query(contents, source))
+    assert [row[1] for row in sorted(pg.query(contents, target))] == [0, 1000, 5008, 1008]
+
+
+def test_reg_values_keep_their_schema_under_a_database_search_path(pg: Cluster) -> None:
+    """A database-level search_path must not turn app.t into public.t on the way."""
+    source, target = unique_name("sp"), unique_name("spdst")
+    pg.create_database(source)
+    pg.create_database(target)
+    pg.execute(
+        "CREATE SCHEMA app; CREATE TABLE app.t (x int); CREATE TABLE public.t (x int);"
+        "CREATE TYPE app.kind AS ENUM ('a'); CREATE TYPE public.kind AS ENUM ('b');"
+        "CREATE TABLE refs (c regclass, k regtype);"
+        "INSERT INTO refs VALUES ('app.t', 'app.kind'), ('public.t', 'public.kind');"
+        f'ALTER DATABASE "{source}" SET search_path = app, public',
+        dbname=source,
+    )
+    copy_database(pg.url(source), pg.url(target), jobs=2)
+    # read with an empty path, so every name prints schema-qualified
+    query = "SELECT c::oid::regclass::text, k::oid::regtype::text FROM public.refs ORDER BY 1"
+    got = pg.query(f"SET search_path = pg_catalog; {query}", target)
+    assert got == [("app.t", "app.kind"), ("public.t", "public.kind")]

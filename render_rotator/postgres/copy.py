@@ -126,6 +126,9 @@ _STREAM_SETTINGS = {
     "IntervalStyle": "postgres",
     "extra_float_digits": "3",
     "standard_conforming_strings": "on",
+    # as pg_dump and pg_restore do: a database's own search_path (ALTER DATABASE ... SET)
+    # would print reg* values unqualified on one side and resolve them elsewhere on the other
+    "search_path": "pg_catalog",
 }
 
 
@@ -1118,24 +1121,41 @@ class _Copier:
     def copy_large_objects(self, part: int = 0, parts: int = 1) -> int:
         """Large objects, with their OIDs and contents, read in the snapshot.
 
-        Binary COPY of `lo_get()` for the objects whose OID falls in `part` of `parts`, into
-        a temporary table on the target, then `lo_from_bytea()` recreates each under its own
-        OID: no hex text, and `parts` streams side by side (pg_dump writes large objects as
-        one serial script). Returns the number of objects.
+        Binary COPY of `lo_get()` slices for the objects whose OID falls in `part` of
+        `parts`, into a temporary table on the target, then `lo_create()` + `lo_put()`
+        recreate each under its own OID: no hex text, and `parts` streams side by side
+        (pg_dump writes large objects as one serial script). The target holds a part's
+        bytes twice until its transaction commits. Returns the number of slices.
         """
-        source_sql = (
-            "COPY (SELECT oid, lo_get(oid) FROM pg_catalog.pg_largeobject_metadata"
-            f" WHERE oid::bigint % {parts} = {part}) TO STDOUT (FORMAT binary)"
-        )
+        # each object in slices of at most LO_SLICE bytes (one bytea must stay below 1 GB);
+        # its size comes from a read-only descriptor, opened and closed in the snapshot
+        source_sql = f"""COPY (
+            WITH sized AS (
+                SELECT m.oid, (
+                    SELECT CASE WHEN pg_catalog.lo_close(d.fd) = 0 THEN d.size END
+                    FROM (SELECT o.fd, pg_catalog.lo_lseek64(o.fd, 0, 2) AS size
+                          FROM (SELECT pg_catalog.lo_open(m.oid, 262144) AS fd OFFSET 0) o
+                          OFFSET 0) d
+                ) AS size
+                FROM pg_catalog.pg_largeobject_metadata m
+                WHERE m.oid::bigint % {parts} = {part}
+            )
+            SELECT s.oid, g.off, pg_catalog.lo_get(s.oid, g.off, {LO_SLICE})
+            FROM sized s,
+                 LATERAL generate_series(0::bigint, greatest(s.size - 1, 0), {LO_SLICE}) g(off)
+        ) TO STDOUT (FORMAT binary)"""
         source_argv = self.psql(self.source_stream_url(), "--quiet")
         for command in [*self.snapshot_prelude(), source_sql]:
             source_argv += ["-c", command]
         target_argv = self.psql(self.target_stream_url())
         for command in (
             "BEGIN",
-            "CREATE TEMPORARY TABLE render_rotator_lo (loid oid, data bytea) ON COMMIT DROP",
+            "CREATE TEMPORARY TABLE render_rotator_lo (loid oid, off bigint, data bytea)"
+            " ON COMMIT DROP",
             "COPY render_rotator_lo FROM STDIN (FORMAT binary)",
-            "SELECT count(pg_catalog.lo_from_bytea(loid, data)) FROM render_rotator_lo",
+            "SELECT count(pg_catalog.lo_create(loid))"
+            " FROM (SELECT DISTINCT loid FROM render_rotator_lo) o",
+            "SELECT count(pg_catalog.lo_put(loid, off, data)) FROM render_rotator_lo",
             "COMMIT",
         ):
             target_argv += ["-c", command]
@@ -1844,6 +1864,9 @@ def _index_runner(c: _Copier, schema_path: Path, entry: _TocEntry, task: _Task) 
     )
     return True
 
+
+# Large objects travel in slices of this many bytes: a bytea value must stay below 1 GB.
+LO_SLICE = 64 * 1024 * 1024
 
 # An index build this large (weighted source size) that outweighs all other waiting work is
 # the copy's long pole: it gets the server's parallel maintenance workers. PostgreSQL 18

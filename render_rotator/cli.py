@@ -609,7 +609,11 @@ def demo(rows: int, as_json: bool) -> None:
     default=0,
     help="Port on 127.0.0.1 (default: a free one).",
 )
-@click.option("--api-key", envvar="RENDER_API_KEY", help="Key to require (default: random).")
+@click.option(
+    "--api-key",
+    help="Key the emulator requires (default: a random one). Never taken from RENDER_API_KEY, "
+    "which may hold a real Render key that the sandbox would print.",
+)
 @click.option("--seed", is_flag=True, help="Add the demo's owner, database and service.")
 @handle_errors
 def sandbox(port: int, api_key: str | None, seed: bool) -> None:

@@ -26,8 +26,9 @@ _lock = threading.RLock()
 _listeners: list[Callable[[str], None]] = []
 
 # scheme://user:PASSWORD@host — the password runs to the last "@" of the token, so an
-# unencoded "@" or ":" inside it is covered too
-_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)([^\s'\"]*)(@)")
+# unencoded "@" or ":" inside it is covered too; also scheme:/user:PASSWORD@host, which is
+# what a URL becomes when used as a file path (pathlib folds "//")
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*:/{1,2}[^:/@\s'\"]*:)([^\s'\"]*)(@)")
 # password=VALUE in a query string or a libpq keyword/value string
 _PARAM_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)", re.IGNORECASE)
 # where a letters-only secret counts as a value: after = or :, or quoted, up to a delimiter

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -249,8 +250,24 @@ def inspect(ctx: Rotation) -> bool:
         _preflight(ctx)
     if old is not None and not ctx.journal.is_done("backup"):
         _check_client(ctx)
+        _check_backup_dir(ctx)
     ctx.save()
     return True
+
+
+def _check_backup_dir(ctx: Rotation) -> None:
+    """backup_dir must take a file before anything is frozen: found out at backup, it would
+    cost the app a freeze for nothing."""
+    backup_dir = ctx.settings.backup_dir
+    try:
+        backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=backup_dir, prefix=".render-rotator-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"backup_dir {backup_dir} cannot hold a backup: {exc.strerror or exc}",
+            hint="set backup_dir in the config to a writable directory",
+        ) from None
 
 
 def _forget_vanished_new(ctx: Rotation) -> None:

@@ -7,13 +7,16 @@ exactly one JSON object (also on failure) and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,6 +77,35 @@ SECONDS = _Seconds()
 JOBS = click.IntRange(min=1, max=MAX_JOBS)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM and SIGHUP (a cancelled CI job, a closed terminal) stop us like Ctrl-C does:
+    through the same clean-up paths (a rotation lands, a sandbox removes its cluster)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Signals interrupt the command, even while a query waits on the server: psycopg2 then
+    waits in Python (select), where a signal raises at once and the query is cancelled,
+    instead of inside libpq, where it would wait for the statement to end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (e.g. a test runner's thread)
+        return
+    import psycopg2.extensions
+
+    from render_rotator.postgres.connect import wait_interruptible
+
+    previous_wait = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(wait_interruptible)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        psycopg2.extensions.set_wait_callback(previous_wait)
+
+
 def handle_errors[F: Callable[..., Any]](func: F) -> F:
     """Turn our exceptions into one line + the contract's exit code."""
 
@@ -81,7 +113,8 @@ def handle_errors[F: Callable[..., Any]](func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         out = Output(bool(kwargs.get("as_json")))
         try:
-            return func(*args, **kwargs)
+            with _signals_interrupt():
+                return func(*args, **kwargs)
         except RenderRotatorError as exc:
             github.annotate("error", scrub(str(exc)), title="render-rotator")
             out.error(exc, exc.exit_code)

@@ -120,3 +120,27 @@ def test_module_entry_point_and_version():
         check=True,
     )
     assert "render-rotator" in out.stdout and "0.1.0" in out.stdout
+
+
+def test_cli_connect_timeout_holds_against_a_silent_server(runner: CliRunner):
+    """The CLI waits on connections in Python (so a signal can stop it): connect_timeout
+    must hold there too, against a host that accepts TCP and never answers."""
+    import socket
+    import time
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        url = f"postgresql://u:pw@127.0.0.1:{listener.getsockname()[1]}/db"
+        started = time.monotonic()
+        result = runner.invoke(
+            cli,
+            ["verify", "--connect-timeout", "2"],
+            env={
+                "RENDER_ROTATOR_SOURCE_URL": url,
+                "RENDER_ROTATOR_TARGET_URL": url,
+            },
+        )
+        elapsed = time.monotonic() - started
+    assert result.exit_code == 1, result.output
+    assert elapsed < 2 + 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -202,3 +203,39 @@ def sql_error(url: PgURL, exc: psycopg2.Error) -> DatabaseError:
 def server_version_num(conn: psycopg2.extensions.connection) -> int:
     """The server's version as an integer, e.g. 160002."""
     return int(conn.server_version)
+
+
+def wait_interruptible(conn: Any) -> None:
+    """A psycopg2 wait callback under which Ctrl-C (or a signal turned into it) stops a query
+    that waits on the server: the query is cancelled and KeyboardInterrupt raised once the
+    server has let go (psycopg2's own `wait_select` turns it into a QueryCanceledError,
+    which would read as a database failure). Connecting still obeys `connect_timeout`,
+    which libpq leaves to the caller in this mode."""
+    interrupted = False
+    deadline = None
+    if conn.status == psycopg2.extensions.STATUS_SETUP:
+        seconds = float(conn.info.dsn_parameters.get("connect_timeout") or 0)
+        deadline = time.monotonic() + seconds if seconds > 0 else None
+    while True:
+        try:
+            state = conn.poll()
+            if state == psycopg2.extensions.POLL_OK:
+                break
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if state == psycopg2.extensions.POLL_READ:
+                ready = select.select([conn.fileno()], [], [], timeout)[0]
+            elif state == psycopg2.extensions.POLL_WRITE:
+                ready = select.select([], [conn.fileno()], [], timeout)[1]
+            else:
+                raise psycopg2.OperationalError(f"bad state from poll: {state}")
+            if not ready and deadline is not None and time.monotonic() >= deadline:
+                raise psycopg2.OperationalError("timeout expired")
+        except KeyboardInterrupt:
+            interrupted = True
+            conn.cancel()
+        except psycopg2.Error:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+    if interrupted:
+        raise KeyboardInterrupt

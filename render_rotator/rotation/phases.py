@@ -257,11 +257,17 @@ def inspect(ctx: Rotation) -> bool:
 
 def _check_backup_dir(ctx: Rotation) -> None:
     """backup_dir must take a file before anything is frozen: found out at backup, it would
-    cost the app a freeze for nothing."""
+    cost the app a freeze for nothing. Probed with a file created and removed at once in it
+    (or in the nearest existing folder above it, which will hold it), so a dry run leaves
+    nothing behind."""
     backup_dir = ctx.settings.backup_dir
+    probe_in = backup_dir
+    while not probe_in.exists() and probe_in.parent != probe_in:
+        probe_in = probe_in.parent
     try:
-        backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=backup_dir, prefix=".render-rotator-probe-"):
+        if not probe_in.is_dir():
+            raise NotADirectoryError(20, "not a directory")
+        with tempfile.NamedTemporaryFile(dir=probe_in, prefix=".render-rotator-probe-"):
             pass
     except OSError as exc:
         raise UsageError(

@@ -360,8 +360,21 @@ def _run(
         _on_failure(ctx, current, error, status="failed", resuming=resuming)
         report.exit_code = error.exit_code
         return report
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM (a cancelled CI job): land like any failure, so an app frozen
+        # for a copy that will not finish runs again; a second Ctrl-C leaves the journal
+        # open for `resume`
+        _on_failure(
+            ctx,
+            current,
+            RotationError("interrupted", hint="run `render-rotator rotate` again when ready"),
+            status="interrupted",
+            resuming=resuming,
+        )
+        report.exit_code = 1
+        return report
     except BaseException as exc:
-        # a crash or Ctrl-C: the journal stays open, ready for `resume`
+        # a crash: the journal stays open, ready for `resume`
         with contextlib.suppress(Exception):
             journal.error = scrub(f"{type(exc).__name__}: {exc}")
             journal.save()

@@ -144,3 +144,15 @@ def test_cli_connect_timeout_holds_against_a_silent_server(runner: CliRunner):
         elapsed = time.monotonic() - started
     assert result.exit_code == 1, result.output
     assert elapsed < 2 + 3
+
+
+def test_sslmode_disable_against_a_tls_only_server_says_so(runner: CliRunner, pg18: Cluster):
+    url = pg18.admin_url
+    url += ("&" if "?" in url else "?") + "sslmode=disable"
+    result = runner.invoke(
+        cli, ["verify"], env={"RENDER_ROTATOR_SOURCE_URL": url, "RENDER_ROTATOR_TARGET_URL": url}
+    )
+    assert result.exit_code != 0
+    assert "accepts only TLS connections" in result.output
+    assert "sslmode=require" in result.output
+    assert pg18.password not in result.output

@@ -70,6 +70,12 @@ def classify_connect_error(url: PgURL, exc: Exception) -> DatabaseError:
     first = text.splitlines()[0] if text else type(exc).__name__
     low = text.lower()
     where = url.redacted()
+    if "no pg_hba.conf entry" in low and "no encryption" in low:
+        return AuthenticationError(
+            f"{where} accepts only TLS connections, and this one was made without: {first}",
+            hint="drop sslmode=disable/allow from the URL (Render's external URLs need "
+            "sslmode=require)",
+        )
     if any(p in low for p in _AUTH) or ("role" in low and "does not exist" in low):
         return AuthenticationError(
             f"authentication failed for {where}: {first}",

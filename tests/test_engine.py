@@ -445,3 +445,21 @@ def test_no_password_in_any_child_cmdline_or_environment(pg18: Cluster, tmp_path
         _drop(pg18, target)
     assert {"pg_dump", "pg_restore"} <= seen_tools
     assert leaks == []
+
+
+def test_restore_into_a_database_that_is_not_empty_is_refused_untouched(pg18: Cluster, tmp_path):
+    name, target = unique_name("src"), unique_name("full")
+    source = make_rich_database(pg18, name)
+    pg18.create_database(target)
+    pg18.execute("CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1)", dbname=target)
+    try:
+        manager = DatabaseManager(command_timeout=120)
+        manager.backup_database(source, tmp_path / "b.dump")
+        with pytest.raises(UsageError, match=r"is not empty \(1 objects: table public.keep_me\)"):
+            manager.restore_database(pg18.url(target), tmp_path / "b.dump")
+        assert pg18.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", target) == [
+            (1,)
+        ]
+    finally:
+        _drop(pg18, name)
+        _drop(pg18, target)

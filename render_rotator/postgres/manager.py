@@ -38,6 +38,7 @@ from render_rotator.postgres.binaries import (
     url_needs_tls,
 )
 from render_rotator.postgres.connect import connect, connection
+from render_rotator.postgres.copy import target_objects
 from render_rotator.postgres.inventory import (
     Inventory,
     VerificationReport,
@@ -274,6 +275,14 @@ class DatabaseManager:
             cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             row = cur.fetchone()
             superuser = bool(row and row[0])
+            leftovers = target_objects(cur.connection)
+        if leftovers:
+            shown = ", ".join(leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
+            raise UsageError(
+                f"the target {target.redacted()} is not empty ({len(leftovers)} objects: "
+                f"{shown}); a restore needs an empty database",
+                hint="restore into a new database (create_database / --create-db)",
+            )
         self.use_client_for(target)
         result = archive.restore(
             self.client,

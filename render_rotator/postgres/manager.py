@@ -264,9 +264,18 @@ class DatabaseManager:
         log.info("dropped database %r", name)
 
     def restore_database(
-        self, target_url: str, backup_file: str | Path, *, jobs: int | None = None
+        self,
+        target_url: str,
+        backup_file: str | Path,
+        *,
+        jobs: int | None = None,
+        require_empty: bool = True,
     ) -> archive.RestoreResult:
-        """pg_restore into the target with --no-owner --no-privileges; never ignores errors."""
+        """pg_restore into the target with --no-owner --no-privileges; never ignores errors.
+
+        A target holding objects is refused before anything runs (`require_empty=False`
+        leaves that to a caller that verifies the result against the source anyway).
+        """
         target = parse_url(target_url)
         path = Path(backup_file)
         if not path.exists():
@@ -275,7 +284,7 @@ class DatabaseManager:
             cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             row = cur.fetchone()
             superuser = bool(row and row[0])
-            leftovers = target_objects(cur.connection)
+            leftovers = target_objects(cur.connection) if require_empty else []
         if leftovers:
             shown = ", ".join(leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
             raise UsageError(

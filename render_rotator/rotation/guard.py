@@ -280,22 +280,32 @@ def mark_new(ctx: Rotation, pg: Postgres) -> None:
 
 
 def empty_new(ctx: Rotation) -> int:
-    """Drop everything in the new database before copying into it again."""
+    """Drop everything in the new database before copying into it again: only one a
+    rotation of this old database created, only while the data also exists elsewhere (the
+    old database, or the verified backup), and never once a deploy using it went live."""
     new_id = ctx.state["new_id"]
     _confirm_lease(ctx)
     pg = exists_now(ctx, new_id)
     if pg is None:
         raise GuardError(f"refusing to empty {new_id}: it no longer exists on Render")
-    if made_by_us(ctx, pg) != "marker" and new_id not in (ctx.state.get("created_ids") or []):
+    if made_by_us(ctx, pg) is None:
         raise GuardError(
             f"refusing to empty {new_id} ({pg.name}): nothing proves a rotation of "
             f"{ctx.state['old_id']} created it (no marker on it)",
             hint="delete it yourself if it is unused, then run `render-rotator resume`",
         )
+    if old_now(ctx) is None:
+        require_backup(ctx, f"empty {new_id} (the old database is gone)")
     users = pointing_at(ctx, new_id)
-    if users:
+    live = [
+        service
+        for service, record in (ctx.state.get("deploys") or {}).items()
+        if record.get("status") == "live"
+    ]
+    if users and live:
         raise GuardError(
-            f"refusing to empty {new_id}: {', '.join(users)} point(s) at it right now",
+            f"refusing to empty {new_id}: {', '.join(users)} point(s) at it and the deploy "
+            f"of {', '.join(live)} went live on it, so it may hold new writes",
         )
     return clean_database(
         ctx.new_url(),
@@ -343,15 +353,14 @@ def drop_new(ctx: Rotation, why: str) -> None:
     ctx.save()
 
 
-def require_backup(ctx: Rotation) -> None:
+def require_backup(ctx: Rotation, what: str = "delete the old database") -> None:
     """The archive is on disk and hashes as it did when it was verified."""
     entry = ctx.state.get("backup")
     if not entry or not Path(entry["path"]).exists():
-        raise GuardError("refusing to delete the old database: no backup on disk")
+        raise GuardError(f"refusing to {what}: no backup on disk")
     if sha256_path(Path(entry["path"])) != entry["sha256"]:
         raise GuardError(
-            f"refusing to delete the old database: backup {entry['path']} changed since it "
-            "was verified"
+            f"refusing to {what}: backup {entry['path']} changed since it was verified"
         )
 
 

@@ -87,6 +87,7 @@ def test_new_name_of_an_unrelated_database_is_exit_2_and_changes_nothing(
     assert result.exit_code == 2, result.output
     [line] = error_lines(result)
     assert f"'{app.name}-other' is already used by {other['id']}" in line
+    assert "carries no render-rotator marker" in line
     assert "nothing was changed" in line and "set new_name" in line
     assert app.snapshot() == untouched
     assert execute(other_url, "SELECT x FROM precious") == [(42,)]
@@ -174,3 +175,45 @@ def test_the_new_database_carries_the_marker_and_the_user_comment_survives(
         "WHERE datname = current_database()",
     )
     assert comment == [("ours, keep me",)]
+
+
+def test_the_old_database_is_not_deleted_while_a_target_uses_it(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """Someone points a service back at the old database after the cutover: retire refuses."""
+    app = make_app(emu, plan=PAID_PLAN)
+    config = write_config(tmp_path, app, strategy="create-first")
+
+    def someone_points_back() -> None:
+        with _client(emu) as other:
+            other.set_env_var(app.service_id, "READ_URL", app.external_url)
+
+    ui = OnPhase("retire", someone_points_back)
+    with _client(emu) as client:
+        result = rotate(config, yes=True, client=client, ui=ui)
+    [report] = result.reports
+    assert report.exit_code == 1
+    assert f"refusing to delete the old database {app.postgres_id}" in report.message
+    assert f"{app.service_id}:READ_URL point(s) at it right now" in report.message
+    assert app.postgres_id in [pg["id"] for pg in app.databases()]
+
+
+def test_delete_first_keeps_the_old_database_when_it_drifted_after_the_backup(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """A writer the freeze does not stop commits after the backup: the drift check, run right
+    before the deletion, keeps the old database (with that row) and exits 3."""
+    app = make_app(emu)
+    config = write_config(tmp_path, app, strategy="delete-first", freeze="suspend")
+    ui = OnPhase(
+        "delete-old",
+        lambda: execute(app.external_url, "INSERT INTO writes (note) VALUES ('late')"),
+    )
+    with _client(emu) as client:
+        result = rotate(config, yes=True, client=client, ui=ui)
+    [report] = result.reports
+    assert report.exit_code == 3, report.message
+    assert "changed after the snapshot the copy was taken from, so it was kept" in report.message
+    assert [pg["id"] for pg in app.databases()] == [app.postgres_id]
+    assert execute(app.external_url, "SELECT note FROM writes") == [("late",)]
+    assert app.env()["DATABASE_URL"] == app.internal_url

@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,9 +227,15 @@ def check_reuse(ctx: Rotation, pg: Postgres) -> None:
     """Refuse to take over a database no rotation of this old database created (exit 2)."""
     if made_by_us(ctx, pg) is not None:
         return
+    old = f"{ctx.state.get('old_name')} ({ctx.state.get('old_id')})"
+    rendered = ctx.db.render_new_name(ctx.state["old_spec"]["name"], ctx.today or date.today())
+    what = (
+        f"the new database's name {pg.name!r} is already used by {pg.id}, a database"
+        if pg.name == rendered
+        else f"{pg.id} ({pg.name}) looks like a half-done rotation, but it is a database"
+    )
     raise UsageError(
-        f"the new database's name {pg.name!r} is already used by {pg.id}, a database no "
-        f"rotation of {ctx.state.get('old_name')} ({ctx.state.get('old_id')}) created; "
+        f"{what} no rotation of {old} created (it carries no render-rotator marker); "
         "nothing was changed",
         hint="set new_name in the config to a name no database uses (it may contain {name} "
         "and {date}), or delete or rename that database yourself",

@@ -186,19 +186,19 @@ def inspect(ctx: Rotation) -> bool:
         if new is None and state.get("new_id"):
             _forget_vanished_new(ctx)
         if old is None and not state.get("old_deleted"):
-            if guard.copy_proven(ctx) and new is not None:
+            if _deletion_started(ctx):
+                log.info("%s is gone: the interrupted run had deleted it", state["old_id"])
+                state["old_deleted"] = True
+            elif guard.copy_proven(ctx) and new is not None:
                 # deleted by someone else after the copy was proven: finish on the new one
                 guard.old_now(ctx)
-            elif not _deletion_started(ctx):
+            else:
                 raise RotationError(
                     f"the old database {state.get('old_id')} no longer exists on Render, and "
                     "this rotation did not delete it",
                     hint="if a backup was taken it is named in the journal; restore it with "
                     "`render-rotator restore`",
                 )
-            else:
-                log.info("%s is gone: the interrupted run had deleted it", state["old_id"])
-                state["old_deleted"] = True
     else:
         old, new, values = _discover(ctx)
         state.update(

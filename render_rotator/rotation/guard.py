@@ -114,7 +114,7 @@ def record_drift(ctx: Rotation, fact: DriftFact) -> None:
     """A drift check's outcome for the old database (kept for the report and for resume)."""
     _facts(ctx)["drift"] = {
         "old_id": ctx.state["old_id"],
-        "passed": fact.passed,
+        "unchanged": fact.passed,  # no "pass" in journal keys: "pass" may be a secret
         "method": fact.method,
         "summary": fact.summary,
         "at": _now(),
@@ -384,7 +384,7 @@ def _check_drift(ctx: Rotation) -> None:
 
 def _drift_passed(ctx: Rotation) -> bool:
     drift = _facts(ctx).get("drift") or {}
-    return bool(drift.get("passed")) and drift.get("old_id") == ctx.state.get("old_id")
+    return bool(drift.get("unchanged")) and drift.get("old_id") == ctx.state.get("old_id")
 
 
 def delete_old(ctx: Rotation) -> bool:

@@ -97,6 +97,7 @@ class Settings:
     provision_timeout: float = 900.0
     notify_url: str | None = None
     allow_blueprint: bool = False  # rotate although a Blueprint manages the database/targets
+    lease_ttl: float = 120.0
 
 
 DEFAULTS = Settings()
@@ -551,6 +552,13 @@ class _Reader:
             self.fail(where, f"must be {allowed}, got {value:g}")
         return float(value)
 
+    def lease_ttl(self, value: Any, where: str) -> float:
+        """At least 10 s: the heartbeat renews every third of it over the network."""
+        seconds = self.number(value, where)
+        if seconds < 10:
+            self.fail(where, f"must be at least 10 seconds, got {value}")
+        return seconds
+
     def integer(self, value: Any, where: str, minimum: int, maximum: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(where, f"must be an integer, got {_describe(value)}")
@@ -633,4 +641,5 @@ _SETTING_CHECKS: dict[str, Callable[[_Reader, Any, str], Any]] = {
     "provision_timeout": _Reader.number,
     "notify_url": _Reader.url,
     "allow_blueprint": _Reader.boolean,
+    "lease_ttl": _Reader.lease_ttl,
 }

@@ -21,6 +21,7 @@ from render_rotator.postgres.manager import DatabaseManager
 from render_rotator.postgres.url import require_tls
 from render_rotator.render import ConnectionInfo, Postgres, RenderClient
 from render_rotator.rotation.journal import Journal
+from render_rotator.rotation.lease import Lease
 from render_rotator.rotation.report import RotationReport
 from render_rotator.rotation.targets import TargetValue
 
@@ -80,6 +81,11 @@ class Rotation:
     _conn: dict[str, ConnectionInfo] = field(default_factory=dict)
     target_values: list[TargetValue] = field(default_factory=list)
     old_values: dict[str, str | None] = field(default_factory=dict)
+    #: this run's lease (rotation/lease.py), once taken
+    lease: Lease | None = None
+    #: the drift check the guard runs right before deleting the old database
+    #: (guard.DriftCheck; None: guard.inventory_drift_check)
+    drift_check: Callable[[Rotation], Any] | None = None
 
     @property
     def settings(self) -> Settings:

@@ -25,7 +25,6 @@ from typing import Any
 from render_rotator.errors import (
     APITimeoutError,
     ConflictError,
-    NotFoundError,
     RenderAPIError,
     RenderRotatorError,
     RotationError,
@@ -40,13 +39,12 @@ from render_rotator.postgres.archive import (
     write_private,
 )
 from render_rotator.postgres.binaries import server_major_from_num
-from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.connect import connection
 from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
-from render_rotator.rotation import blueprints, services
+from render_rotator.rotation import blueprints, guard, services
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.naming import is_rotation_of
@@ -57,7 +55,6 @@ from render_rotator.rotation.targets import (
     new_value,
     points_at,
     read_target,
-    write_target,
 )
 from render_rotator.ui import CopyWatcher
 
@@ -189,15 +186,19 @@ def inspect(ctx: Rotation) -> bool:
         if new is None and state.get("new_id"):
             _forget_vanished_new(ctx)
         if old is None and not state.get("old_deleted"):
-            if not _deletion_started(ctx):
+            if _deletion_started(ctx):
+                log.info("%s is gone: the interrupted run had deleted it", state["old_id"])
+                state["old_deleted"] = True
+            elif guard.copy_proven(ctx) and new is not None:
+                # deleted by someone else after the copy was proven: finish on the new one
+                guard.old_now(ctx)
+            else:
                 raise RotationError(
                     f"the old database {state.get('old_id')} no longer exists on Render, and "
                     "this rotation did not delete it",
                     hint="if a backup was taken it is named in the journal; restore it with "
                     "`render-rotator restore`",
                 )
-            log.info("%s is gone: the interrupted run had deleted it", state["old_id"])
-            state["old_deleted"] = True
     else:
         old, new, values = _discover(ctx)
         state.update(
@@ -355,6 +356,11 @@ def _inspect_targets(
             )
 
 
+def recheck_targets(ctx: Rotation) -> None:
+    """Re-read every target now: each must still point at the old (or the new) database."""
+    _inspect_targets(ctx, ctx.new if ctx.state.get("new_id") else None)
+
+
 def _check_client(ctx: Rotation) -> None:
     """The version rule, checked against the real server before anything changes."""
     manager = ctx.manager()
@@ -447,18 +453,6 @@ def backup(ctx: Rotation) -> bool:
     return True
 
 
-def _require_backup(ctx: Rotation) -> None:
-    """Refuse to delete anything unless the archive is on disk and unchanged."""
-    entry = ctx.state.get("backup")
-    if not entry or not Path(entry["path"]).exists():
-        raise RotationError("refusing to delete the old database: no backup on disk")
-    if sha256_path(Path(entry["path"])) != entry["sha256"]:
-        raise RotationError(
-            f"refusing to delete the old database: backup {entry['path']} changed since it "
-            "was verified"
-        )
-
-
 # -- delete-old (delete-first) ----------------------------------------------------------
 
 
@@ -468,18 +462,9 @@ def delete_old(ctx: Rotation) -> bool:
         return False
     if ctx.state.get("old_deleted"):
         return True
-    _require_backup(ctx)
     old_id = ctx.state["old_id"]
-    with contextlib.suppress(NotFoundError):
-        ctx.client.delete_postgres(old_id)
-    ctx.state["old_deleted"] = True
-    ctx.set_old(None)
-    ctx.save()
-    deadline = time.monotonic() + 120
-    with ctx.ui.waiting(f"Render to delete {old_id}"):
-        while ctx.postgres(old_id) is not None and time.monotonic() < deadline:
-            time.sleep(1)
-    log.info("deleted the old database %s (backup %s)", old_id, ctx.state["backup"]["path"])
+    if guard.delete_old(ctx):
+        log.info("deleted the old database %s (backup %s)", old_id, ctx.state["backup"]["path"])
     return True
 
 
@@ -523,10 +508,16 @@ def provision(ctx: Rotation) -> bool:
         ]
         if same_name:
             new = same_name[0]
+            guard.check_reuse(ctx, new)  # only a database a rotation of this one created
             state["new_adopted"] = True
             log.info("reusing %s (%s) created by an earlier attempt", new.id, name)
         else:
+            # the journal proves the create request: a database of this name that Render
+            # made after it is ours, even if we die before marking it
+            state["creating"] = {"name": name, "requested_at": time.time()}
+            ctx.save()
             new = _create(ctx, name)
+            state.setdefault("created_ids", []).append(new.id)
         state["new_id"] = new.id
         ctx.save()
     timeout = ctx.settings.provision_timeout
@@ -549,6 +540,7 @@ def provision(ctx: Rotation) -> bool:
             f"{state['backup']['path']} holds the data",
         ) from None
     ctx.set_new(new)
+    guard.mark_new(ctx, new)
     ctx.report.new = {
         "id": new.id,
         "name": new.name,
@@ -562,16 +554,7 @@ def provision(ctx: Rotation) -> bool:
 
 def _drop_new(ctx: Rotation, why: str) -> None:
     """Delete the new database (nothing uses it yet): landing back on the old one."""
-    new_id = ctx.state.get("new_id")
-    if not new_id:
-        return
-    with contextlib.suppress(NotFoundError):
-        ctx.client.delete_postgres(new_id)
-    log.info("deleted the new database %s: %s", new_id, why)
-    ctx.state.pop("new_id", None)
-    ctx.state["new_deleted"] = new_id
-    ctx.set_new(None)
-    ctx.save()
+    guard.drop_new(ctx, why)
 
 
 def _create(ctx: Rotation, name: str) -> Postgres:
@@ -614,11 +597,7 @@ def copy(ctx: Rotation) -> bool:
     new_url = ctx.new_url()
     manager = ctx.manager()
     if state.get("copy_started") or state.get("new_adopted"):
-        dropped = clean_database(
-            new_url,
-            connect_timeout=ctx.settings.connect_timeout,
-            command_timeout=ctx.settings.command_timeout,
-        )
+        dropped = guard.empty_new(ctx)
         log.info("emptied %s before copying (%d objects dropped)", state["new_id"], dropped)
     state["copy_started"] = True
     ctx.save()
@@ -737,6 +716,7 @@ def verify(ctx: Rotation) -> bool:
             differences=result.differences,
         )
     state["verified"] = True
+    guard.record_copy_proof(ctx, method="inventory")
     state["rows_copied"] = source.total_rows
     state["bytes_copied"] = _user_data_bytes(ctx, ctx.new_url())
     ctx.save()
@@ -757,7 +737,7 @@ def repoint(ctx: Rotation) -> bool:
         if entry.get("repointed"):
             continue
         value = new_value(current.value, info, current.target.connection)
-        write_target(ctx.client, current.target, value)
+        guard.write_target(ctx, current, value, to="new")
         entry["repointed"] = True
         ctx.save()
         log.info("repointed %s to %s", current.label, ctx.state["new_id"])
@@ -780,7 +760,7 @@ def restore_old_values(ctx: Rotation) -> list[str]:
                 if kind == "internal"
                 else old_info.external_connection_string
             )
-        write_target(ctx.client, current.target, value)
+        guard.write_target(ctx, current, value, to="old")
         entry["repointed"] = False
         restored.append(current.label)
         ctx.save()
@@ -799,7 +779,7 @@ def deploy(ctx: Rotation) -> bool:
     exists, lifts the fence and redeploys.
     """
     state = ctx.state
-    if ctx.old is not None:
+    if guard.old_now(ctx) is not None:
         freezing.fence(ctx)
     freezing.thaw_services(ctx, maintenance=False)
     failed = run_deploys(ctx, "deploys")
@@ -810,10 +790,10 @@ def deploy(ctx: Rotation) -> bool:
             freezing.unfence(ctx)  # kept as a fallback: usable again
         return True
     what = ", ".join(f"{svc} ({status})" for svc, status in failed)
-    if ctx.old is None:
+    if guard.old_now(ctx) is None:  # re-read: someone may have deleted it meanwhile
         raise RotationError(
-            f"deploy failed for {what}; the new database holds the data and the old one is "
-            "gone, so nothing was rolled back",
+            f"deploy failed for {what}; the new database holds the verified copy and the old "
+            "one is gone, so nothing was rolled back: every target stays on the new one",
             hint="fix the service, then run `render-rotator resume` to deploy again (or "
             "redeploy it from the Render dashboard)",
         )
@@ -938,12 +918,7 @@ def retire(ctx: Rotation) -> bool:
         return False
     if not ctx.state.get("verified"):
         raise RotationError("refusing to delete the old database: the copy was not verified")
-    _require_backup(ctx)
-    with contextlib.suppress(NotFoundError):
-        ctx.client.delete_postgres(ctx.state["old_id"])
-    ctx.state["old_deleted"] = True
-    ctx.save()
-    return True
+    return guard.delete_old(ctx)
 
 
 def report(ctx: Rotation) -> bool:

@@ -38,7 +38,8 @@ from render_rotator.errors import (
 from render_rotator.logs import scrub
 from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
 from render_rotator.rotation import freeze as freezing
-from render_rotator.rotation import phases
+from render_rotator.rotation import guard, phases
+from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation.context import LogUI, Rotation, RotationUI
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
@@ -327,7 +328,18 @@ def _run(
     )
     if dry_run:
         return _dry_run(ctx, if_expiring_within)
+    try:
+        return _rotate(ctx, resuming, discover_only, if_expiring_within)
+    finally:
+        if ctx.lease is not None:
+            ctx.lease.release()
 
+
+def _rotate(
+    ctx: Rotation, resuming: bool, discover_only: bool, if_expiring_within: ExpiryThreshold
+) -> RotationReport:
+    """Inspect, take the lease, then run the phases (see `_run`)."""
+    report, journal = ctx.report, ctx.journal
     if not resuming:
         # read-only: a failure here (bad target, unknown database, 401) changed nothing and
         # is raised as is, one clear error
@@ -339,7 +351,10 @@ def _run(
             return report
         if not _due(ctx, if_expiring_within):
             return report
+        _peek_lease(ctx)  # a run in progress is named before anything else is said
+        guard.check_new_name(ctx, ctx.today or date.today())
         _confirm_destruction(ctx)
+        _take_lease(ctx)
         journal.persist = True
         journal.save()
     current = "inspect"
@@ -351,6 +366,8 @@ def _run(
                 continue  # resuming: inspect always runs again, to re-read Render
             current = name
             _run_phase(ctx, name, phase)
+            if name == "inspect":
+                _take_lease(ctx)  # resuming: before the first change
     except VerificationError as exc:
         _on_failure(ctx, current, exc, status="mismatch", resuming=resuming)
         report.exit_code = 3
@@ -388,6 +405,47 @@ def _rerun(journal: Journal, name: str) -> bool:
     cutover, since services may have been thawed by a landing the journal could not record
     (a full disk); re-freezing checks each service and changes only what is not frozen."""
     return name == "freeze" and not journal.is_done("repoint")
+
+
+def _lease_homes(ctx: Rotation) -> list[tuple[str, str]]:
+    """The databases that carry the lease now: the old one and an available new one."""
+    homes = []
+    if ctx.old is not None:
+        homes.append((ctx.state["old_id"], ctx.old_url()))
+    new = ctx.new if ctx.state.get("new_id") else None
+    if new is not None and new.status_raw == "available":
+        homes.append((new.id, ctx.new_url()))
+    return homes
+
+
+def _peek_lease(ctx: Rotation) -> None:
+    """Refuse at once (read-only) when another run holds the lease."""
+    for _postgres_id, url in _lease_homes(ctx):
+        lease_mod.check_free(
+            url, database=ctx.db.label, connect_timeout=ctx.settings.connect_timeout
+        )
+
+
+def _take_lease(ctx: Rotation) -> None:
+    """Take the lease on every database that can carry it, then re-read the targets: a run
+    that finished between our inspection and now has moved them, and we must not act."""
+    lease = lease_mod.Lease(
+        database=ctx.db.label,
+        state_dir=str(_state_dir(ctx.db)),
+        ttl=ctx.settings.lease_ttl,
+        connect_timeout=ctx.settings.connect_timeout,
+    )
+    ctx.lease = lease
+    for postgres_id, url in _lease_homes(ctx):
+        lease.acquire(postgres_id, url)
+    try:
+        phases.recheck_targets(ctx)
+    except UsageError as exc:
+        raise UsageError(
+            f"{exc.message}; the targets changed while this run was starting (did another "
+            "run just rotate it?); nothing was changed",
+            hint="check `render-rotator status`, then run again if it is still due",
+        ) from None
 
 
 def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> None:
@@ -670,7 +728,7 @@ def _old_exists(ctx: Rotation) -> bool | None:
     if not ctx.state.get("old_id") or ctx.state.get("old_deleted"):
         return False
     try:
-        return ctx.old is not None
+        return guard.old_now(ctx) is not None  # re-read: it may have been deleted meanwhile
     except RenderRotatorError:
         return None
 

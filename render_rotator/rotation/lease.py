@@ -1,0 +1,254 @@
+"""One rotation of a database at a time, across machines and state directories.
+
+The lease is a record on the database being rotated itself (its ``COMMENT ON DATABASE``, see
+postgres/stamp.py): every run that could rotate a database must connect to it, so every run
+sees the record, wherever it runs. Taking and renewing it are compare-and-set transactions on
+that server, timed by the server's clock (no clock skew between machines).
+
+- A run takes the lease after its read-only inspection and before its first change; a second
+  run finds it held and stops with the holder's host, pid, state directory and start time.
+- The lease moves with the data: it is also written on the new database the moment it is
+  available (with the marker proving this rotation created it), so it survives the old
+  database's deletion in delete-first. While neither exists (between that deletion and the
+  new database being available) there is nothing another run could rotate: its inspection
+  finds no database its targets use and stops.
+- A heartbeat thread renews it every `lease_ttl / 3` seconds; the guard re-confirms it right
+  before every destructive action, so a run whose lease was taken over stops there.
+- A holder that died stops renewing: its lease expires `lease_ttl` seconds after the last
+  renewal and the next run takes it over. On the same machine (same boot and pid namespace) a
+  lease whose process no longer exists is taken over at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from render_rotator.errors import RenderRotatorError, RotationError, UsageError
+from render_rotator.postgres.stamp import Stamp, read_stamp, update_stamp
+
+log = logging.getLogger("render_rotator.rotation")
+
+
+class LeaseHeldError(UsageError):
+    """Another run holds the lease on this database; nothing was changed."""
+
+
+class LeaseLostError(RotationError):
+    """Our lease expired and another run took it: stop before changing anything else."""
+
+
+def _machine() -> str | None:
+    """This boot and pid namespace: where a pid means the same process (None: unknown)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}:{pidns}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe(lease: dict[str, Any]) -> str:
+    """Who holds a lease, for people: host, pid, state dir, start and expiry."""
+    return (
+        f"run on host {lease.get('host')} (pid {lease.get('pid')}, state dir "
+        f"{lease.get('state_dir')}), started {lease.get('started_at')}, lease expires "
+        f"{lease.get('expires_at')} unless renewed"
+    )
+
+
+def is_stale(lease: dict[str, Any], now: datetime) -> bool:
+    """Expired (no heartbeat within its ttl), or its process is gone from this machine."""
+    try:
+        expires = datetime.fromisoformat(lease["expires_at"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    if now >= expires:
+        return True
+    machine = lease.get("machine")
+    pid = lease.get("pid")
+    return (
+        machine is not None
+        and machine == _machine()
+        and isinstance(pid, int)
+        and pid != os.getpid()
+        and not _alive(pid)
+    )
+
+
+def held_error(database: str, held: dict[str, Any]) -> LeaseHeldError:
+    return LeaseHeldError(
+        f"another render-rotator run is rotating {database}: {describe(held)}; nothing was changed",
+        hint="wait for it to finish; if that run died, its lease expires by itself "
+        f"{held.get('ttl', '?')}s after its last heartbeat (see README, 'One rotation at a time')",
+    )
+
+
+def check_free(url: str, *, database: str, connect_timeout: float = 30) -> None:
+    """Raise LeaseHeldError if a live lease is on this database (changes nothing)."""
+
+    def look(stamp: Stamp, now: datetime) -> Stamp:
+        held = stamp.get("lease")
+        if isinstance(held, dict) and not is_stale(held, now):
+            raise held_error(database, held)
+        return stamp
+
+    update_stamp(url, look, connect_timeout=connect_timeout)
+
+
+@dataclass
+class Lease:
+    """This run's lease on one database's rotation (the `homes` carry the record)."""
+
+    database: str
+    state_dir: str
+    ttl: float = 120.0
+    connect_timeout: float = 30.0
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started_at: str | None = None
+    homes: dict[str, str] = field(default_factory=dict, repr=False)  # postgres id -> url
+    lost: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def _record(self, now: datetime) -> dict[str, Any]:
+        if self.started_at is None:
+            self.started_at = now.isoformat()
+        return {
+            "token": self.token,
+            "database": self.database,
+            "host": socket.gethostname(),
+            "machine": _machine(),
+            "pid": os.getpid(),
+            "state_dir": self.state_dir,
+            "started_at": self.started_at,
+            "renewed_at": now.isoformat(),
+            "expires_at": (now + timedelta(seconds=self.ttl)).isoformat(),
+            "ttl": self.ttl,
+        }
+
+    def _take(self, stamp: Stamp, now: datetime) -> Stamp:
+        held = stamp.get("lease")
+        if isinstance(held, dict) and held.get("token") != self.token and not is_stale(held, now):
+            raise held_error(self.database, held)
+        if isinstance(held, dict) and held.get("token") not in (None, self.token):
+            log.warning("taking over a stale lease: %s", describe(held))
+        return {**stamp, "lease": self._record(now)}
+
+    def _renew(self, stamp: Stamp, now: datetime) -> Stamp:
+        held = stamp.get("lease")
+        if isinstance(held, dict) and held.get("token") not in (None, self.token):
+            raise LeaseLostError(
+                f"the lease on {self.database} was taken over by another {describe(held)}",
+                hint="this run stopped before its next destructive step; let the other run "
+                "finish, then check `render-rotator status`",
+            )
+        return {**stamp, "lease": self._record(now)}
+
+    @staticmethod
+    def _drop(token: str) -> Any:
+        def drop(stamp: Stamp, now: datetime) -> Stamp:
+            held = stamp.get("lease")
+            if isinstance(held, dict) and held.get("token") == token:
+                return {k: v for k, v in stamp.items() if k != "lease"}
+            return stamp
+
+        return drop
+
+    # -- taking, keeping, giving back ------------------------------------------------------
+
+    def acquire(self, postgres_id: str, url: str, extra: Stamp | None = None) -> None:
+        """Take (or renew) the lease on this database; `extra` is merged into the record in
+        the same transaction (the creation marker). Raises LeaseHeldError."""
+
+        def take(stamp: Stamp, now: datetime) -> Stamp:
+            return {**self._take(stamp, now), **(extra or {})}
+
+        with self._lock:
+            update_stamp(url, take, connect_timeout=self.connect_timeout)
+            self.homes[postgres_id] = url
+        self._start()
+
+    def forget(self, postgres_id: str) -> None:
+        """This database is about to be deleted: stop renewing there."""
+        with self._lock:
+            self.homes.pop(postgres_id, None)
+
+    def confirm(self) -> None:
+        """Renew now, on every home; raise LeaseLostError if another run holds any of them.
+
+        The guard calls this right before each destructive action.
+        """
+        if self.lost:
+            raise LeaseLostError(self.lost)
+        with self._lock:
+            homes = dict(self.homes)
+            confirmed = 0
+            for postgres_id, url in homes.items():
+                try:
+                    update_stamp(url, self._renew, connect_timeout=self.connect_timeout)
+                    confirmed += 1
+                except LeaseLostError as exc:
+                    self.lost = str(exc)
+                    raise
+                except RenderRotatorError as exc:
+                    log.warning("could not renew the lease on %s: %s", postgres_id, exc)
+            if homes and not confirmed:
+                raise RotationError(
+                    f"could not confirm the lease on {self.database}: no database carrying it "
+                    "answered",
+                    hint="check the network, then run `render-rotator resume`",
+                )
+
+    def holds(self, url: str) -> bool:
+        """Whether the record on `url` is ours right now (read, not renewed)."""
+        held = read_stamp(url, connect_timeout=self.connect_timeout).get("lease")
+        return isinstance(held, dict) and held.get("token") == self.token
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove our record wherever it still is (best effort: a
+        record left behind expires by itself)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.connect_timeout + 5)
+        with self._lock:
+            for postgres_id, url in self.homes.items():
+                try:
+                    update_stamp(url, self._drop(self.token), connect_timeout=self.connect_timeout)
+                except RenderRotatorError as exc:
+                    log.info("lease on %s not removed (it expires by itself): %s", postgres_id, exc)
+            self.homes.clear()
+
+    # -- heartbeat -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._beat, name=f"lease-{self.database}", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            with contextlib.suppress(RenderRotatorError):
+                self.confirm()

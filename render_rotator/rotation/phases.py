@@ -48,6 +48,7 @@ from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
 from render_rotator.rotation import blueprints, services
 from render_rotator.rotation import freeze as freezing
+from render_rotator.rotation import recovery
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import PhaseRecord
@@ -198,6 +199,11 @@ def inspect(ctx: Rotation) -> bool:
                 )
             log.info("%s is gone: the interrupted run had deleted it", state["old_id"])
             state["old_deleted"] = True
+    elif (lost := recovery.find_lost(ctx)) is not None:
+        # a fresh machine after a delete-first run deleted the old database: the backup
+        # (in backup_dir or --backup) is the only copy of its data; finish from it
+        new, values = recovery.take_over(ctx, lost)
+        old = None
     else:
         old, new, values = _discover(ctx)
         state.update(
@@ -431,6 +437,7 @@ def backup(ctx: Rotation) -> bool:
         "postgres_id": state["old_id"],
         "created_at": stamp,
         "archive": info.to_dict(),
+        **recovery.manifest_extras(ctx),
     }
     manifest_path = path.with_name(path.name + ".json")
     write_private(manifest_path, json.dumps(manifest, indent=2, default=str))

@@ -1,0 +1,248 @@
+"""A delete-first rotation SIGKILLed after it deleted the old database, on a machine that
+then loses its journal (a fresh CI runner): `rotate` or `resume` finishes it from what Render
+shows plus the backup (in backup_dir, or given with --backup); without the backup it says what
+exists and what to do, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from render_rotator.render import RenderClient
+from render_rotator.sandbox.cluster import Cluster
+from render_rotator.sandbox.emulator import RenderEmulator
+from tests.test_rotation_resume import DONE, rotate_and_kill
+from tests.test_rotation_support import (
+    App,
+    assert_rotated,
+    error_lines,
+    inventory,
+    make_app,
+    report_of,
+    run_cli,
+    start_emulator,
+    write_config,
+)
+
+
+@pytest.fixture(scope="module")
+def emu(pg: Cluster) -> Iterator[RenderEmulator]:
+    with start_emulator(pg) as emulator:
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def _slow_api(emu: RenderEmulator) -> Iterator[None]:
+    # as in test_rotation_resume: the kill lands close to the phase boundary
+    emu.faults.clear()
+    emu.faults.latency(0.01)
+    yield
+    emu.faults.clear()
+
+
+def _killed_after(
+    emu: RenderEmulator, tmp_path: Path, phase: str
+) -> tuple[App, Path, dict[str, Any]]:
+    """A free app whose delete-first rotation was killed once `phase` was done, and whose
+    journal was then lost with the machine."""
+    app = make_app(emu, plan="free")
+    config = write_config(tmp_path, app, strategy="delete-first")
+    at_kill = rotate_and_kill(emu, app, config, phase, DONE)
+    assert at_kill["state"]["old_deleted"] is True
+    assert emu.state_snapshot()["postgres"].get(app.postgres_id) is None
+    shutil.rmtree(tmp_path / "state")
+    return app, config, at_kill
+
+
+def _backup_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "backups").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("phase", "command"),
+    [
+        ("delete-old", ["rotate", "--yes"]),
+        ("delete-old", ["resume"]),
+        ("provision", ["rotate"]),  # nothing left to delete: no confirmation needed
+        ("copy", ["resume"]),
+    ],
+    ids=["rotate-after-delete-old", "resume-after-delete-old", "after-provision", "after-copy"],
+)
+def test_a_fresh_machine_finishes_from_the_backup_in_backup_dir(
+    emu: RenderEmulator, tmp_path: Path, phase: str, command: list[str]
+) -> None:
+    app = make_app(emu, plan="free")
+    before = inventory(app.external_url)
+    config = write_config(tmp_path, app, strategy="delete-first")
+    at_kill = rotate_and_kill(emu, app, config, phase, DONE)
+    shutil.rmtree(tmp_path / "state")
+    assert emu.service(app.service_id)["suspended"] == "suspended"  # frozen by the dead run
+    made = at_kill["state"].get("new_id")
+
+    result = run_cli(emu, command[0], "-c", str(config), *command[1:], "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert_rotated(app, report, before, config=config)
+    assert report["strategy"] == "delete-first"
+    [note] = [n for n in report["notes"] if "interrupted delete-first rotation" in n]
+    assert app.postgres_id in note and "sha256 checked" in note
+    if made:  # the database that run created was finished, not a second one created
+        assert report["new"]["id"] == made
+        assert f"into {made}" in note
+    again = run_cli(emu, "resume", "-c", str(config), "--json")
+    assert again.exit_code == 0 and report_of(again)["message"].startswith("nothing to resume")
+
+
+@pytest.mark.parametrize("give", ["archive", "manifest", "directory"])
+def test_the_backup_moved_elsewhere_is_given_with_backup_path(
+    emu: RenderEmulator, tmp_path: Path, give: str
+) -> None:
+    app = make_app(emu, plan="free")
+    before = inventory(app.external_url)
+    config = write_config(tmp_path, app, strategy="delete-first")
+    rotate_and_kill(emu, app, config, "delete-old", DONE)
+    shutil.rmtree(tmp_path / "state")
+    download = tmp_path / "artifact" / "rotation-backup"
+    download.parent.mkdir()
+    shutil.move(tmp_path / "backups", download)  # as an Actions artifact downloads
+    [archive] = [p for p in download.iterdir() if not p.name.endswith(".json")]
+    manifest = archive.with_name(archive.name + ".json")
+    given = {"archive": archive, "manifest": manifest, "directory": download.parent}[give]
+
+    # without --backup: backup_dir is empty, so the clear error, and nothing changed
+    snapshot = emu.state_snapshot()
+    missing = run_cli(emu, "resume", "-c", str(config))
+    assert missing.exit_code != 0
+    assert emu.state_snapshot() == snapshot
+
+    result = run_cli(emu, "resume", "-c", str(config), "--backup", str(given), "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert_rotated(app, report, before, config=config)
+    assert report["backup"]["path"] == str(archive.resolve())
+
+
+def test_without_any_backup_it_says_what_exists_and_changes_nothing(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    app, config, _ = _killed_after(emu, tmp_path, "delete-old")
+    shutil.rmtree(tmp_path / "backups")
+    other = make_app(emu, plan="free")  # another workspace's database is not listed
+    snapshot = emu.state_snapshot()
+
+    for command in (["rotate", "--yes"], ["resume"]):
+        result = run_cli(emu, command[0], "-c", str(config), *command[1:])
+        assert result.exit_code == 1, result.output
+        [line] = error_lines(result)
+        assert f"the database of {app.name} is gone from Render" in line
+        # which targets hold what (never a password), which databases exist, where it looked
+        for label in (f"{app.service_id}:DATABASE_URL", f"{app.env_group_id}:DATABASE_URL"):
+            assert label in line
+        assert f"Render databases of {app.owner_id}: none" in line
+        assert other.postgres_id not in line
+        assert str((tmp_path / "backups").resolve()) in line
+        assert "--backup PATH" in line and "cannot be recovered" in line
+        assert app.password not in result.output and emu.api_key not in result.output
+        assert emu.state_snapshot() == snapshot
+    assert not list((tmp_path / "state").glob("*.journal.json"))
+
+
+def test_a_damaged_backup_is_refused_and_nothing_changes(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    app, config, _ = _killed_after(emu, tmp_path, "delete-old")
+    [archive] = [p for p in _backup_files(tmp_path) if not p.name.endswith(".json")]
+    data = sorted(p for p in archive.rglob("*") if p.is_file())[-1]
+    data.write_bytes(data.read_bytes() + b"\0")
+    snapshot = emu.state_snapshot()
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes")
+    assert result.exit_code == 1, result.output
+    [line] = error_lines(result)
+    assert "does not match its manifest's sha256" in line and "nothing was changed" in line
+    assert emu.state_snapshot() == snapshot
+
+
+def test_a_backup_of_another_database_is_refused(emu: RenderEmulator, tmp_path: Path) -> None:
+    app, config, _ = _killed_after(emu, tmp_path, "delete-old")
+    _, other_config, _ = _killed_after(emu, tmp_path / "other", "delete-old")
+    shutil.rmtree(tmp_path / "backups")
+    snapshot = emu.state_snapshot()
+    result = run_cli(
+        emu, "resume", "-c", str(config), "--backup", str(other_config.parent / "backups")
+    )
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result)
+    assert "is not a backup of the lost database" in line and app.name in line
+    assert emu.state_snapshot() == snapshot
+
+
+def test_a_database_this_rotation_did_not_create_is_never_adopted(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """A database named like a rotation of the lost one but made before the backup (by
+    someone else) is left alone: the rotation provisions its own (a paid plan here, so
+    Render allows two)."""
+    app = make_app(emu, plan="basic_256mb")
+    before = inventory(app.external_url)
+    from render_rotator.sandbox.seed import create_postgres
+
+    stranger = create_postgres(emu, f"{app.name}-20200101", app.owner_id, plan="basic_256mb")
+    config = write_config(tmp_path, app, strategy="delete-first")
+    rotate_and_kill(emu, app, config, "delete-old", DONE)
+    shutil.rmtree(tmp_path / "state")
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert report["new"]["id"] != stranger["id"]
+    assert emu.postgres(stranger["id"])["status"] == "available"
+    new = emu.connection_info(report["new"]["id"])
+    assert app.env()["DATABASE_URL"] == new["internalConnectionString"]
+    from render_rotator.postgres.inventory import compare_inventories
+
+    assert compare_inventories(before, inventory(new["externalConnectionString"])).equal
+
+
+def test_a_repoint_cut_short_keeps_the_new_database_in_use(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """Killed between two targets of the repoint, journal lost: the new database a target
+    already uses is checked against the backup and never emptied; the rest are repointed."""
+    app = make_app(emu, plan="free")
+    before = inventory(app.external_url)
+    config = write_config(tmp_path, app, strategy="delete-first")
+    at_kill = rotate_and_kill(emu, app, config, "verify", DONE)
+    new_id = at_kill["state"]["new_id"]
+    internal = emu.connection_info(new_id)["internalConnectionString"]
+    emu.faults.clear()
+    with RenderClient(api_key=emu.api_key, base_url=emu.base_url) as client:
+        client.set_env_var(app.service_id, "DATABASE_URL", internal)
+    shutil.rmtree(tmp_path / "state")
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert report["new"]["id"] == new_id
+    assert_rotated(app, report, before, config=config)
+
+
+def test_a_manifest_names_the_targets_by_fingerprint_only(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    app, _, _ = _killed_after(emu, tmp_path, "delete-old")
+    [manifest] = [p for p in _backup_files(tmp_path) if p.name.endswith(".json")]
+    data = json.loads(manifest.read_text())
+    assert data["owner_id"] == app.owner_id
+    assert data["spec"]["plan"] == "free" and data["spec"]["database_user"]
+    assert sorted(data["targets"]) == sorted(
+        [
+            f"{app.service_id}:DATABASE_URL",
+            f"{app.service_id}:READ_URL",
+            f"{app.env_group_id}:DATABASE_URL",
+        ]
+    )
+    assert app.password not in manifest.read_text()

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from render_rotator.postgres.inventory import compare_inventories
 from render_rotator.render import RenderClient
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
+from render_rotator.sandbox.seed import create_postgres
 from tests.test_rotation_resume import DONE, rotate_and_kill
 from tests.test_rotation_support import (
     App,
@@ -190,8 +192,6 @@ def test_a_database_this_rotation_did_not_create_is_never_adopted(
     Render allows two)."""
     app = make_app(emu, plan="basic_256mb")
     before = inventory(app.external_url)
-    from render_rotator.sandbox.seed import create_postgres
-
     stranger = create_postgres(emu, f"{app.name}-20200101", app.owner_id, plan="basic_256mb")
     config = write_config(tmp_path, app, strategy="delete-first")
     rotate_and_kill(emu, app, config, "delete-old", DONE)
@@ -203,8 +203,6 @@ def test_a_database_this_rotation_did_not_create_is_never_adopted(
     assert emu.postgres(stranger["id"])["status"] == "available"
     new = emu.connection_info(report["new"]["id"])
     assert app.env()["DATABASE_URL"] == new["internalConnectionString"]
-    from render_rotator.postgres.inventory import compare_inventories
-
     assert compare_inventories(before, inventory(new["externalConnectionString"])).equal
 
 
@@ -246,3 +244,54 @@ def test_a_manifest_names_the_targets_by_fingerprint_only(
         ]
     )
     assert app.password not in manifest.read_text()
+
+
+def test_resume_with_the_journal_takes_a_moved_backup_with_backup_path(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """The journal survived but the backup it names was moved: `resume` says so and keeps
+    the journal; `resume --backup` with that same archive finishes; another archive is
+    refused before anything happens."""
+    app = make_app(emu, plan="free")
+    before = inventory(app.external_url)
+    config = write_config(tmp_path, app, strategy="delete-first")
+    rotate_and_kill(emu, app, config, "delete-old", DONE)
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "backups", moved)
+    [archive] = [p for p in moved.iterdir() if not p.name.endswith(".json")]
+
+    snapshot = emu.state_snapshot()
+    stuck = run_cli(emu, "resume", "-c", str(config))
+    assert stuck.exit_code == 1, stuck.output
+    [line] = error_lines(stuck)
+    assert "that backup is no longer at" in line and "nothing was changed" in line
+    assert "resume --backup PATH" in line
+    assert emu.state_snapshot() == snapshot  # no database provisioned that could not be filled
+
+    _killed_after(emu, tmp_path / "other", "delete-old")
+    wrong = run_cli(
+        emu, "resume", "-c", str(config), "--backup", str(tmp_path / "other" / "backups")
+    )
+    assert wrong.exit_code == 2, wrong.output
+    [line] = error_lines(wrong)
+    assert "is not the backup this rotation took" in line
+
+    result = run_cli(emu, "resume", "-c", str(config), "--backup", str(archive), "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert_rotated(app, report, before, config=config)
+    assert report["backup"]["path"] == str(archive.resolve())
+
+
+def test_dry_run_shows_the_recovery_and_changes_nothing(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    app, config, _ = _killed_after(emu, tmp_path, "delete-old")
+    snapshot = emu.state_snapshot()
+    result = run_cli(emu, "rotate", "-c", str(config), "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = report_of(result)["plan"]
+    assert any(f"{app.postgres_id} is already deleted" in step for step in plan), plan
+    assert not any(step.startswith("DELETE") for step in plan), plan
+    assert emu.state_snapshot() == snapshot
+    assert not list((tmp_path / "state").glob("*.journal.json"))

@@ -404,7 +404,8 @@ def backup(ctx: Rotation) -> bool:
     if ctx.old is None:
         raise RotationError(
             "the old database is gone and no intact backup exists",
-            hint=f"look for archives in {ctx.settings.backup_dir}",
+            hint=f"look for archives in {ctx.settings.backup_dir}; if it was moved, run "
+            "`render-rotator resume --backup PATH`",
         )
     backup_dir = ctx.settings.backup_dir
     try:

@@ -289,6 +289,58 @@ def _no_backup_error(
     )
 
 
+def relocate_backup(ctx: Rotation) -> None:
+    """`resume --backup PATH`: the journal's backup is no longer where it was written (moved,
+    or downloaded elsewhere); use the one at PATH if it is the very same archive."""
+    entry = ctx.state.get("backup")
+    hint = ctx.backup_hint
+    if not entry or Path(entry["path"]).exists():
+        return
+    if hint is None:
+        _require_backup_before_resuming(ctx, entry)
+        return
+    if not hint.exists():
+        raise UsageError(f"--backup {hint} does not exist", hint="give the path of the backup")
+    same = [
+        b
+        for b in (_load(p) for p in _manifests(hint))
+        if b is not None and b.sha256 == entry["sha256"]
+    ]
+    if not same:
+        raise UsageError(
+            f"--backup {hint} is not the backup this rotation took "
+            f"({Path(entry['path']).name}, sha256 {entry['sha256'][:12]}...)",
+            hint="give that archive (with its .json manifest beside it) or its manifest",
+        )
+    backup = same[0]
+    if not backup.archive.exists() or sha256_path(backup.archive) != entry["sha256"]:
+        raise RotationError(
+            f"the backup {backup.archive} does not match its manifest's sha256 (damaged or "
+            "incomplete); nothing was changed",
+            hint="download the backup artifact again (the archive and its .json manifest)",
+        )
+    log.info("using the backup at %s (moved from %s)", backup.archive, entry["path"])
+    entry["path"] = str(backup.archive.resolve())
+    entry["manifest"] = str(backup.manifest_path.resolve())
+    ctx.save()
+
+
+def _require_backup_before_resuming(ctx: Rotation, entry: dict[str, Any]) -> None:
+    """The old database is (or may be) deleted and its backup is not where the journal says,
+    while the new database still has to be filled from it: stop before any phase provisions
+    a database that could not be filled."""
+    journal = ctx.journal
+    deleting = ctx.state.get("old_deleted") or journal.phases.get("delete-old", {}).get("status")
+    if not deleting or journal.is_done("verify"):
+        return
+    raise RotationError(
+        f"the old database {ctx.state.get('old_id')} was deleted after a verified backup, and "
+        f"that backup is no longer at {entry['path']}; nothing was changed",
+        hint="put it back there, or run `render-rotator resume --backup PATH` with the archive "
+        "(its .json manifest beside it), e.g. the downloaded Actions artifact",
+    )
+
+
 # -- taking over ------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ from render_rotator.errors import (
 from render_rotator.logs import scrub
 from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
 from render_rotator.rotation import freeze as freezing
-from render_rotator.rotation import phases
+from render_rotator.rotation import phases, recovery
 from render_rotator.rotation.context import LogUI, Rotation, RotationUI
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
@@ -351,6 +351,8 @@ def _run(
         _confirm_destruction(ctx)
         journal.persist = True
         journal.save()
+    if resuming:
+        recovery.relocate_backup(ctx)  # before any phase: a missing backup changes nothing
     current = "inspect"
     try:
         for name, phase in phases.PHASES:
@@ -511,7 +513,12 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
         f"freeze writes: {describe_freeze(ctx, ctx.settings.freeze)}",
         f"back up to {ctx.settings.backup_dir} (checked with pg_restore --list, sha256, inventory)",
     ]
-    if strategy == "delete-first":
+    if state.get("recovered"):
+        plan[1:] = [
+            f"{state['old_id']} is already deleted (an interrupted delete-first rotation): "
+            f"restore from the backup {state['backup']['path']} (sha256 checked)"
+        ]
+    elif strategy == "delete-first":
         plan.append(f"DELETE {state['old_id']} after the backup is verified")
     if state.get("new_id"):
         plan.append(

@@ -127,7 +127,7 @@ def _pointing_at_none(
     return [
         v
         for v in values
-        if v.value is not None and not any(points_at(v.value, info) for info in infos)
+        if endpoint(v.value) is not None and not any(points_at(v.value, info) for info in infos)
     ]
 
 
@@ -135,9 +135,11 @@ def find_lost(ctx: Rotation) -> Lost | None:
     """The lost old database and its backup, or None when the old database exists (or
     nothing says it was lost: then the ordinary discovery reports what is wrong).
 
-    Lost means: some target points at no database on Render (the deleted one's dead URL),
-    or, with no targets, the configured database is not on Render. Then a backup must exist;
-    without one this raises the error that says what exists and what to do.
+    Lost means: some target holds a connection string of no database on Render (the
+    deleted one's dead URL) and a backup of that database is here (or, with no targets, the
+    configured database is not on Render and its backup is here). When every target that is
+    set holds such a dead URL and there is no backup, this raises the error that says what
+    exists and what to do.
     """
     db = ctx.db
     owner = ctx.config.render.owner_id
@@ -156,8 +158,10 @@ def find_lost(ctx: Rotation) -> Lost | None:
         return None
     backup = find_backup(ctx, dead, everything)
     if backup is None:
-        if not dead:
-            return None  # no targets, no backup: "not found" as before
+        if not dead or len(dead) < len([v for v in values if v.value is not None]):
+            # no targets, or some use a database that exists: a misconfiguration (or a
+            # typo in the name) that the ordinary discovery reports, not a lost database
+            return None
         raise _no_backup_error(ctx, dead, everything)
     return Lost(backup=backup, values=values, dead=dead, on_render=everything)
 

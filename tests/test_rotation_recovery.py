@@ -295,3 +295,67 @@ def test_dry_run_shows_the_recovery_and_changes_nothing(
     assert not any(step.startswith("DELETE") for step in plan), plan
     assert emu.state_snapshot() == snapshot
     assert not list((tmp_path / "state").glob("*.journal.json"))
+
+
+def _manifest(tmp_path: Path, **extra: Any) -> Path:
+    data = {
+        "database": "app-db",
+        "postgres_id": "dpg-old-a",
+        "created_at": "20261201T101010Z",
+        "archive": {
+            "sha256": "0" * 64,
+            "format": "custom",
+            "source": "postgresql://app_user:***@dpg-old-a.frankfurt-postgres.render.com:5432/app",
+            "inventory": {"server_version": 160004, "tables": {}},
+        },
+        **extra,
+    }
+    path = tmp_path / "app-db-dpg-old-a-20261201T101010Z.dump.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_manifest_without_a_spec_gives_one_from_its_source_url(tmp_path: Path) -> None:
+    from render_rotator.rotation.recovery import _load, spec_of
+
+    backup = _load(_manifest(tmp_path))
+    assert backup is not None
+    assert backup.archive == tmp_path / "app-db-dpg-old-a-20261201T101010Z.dump"
+    spec = spec_of(backup)
+    assert (spec["region"], spec["version"], spec["plan"]) == ("frankfurt", "16", "free")
+    assert (spec["database_name"], spec["database_user"]) == ("app", "app_user")
+
+
+def test_a_manifest_without_a_spec_or_a_render_host_is_refused(tmp_path: Path) -> None:
+    from render_rotator.errors import RotationError
+    from render_rotator.rotation.recovery import _load, spec_of
+
+    path = _manifest(tmp_path)
+    data = json.loads(path.read_text())
+    data["archive"]["source"] = "postgresql://app_user:***@127.0.0.1:5432/app"
+    path.write_text(json.dumps(data))
+    backup = _load(path)
+    assert backup is not None
+    with pytest.raises(RotationError, match="does not say how to recreate app-db"):
+        spec_of(backup)
+
+
+def test_one_target_on_an_unknown_database_is_a_misconfiguration_not_a_loss(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """The old database exists and the other targets use it: a target holding some other
+    URL is reported as before (exit 2), not taken for a lost database."""
+    app = make_app(emu, plan="free")
+    config = write_config(tmp_path, app, strategy="delete-first")
+    emu.faults.clear()
+    with RenderClient(api_key=emu.api_key, base_url=emu.base_url) as client:
+        client.set_env_var(
+            app.service_id, "READ_URL", "postgresql://u:pw@dpg-gone-a.oregon-postgres.render.com/x"
+        )
+    snapshot = emu.state_snapshot()
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes")
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result)
+    assert f"target {app.service_id}:READ_URL does not point at {app.name}" in line
+    assert "gone from Render" not in line
+    assert emu.state_snapshot() == snapshot

@@ -348,7 +348,7 @@ def _require_backup_before_resuming(ctx: Rotation, entry: dict[str, Any]) -> Non
 # -- taking over ------------------------------------------------------------------------
 
 
-def _spec(ctx: Rotation, backup: Backup) -> dict[str, Any]:
+def spec_of(backup: Backup) -> dict[str, Any]:
     """The lost database's spec: recorded in the manifest, or (older manifests) read from
     its source URL and inventory."""
     spec = backup.manifest.get("spec")
@@ -356,7 +356,13 @@ def _spec(ctx: Rotation, backup: Backup) -> dict[str, Any]:
         return dict(spec)
     source = endpoint(str(backup.manifest["archive"].get("source") or ""))
     host = source.host if source else ""
-    region = host.split(".")[1].removesuffix("-postgres") if host.count(".") >= 2 else None
+    # Render's external host: dpg-xxx-a.<region>-postgres.render.com
+    labels = host.split(".")
+    region = (
+        labels[1].removesuffix("-postgres")
+        if len(labels) == 4 and host.endswith("-postgres.render.com")
+        else None
+    )
     version = int(backup.inventory.get("server_version") or 0) // 10000
     if not (source and region and version):
         raise RotationError(
@@ -426,7 +432,7 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
     database as deleted after this verified backup, the new database the interrupted run
     created (if any), the services it froze. Returns (new database or None, target values)."""
     state, backup = ctx.state, lost.backup
-    spec = _spec(ctx, backup)
+    spec = spec_of(backup)
     owner = _owner(ctx, backup)
     new = _own_new(ctx, lost, spec, owner)
     state.update(

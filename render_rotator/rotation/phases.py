@@ -46,9 +46,8 @@ from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
-from render_rotator.rotation import blueprints, services
+from render_rotator.rotation import blueprints, recovery, services
 from render_rotator.rotation import freeze as freezing
-from render_rotator.rotation import recovery
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import PhaseRecord

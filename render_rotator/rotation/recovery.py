@@ -29,6 +29,7 @@ from render_rotator.postgres.inventory import Inventory, compare_inventories, ta
 from render_rotator.postgres.url import require_tls
 from render_rotator.render import Postgres
 from render_rotator.rotation.naming import is_rotation_of
+from render_rotator.rotation.services import WEB_SERVICE, freeze_action, service_types
 from render_rotator.rotation.targets import (
     TargetValue,
     endpoint,
@@ -510,15 +511,17 @@ def _keep_used_new(ctx: Rotation, new: Postgres, used: list[str]) -> None:
 
 def _adopt_frozen(ctx: Rotation) -> None:
     """The services the interrupted run froze count as frozen by this rotation, so its
-    deploy thaws them: with the old database gone they cannot work as they are anyway."""
+    deploy thaws them: with the old database gone they cannot work as they are anyway.
+    Each is recorded under what the freeze does to its type (rotation/services.py)."""
     mode = ctx.settings.freeze
     frozen: dict[str, Any] = {"mode": mode, "suspended": [], "maintenance": []}
-    if mode in ("suspend", "maintenance"):
-        for service_id in ctx.affected_services():
-            service = ctx.client.get_service(service_id)
-            if mode == "suspend" and service.suspended:
-                frozen["suspended"].append(service_id)
-            elif mode == "maintenance" and service.maintenance_mode_enabled:
-                frozen["maintenance"].append(service_id)
+    types = service_types(ctx)
+    for service_id in ctx.affected_services():
+        action = freeze_action(types.get(service_id, WEB_SERVICE), mode)
+        if action is None:
+            continue
+        service = ctx.client.get_service(service_id)
+        if service.suspended if action == "suspend" else service.maintenance_mode_enabled:
+            frozen["suspended" if action == "suspend" else "maintenance"].append(service_id)
     ctx.state["frozen"] = frozen
     ctx.state["adopt_frozen"] = True

@@ -359,3 +359,39 @@ def test_one_target_on_an_unknown_database_is_a_misconfiguration_not_a_loss(
     assert f"target {app.service_id}:READ_URL does not point at {app.name}" in line
     assert "gone from Render" not in line
     assert emu.state_snapshot() == snapshot
+
+
+def test_killed_after_the_repoint_the_deploy_and_thaw_are_finished(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """Every target already uses the new database and the services are still frozen: the
+    fresh machine checks that database against the backup and deploys, rather than rotating
+    it again (or, with --if-expiring-within, leaving the services suspended)."""
+    app = make_app(emu, plan="free")
+    before = inventory(app.external_url)
+    config = write_config(tmp_path, app, strategy="delete-first")
+    at_kill = rotate_and_kill(emu, app, config, "repoint", DONE)
+    shutil.rmtree(tmp_path / "state")
+    assert emu.service(app.service_id)["suspended"] == "suspended"
+    result = run_cli(emu, "rotate", "-c", str(config), "--if-expiring-within", "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert report["new"]["id"] == at_kill["state"]["new_id"]
+    assert any("every target already uses its replacement" in n for n in report["notes"])
+    assert_rotated(app, report, before, config=config)
+
+
+def test_a_finished_rotation_with_its_backup_around_is_rotated_as_usual(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """The backup of the database a finished rotation deleted stays in backup_dir; the
+    services run: the next rotation rotates the database in use (nothing to finish)."""
+    app = make_app(emu, plan="basic_256mb")
+    config = write_config(tmp_path, app, strategy="delete-first")
+    first = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
+    assert first.exit_code == 0, first.output
+    in_use = report_of(first)["new"]["id"]
+    shutil.rmtree(tmp_path / "state")
+    plan = report_of(run_cli(emu, "rotate", "-c", str(config), "--dry-run", "--json"))["plan"]
+    assert plan[0].startswith(f"inspect {in_use}"), plan
+    assert any(step.startswith(f"DELETE {in_use}") for step in plan), plan

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from render_rotator.errors import NotFoundError, RotationError, UsageError
+from render_rotator.errors import NotFoundError, RenderRotatorError, RotationError, UsageError
 from render_rotator.postgres.archive import sha256_path
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.url import require_tls
@@ -156,7 +156,7 @@ def find_lost(ctx: Rotation) -> Lost | None:
         others = [p for p in everything if p not in mine]
         dead = _pointing_at_none(ctx, dead, others)  # on an unrelated database: misconfigured
     if not dead and (values or mine):
-        return None
+        return _cut_before_deploy(ctx, values, mine, everything)
     backup = find_backup(ctx, dead, everything)
     if backup is None:
         if not dead or len(dead) < len([v for v in values if v.value is not None]):
@@ -165,6 +165,47 @@ def find_lost(ctx: Rotation) -> Lost | None:
             return None
         raise _no_backup_error(ctx, dead, everything)
     return Lost(backup=backup, values=values, dead=dead, on_render=everything)
+
+
+def _cut_before_deploy(
+    ctx: Rotation, values: list[TargetValue], mine: list[Postgres], everything: list[Postgres]
+) -> Lost | None:
+    """Killed after the repoint, before the deploy: every target uses the new database, the
+    old one is gone, and every affected service is still frozen. Only when a backup of the
+    deleted database is here, the database in use is the one that rotation created, and it
+    holds exactly the backup's data: then the deploy (and thaw) is what is left to do.
+    Anything short of that is a database in use, rotated as usual."""
+    infos = {p.id: ctx.connection_info(p.id) for p in mine}
+    set_values = [v for v in values if v.value is not None]
+    used = [p for p in mine if any(points_at(v.value, infos[p.id]) for v in set_values)]
+    if len(used) != 1 or not set_values or not _all_frozen(ctx):
+        return None
+    try:
+        backup = find_backup(ctx, [], everything)
+        if backup is None:
+            return None
+        lost = Lost(backup=backup, values=values, dead=[], on_render=everything)
+        if _own_new(ctx, lost, spec_of(backup), _owner(ctx, backup)) != used[0]:
+            return None
+    except RenderRotatorError:
+        return None
+    return lost
+
+
+def _all_frozen(ctx: Rotation) -> bool:
+    """Whether every affected service that a freeze would touch is frozen now."""
+    mode = ctx.settings.freeze
+    types = service_types(ctx)
+    seen = False
+    for service_id in ctx.affected_services():
+        action = freeze_action(types.get(service_id, WEB_SERVICE), mode)
+        if action is None:
+            continue
+        service = ctx.client.get_service(service_id)
+        if not (service.suspended if action == "suspend" else service.maintenance_mode_enabled):
+            return False
+        seen = True
+    return seen
 
 
 # -- finding the backup -----------------------------------------------------------------
@@ -466,11 +507,15 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
             "old_sha256": fingerprint(value.value),
         }
     _adopt_frozen(ctx)
+    held = (
+        f"{len(lost.dead)} target(s) still hold its URL"
+        if lost.dead
+        else "every target already uses its replacement, whose services are still frozen"
+    )
     message = (
-        f"{backup.postgres_id} ({backup.database}) is gone from Render and "
-        f"{len(lost.dead)} target(s) still hold its URL: an interrupted delete-first "
-        f"rotation; finishing it from the backup {backup.archive} (taken "
-        f"{backup.manifest.get('created_at')}, sha256 checked)"
+        f"{backup.postgres_id} ({backup.database}) is gone from Render and {held}: an "
+        f"interrupted delete-first rotation; finishing it from the backup {backup.archive} "
+        f"(taken {backup.manifest.get('created_at')}, sha256 checked)"
     )
     if new is not None:
         used = [v.label for v in lost.values if points_at(v.value, ctx.connection_info(new.id))]

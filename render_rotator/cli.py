@@ -492,6 +492,17 @@ def config_option[F: Callable[..., Any]](func: F) -> F:
     )(func)
 
 
+def backup_option[F: Callable[..., Any]](func: F) -> F:
+    return click.option(
+        "--backup",
+        "backup",
+        type=click.Path(path_type=Path),
+        help="Backup to finish an interrupted delete-first rotation from, when its old "
+        "database is gone and the journal is lost: the archive (with its .json manifest "
+        "beside it), the manifest, or a directory holding them (default: search backup_dir).",
+    )(func)
+
+
 def _make_ui(as_json: bool) -> Any:
     """Progress and report display: terminal, GitHub Actions, or plain lines."""
     from render_rotator.ui import make_ui
@@ -551,6 +562,7 @@ def _load(config_path: Path | None) -> Any:
 )
 @click.option("--yes", is_flag=True, help="Do not ask before deleting the old database.")
 @click.option("--restart", is_flag=True, help="Discard an unfinished journal and start over.")
+@backup_option
 @pg_bin_option
 @json_option
 @handle_errors
@@ -561,6 +573,7 @@ def rotate(
     if_expiring_within: int | str | None,
     yes: bool,
     restart: bool,
+    backup: Path | None,
     pg_bin: str | None,
     as_json: bool,
 ) -> None:
@@ -578,6 +591,7 @@ def rotate(
             restart=restart,
             pg_bin=pg_bin,
             ui=ui,
+            backup=backup,
         )
     _emit_rotation(result, as_json, ui, cfg)
 
@@ -585,18 +599,23 @@ def rotate(
 @cli.command()
 @config_option
 @click.option("--database", help="Resume only this configured database.")
+@backup_option
 @pg_bin_option
 @json_option
 @handle_errors
 def resume(
-    config_path: Path | None, database: str | None, pg_bin: str | None, as_json: bool
+    config_path: Path | None,
+    database: str | None,
+    backup: Path | None,
+    pg_bin: str | None,
+    as_json: bool,
 ) -> None:
     """Continue an interrupted rotation from its journal."""
     from render_rotator.rotation.workflow import resume as resume_fn
 
     cfg = _load(config_path)
     with _make_ui(as_json) as ui:
-        result = resume_fn(cfg, database, pg_bin=pg_bin, ui=ui)
+        result = resume_fn(cfg, database, pg_bin=pg_bin, ui=ui, backup=backup)
     _emit_rotation(result, as_json, ui, cfg)
 
 

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from render_rotator.config import Config, DatabaseConfig, Settings
@@ -75,6 +76,9 @@ class Rotation:
     confirm: Callable[[str], bool] | None = None
     pg_bin: str | None = None
     today: Any = None  # datetime.date; injectable for tests
+    #: ``--backup PATH``: the backup to finish from when the old database is gone and no
+    #: journal knows where its backup is (see rotation/recovery.py)
+    backup_hint: Path | None = None
 
     _old: Postgres | None = None
     _new: Postgres | None = None

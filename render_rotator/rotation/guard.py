@@ -205,6 +205,13 @@ def made_by_us(ctx: Rotation, pg: Postgres) -> str | None:
         return "journal"
     if pg.id in (ctx.state.get("created_ids") or []):
         return "journal"
+    if marked_for(ctx, pg) == ctx.state.get("old_id"):
+        return "marker"
+    return None
+
+
+def marked_for(ctx: Rotation, pg: Postgres) -> str | None:
+    """The old database whose rotation created `pg`, by the marker on it read now."""
     try:
         info = info_now(ctx, pg.id)
         if info is None:
@@ -215,9 +222,7 @@ def made_by_us(ctx: Rotation, pg: Postgres) -> str | None:
     except RenderRotatorError as exc:
         log.info("could not read the marker on %s: %s", pg.id, exc)
         return None
-    if isinstance(marker, dict) and marker.get("old_id") == ctx.state.get("old_id"):
-        return "marker"
-    return None
+    return str(marker.get("old_id")) if isinstance(marker, dict) else None
 
 
 # -- reusing -----------------------------------------------------------------------------

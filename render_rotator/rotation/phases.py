@@ -44,7 +44,7 @@ from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
-from render_rotator.rotation import blueprints, guard, services
+from render_rotator.rotation import blueprints, guard, recovery, services
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.naming import is_rotation_of
@@ -199,6 +199,11 @@ def inspect(ctx: Rotation) -> bool:
                     hint="if a backup was taken it is named in the journal; restore it with "
                     "`render-rotator restore`",
                 )
+    elif (lost := recovery.find_lost(ctx)) is not None:
+        # a fresh machine after a delete-first run deleted the old database: the backup
+        # (in backup_dir or --backup) is the only copy of its data; finish from it
+        new, values = recovery.take_over(ctx, lost)
+        old = None
     else:
         old, new, values = _discover(ctx)
         state.update(
@@ -404,7 +409,8 @@ def backup(ctx: Rotation) -> bool:
     if ctx.old is None:
         raise RotationError(
             "the old database is gone and no intact backup exists",
-            hint=f"look for archives in {ctx.settings.backup_dir}",
+            hint=f"look for archives in {ctx.settings.backup_dir}; if it was moved, run "
+            "`render-rotator resume --backup PATH`",
         )
     backup_dir = ctx.settings.backup_dir
     try:
@@ -437,6 +443,7 @@ def backup(ctx: Rotation) -> bool:
         "postgres_id": state["old_id"],
         "created_at": stamp,
         "archive": info.to_dict(),
+        **recovery.manifest_extras(ctx),
     }
     manifest_path = path.with_name(path.name + ".json")
     write_private(manifest_path, json.dumps(manifest, indent=2, default=str))

@@ -38,7 +38,7 @@ from render_rotator.errors import (
 from render_rotator.logs import scrub
 from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
 from render_rotator.rotation import freeze as freezing
-from render_rotator.rotation import guard, phases
+from render_rotator.rotation import guard, phases, recovery
 from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation.context import LogUI, Rotation, RotationUI
 from render_rotator.rotation.journal import Journal
@@ -135,11 +135,14 @@ def rotate(
     confirm: ConfirmFn | None = tty_confirm,
     pg_bin: str | None = None,
     today: date | None = None,
+    backup: Path | None = None,
 ) -> RotationResult:
     """Rotate each configured database (or just `database`) that is due.
 
     `if_expiring_within`: rotate only a database expiring within that many days (``"config"``:
     each database's ``rotate_within_days``); the others get a "not due" report (exit 0).
+    `backup`: the backup to finish from when an interrupted delete-first rotation deleted
+    the old database and its journal is lost (default: search `backup_dir`).
     """
     cfg = _config(config)
     dbs = _databases(cfg, database)
@@ -181,6 +184,7 @@ def rotate(
                         confirm=confirm,
                         pg_bin=pg_bin,
                         today=today,
+                        backup=backup,
                     )
                 )
     finally:
@@ -198,12 +202,14 @@ def resume(
     pg_bin: str | None = None,
     yes: bool = True,
     today: date | None = None,
+    backup: Path | None = None,
 ) -> RotationResult:
     """Continue every unfinished rotation from its journal's last completed phase.
 
     A database without a journal (say, on a fresh machine) is looked up on Render: a
-    half-done rotation found there (a newer rotation of it that not every target uses yet)
-    is finished; otherwise there is nothing to resume.
+    half-done rotation found there (a newer rotation of it that not every target uses yet,
+    or an old database deleted by delete-first whose backup is in `backup_dir` or at
+    `backup`) is finished; otherwise there is nothing to resume.
     """
     cfg = _config(config)
     own_client = client is None
@@ -224,6 +230,7 @@ def resume(
                         pg_bin=pg_bin,
                         yes=yes,
                         today=today,
+                        backup=backup,
                     )
                 )
     finally:
@@ -307,6 +314,7 @@ def _run(
     confirm: ConfirmFn | None = None,
     pg_bin: str | None = None,
     today: date | None = None,
+    backup: Path | None = None,
 ) -> RotationReport:
     resuming = journal is not None
     if journal is None:
@@ -325,6 +333,7 @@ def _run(
         confirm=confirm,
         pg_bin=pg_bin,
         today=today,
+        backup_hint=backup,
     )
     if dry_run:
         return _dry_run(ctx, if_expiring_within)
@@ -344,7 +353,7 @@ def _rotate(
         # read-only: a failure here (bad target, unknown database, 401) changed nothing and
         # is raised as is, one clear error
         _run_phase(ctx, "inspect", phases.inspect)
-        if discover_only and not ctx.state.get("new_id"):
+        if discover_only and not (ctx.state.get("new_id") or ctx.state.get("recovered")):
             report.due = False
             report.rotated = False
             report.message = "nothing to resume: no unfinished rotation (journal or on Render)"
@@ -357,6 +366,8 @@ def _rotate(
         _take_lease(ctx)
         journal.persist = True
         journal.save()
+    if resuming:
+        recovery.relocate_backup(ctx)  # before any phase: a missing backup changes nothing
     current = "inspect"
     try:
         for name, phase in phases.PHASES:
@@ -490,7 +501,7 @@ def _due(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> bool:
     within = _threshold(ctx, if_expiring_within)
     report = ctx.report
     days = _days_left((ctx.state.get("old_spec") or {}).get("expires_at"))
-    if within is None or ctx.state.get("new_id") is not None:
+    if within is None or ctx.state.get("new_id") is not None or ctx.state.get("recovered"):
         return True
     if days is not None and days <= within:
         return True
@@ -507,6 +518,8 @@ def _due(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> bool:
 
 def _destroys(ctx: Rotation) -> list[str]:
     state = ctx.state
+    if state.get("recovered"):
+        return []  # the old database is already gone; only what this rotation made is reused
     old = f"{state['old_id']} ({state['old_name']})"
     if state.get("strategy") == "delete-first" or ctx.settings.strategy == "delete-first":
         return [
@@ -558,7 +571,12 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
         f"freeze writes: {describe_freeze(ctx, ctx.settings.freeze)}",
         f"back up to {ctx.settings.backup_dir} (checked with pg_restore --list, sha256, inventory)",
     ]
-    if strategy == "delete-first":
+    if state.get("recovered"):
+        plan[1:] = [
+            f"{state['old_id']} is already deleted (an interrupted delete-first rotation): "
+            f"restore from the backup {state['backup']['path']} (sha256 checked)"
+        ]
+    elif strategy == "delete-first":
         plan.append(f"DELETE {state['old_id']} after the backup is verified")
     if state.get("new_id"):
         plan.append(

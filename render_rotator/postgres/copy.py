@@ -74,12 +74,11 @@ from render_rotator.postgres.binaries import (
     url_needs_tls,
 )
 from render_rotator.postgres.connect import connect, connection, sql_error
+from render_rotator.postgres.fingerprint import apply_settings, database_settings
 from render_rotator.postgres.inventory import (
-    Inventory,
     VerificationReport,
-    compare_inventories,
     qualified,
-    take_inventory,
+    verify_copy,
 )
 from render_rotator.postgres.runner import (
     describe_exit,
@@ -1375,6 +1374,7 @@ def copy_database(
     command_timeout: float = 600,
     pg_bin: str | Path | None = None,
     verify: bool = False,
+    verify_mode: str = "content",
     clean: bool = False,
     progress: ProgressCallback | None = None,
     maintenance_work_mem: str | None = None,
@@ -1384,8 +1384,11 @@ def copy_database(
 
     `jobs` workers share the data streams and index builds. The target must be empty
     unless `clean=True`, which first drops every user object in it (the way to re-run after
-    a failed copy). `verify=True` compares exact row counts, sequences and object counts
-    against the snapshot that was copied and raises VerificationError on any difference.
+    a failed copy). The source database's settings (`ALTER DATABASE ... SET`) are set on
+    the target. `verify=True` compares the target with the snapshot that was copied, by
+    content (`verify_mode="content"`: per-table checksums, sequences, definitions,
+    settings, large objects; "counts": row counts instead of checksums) and raises
+    VerificationError on any difference.
     `maintenance_work_mem` is set per session for index builds on the target (None keeps
     the server's); `split_bytes` forces tables larger than it into ctid ranges of about
     that size (default: only tables larger than their fair share are split).
@@ -1421,7 +1424,7 @@ def copy_database(
         copier.pg_bin = pg_bin
         copier.needs_tls = needs_tls
         try:
-            return _run(copier, verify=verify, clean=clean)
+            return _run(copier, verify=verify_mode if verify else None, clean=clean)
         except DatabaseError as exc:
             if not copier.touched:
                 raise
@@ -1436,7 +1439,7 @@ def copy_database(
             copier.procs.stop_all()
 
 
-def _run(c: _Copier, *, verify: bool, clean: bool) -> CopyResult:
+def _run(c: _Copier, *, verify: str | None, clean: bool) -> CopyResult:
     phases: dict[str, float] = {}
     mark = time.monotonic()
 
@@ -1496,7 +1499,7 @@ def _copy_in_snapshot(
     target_num: int,
     phases: dict[str, float],
     phase: Callable[[str], None],
-    verify: bool,
+    verify: str | None,
 ) -> CopyResult:
     exporter.set_session(isolation_level="REPEATABLE READ", readonly=True)
     with exporter.cursor() as cur:
@@ -1598,6 +1601,7 @@ def _copy_in_snapshot(
     # -- sequences, then the rest of post-data with pg_restore -j -----------------------------
     values = _read_sequences(exporter, plan.sequences)
     _set_sequences(c, values)
+    _copy_settings(c)
     phase("sequences")
     c.phase = "post-data"
     c.report()
@@ -1627,7 +1631,7 @@ def _copy_in_snapshot(
     if verify:
         c.phase = "verify"
         c.report()
-        report = _verify(c)
+        report = _verify(c, verify)
         phase("verify")
     c.phase = "done"
     c.report()
@@ -1991,35 +1995,31 @@ def _set_sequences(c: _Copier, values: Sequence[tuple[str, int, bool]]) -> None:
             cur.execute(sql.SQL("; ").join(statements))
 
 
-def _verify(c: _Copier) -> VerificationReport:
-    """Source (in the copied snapshot) and target inventories, taken side by side."""
-    results: dict[str, Inventory] = {}
-    errors: list[BaseException] = []
+def _verify(c: _Copier, mode: str) -> VerificationReport:
+    """Source (in the copied snapshot) and target fingerprints, taken side by side."""
+    return verify_copy(
+        c.source,
+        c.target,
+        jobs=c.jobs,
+        mode=mode,
+        connect_timeout=c.connect_timeout,
+        command_timeout=c.remaining(),
+        source_snapshot=c.snapshot,
+    )
 
-    def take(key: str, url: PgURL, snapshot: str | None) -> None:
-        try:
-            results[key] = take_inventory(
-                url,
-                connect_timeout=c.connect_timeout,
-                statement_timeout=c.remaining(),
-                snapshot=snapshot,
-            )
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
 
-    threads = [
-        threading.Thread(target=take, args=("source", c.source, c.snapshot)),
-        threading.Thread(target=take, args=("target", c.target, None)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    report = compare_inventories(results["source"], results["target"])
-    log.info("%s", report.summary())
-    return report
+def _copy_settings(c: _Copier) -> int:
+    """The source database's own settings (`ALTER DATABASE ... SET`), which a schema dump
+    without --create leaves out, set on the target."""
+    settings = database_settings(c.source, connect_timeout=c.connect_timeout)
+    try:
+        apply_settings(c.target, settings, connect_timeout=c.connect_timeout)
+    except DatabaseError as exc:
+        raise CopyError(
+            f"could not carry the database settings over: {exc.message}",
+            hint="the target's role must own the target database",
+        ) from None
+    return len(settings)
 
 
 __all__ = [

@@ -30,6 +30,7 @@ from typing import Any
 from render_rotator import faults
 from render_rotator.config import Config, DatabaseConfig, load_config
 from render_rotator.errors import (
+    DriftError,
     RenderRotatorError,
     RotationError,
     UsageError,
@@ -698,6 +699,10 @@ def _land(
         )
         if problems:
             report.message += "; but " + "; ".join(problems)
+    elif journal.is_done("deploy") and isinstance(exc, DriftError):
+        journal.error = message
+        journal.save()
+        report.message = f"{status} in phase {phase}: {message}"
     elif journal.is_done("deploy"):
         journal.error = message
         journal.save()

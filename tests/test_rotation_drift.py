@@ -143,3 +143,23 @@ def test_a_write_after_the_verified_copy_stops_the_retire(
     assert f"refusing to retire the old database {app.postgres_id}" in message
     assert "public.writes" in message and f"Every target already uses {new_id}" in message
     assert report["old"]["deleted"] is False
+
+
+@pytest.mark.parametrize("strategy", ["create-first", "delete-first"])
+def test_database_settings_travel_with_the_rotation(
+    emu: RenderEmulator, tmp_path: Path, strategy: str
+) -> None:
+    """`ALTER DATABASE ... SET` lives outside the dump's sections: both paths set it on
+    the new database, and the content check would refuse a copy without it."""
+    plan = PAID_PLAN if strategy == "create-first" else "free"
+    app = make_app(emu, plan=plan)
+    dbname = PgURL.parse(app.external_url).dbname
+    execute(app.external_url, f"ALTER DATABASE \"{dbname}\" SET work_mem = '6MB'")
+    execute(app.external_url, f"ALTER DATABASE \"{dbname}\" SET search_path = app, public")
+    config = write_config(tmp_path, app, strategy=strategy)
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    new_url = emu.connection_info(report_of(result)["new"]["id"])["externalConnectionString"]
+    assert execute(new_url, "SHOW work_mem") == [("6MB",)]
+    assert execute(new_url, "SHOW search_path") == [("app, public",)]
+    assert execute(new_url, "SHOW default_transaction_read_only") == [("off",)]

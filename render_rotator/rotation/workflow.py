@@ -579,7 +579,9 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
             )
         )
     plan.append("copy the data (--no-owner --no-privileges) and ANALYZE")
-    plan.append("verify: exact row counts per table, sequences, object counts")
+    plan.append(
+        f"verify ({ctx.settings.verify}): rows, sequences, definitions, settings, large objects"
+    )
     for target in ctx.db.targets:
         plan.append(f"set {target.label} to the new {target.connection} connection string")
     deployed = ", ".join(runtime_services(ctx)) or "no services"

@@ -115,6 +115,7 @@ def test_a_writer_outside_the_freeze_keeps_the_old_database(
         assert "run `render-rotator rotate` again" in report["message"]
     else:
         assert "the old database changed after the backup was taken" in report["message"]
+    assert report["verification"]["old_database_changed"]["tables"] == ["public.writes"]
     assert not journal_file(config, app).exists()
     execute(app.external_url, "INSERT INTO writes (note) VALUES ('still writable')")
 
@@ -143,6 +144,8 @@ def test_a_write_after_the_verified_copy_stops_the_retire(
     assert f"refusing to retire the old database {app.postgres_id}" in message
     assert "public.writes" in message and f"Every target already uses {new_id}" in message
     assert report["old"]["deleted"] is False
+    assert report["verification"]["mode"] == "content"
+    assert report["verification"]["old_database_changed"]["tables"] == ["public.writes"]
 
 
 @pytest.mark.parametrize("strategy", ["create-first", "delete-first"])
@@ -155,7 +158,7 @@ def test_database_settings_travel_with_the_rotation(
     app = make_app(emu, plan=plan)
     dbname = PgURL.parse(app.external_url).dbname
     execute(app.external_url, f"ALTER DATABASE \"{dbname}\" SET work_mem = '6MB'")
-    execute(app.external_url, f"ALTER DATABASE \"{dbname}\" SET search_path = app, public")
+    execute(app.external_url, f'ALTER DATABASE "{dbname}" SET search_path = app, public')
     config = write_config(tmp_path, app, strategy=strategy)
     result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
     assert result.exit_code == 0, result.output

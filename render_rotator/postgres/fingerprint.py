@@ -65,6 +65,8 @@ SESSION_SETTINGS = {
     "lc_monetary": "C",
     "search_path": "pg_catalog",
     "standard_conforming_strings": "on",
+    # a table whose policies would hide rows from us fails instead of summing a subset
+    "row_security": "off",
 }
 _DIGEST = "sha256:"
 # First primary key column types whose order is the same on every server (text compared

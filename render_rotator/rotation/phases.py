@@ -722,6 +722,7 @@ def verify(ctx: Rotation) -> bool:
         diffs, tables = old_database_changes(ctx)
         if diffs:
             state["verified"] = False
+            state["drift"] = {"tables": tables, "differences": len(diffs)}
             ctx.save()
             raise DriftError(
                 "the old database changed after the backup was taken (writes were not "
@@ -1002,6 +1003,10 @@ def fill_report(ctx: Rotation) -> None:
         rep.rows_copied = state["rows_copied"]
     if state.get("bytes_copied") is not None:
         rep.bytes_copied = state["bytes_copied"]
+    if state.get("verification") or state.get("drift"):
+        rep.verification = {**(state.get("verification") or {})}
+        if state.get("drift"):
+            rep.verification["old_database_changed"] = state["drift"]
     if state.get("backup"):
         b = state["backup"]
         rep.backup = {

@@ -74,12 +74,14 @@ from render_rotator.postgres.binaries import (
     url_needs_tls,
 )
 from render_rotator.postgres.connect import connect, connection, sql_error
-from render_rotator.postgres.fingerprint import apply_settings, database_settings
-from render_rotator.postgres.inventory import (
-    VerificationReport,
-    qualified,
-    verify_copy,
+from render_rotator.postgres.fingerprint import (
+    Fingerprint,
+    apply_settings,
+    database_settings,
+    key_ranges,
+    take_fingerprint,
 )
+from render_rotator.postgres.inventory import VerificationReport, compare, qualified
 from render_rotator.postgres.runner import (
     describe_exit,
     kill_group,
@@ -829,6 +831,7 @@ class _Copier:
         self.deadline = self.started + command_timeout
         self.procs = _Processes()
         self.snapshot = ""
+        self.source_side: _SourceFingerprint | None = None  # verification's, during the copy
         self.encoding = "UTF8"
         self.superuser = False
         self.touched = False  # set once the target may hold part of the copy
@@ -1437,6 +1440,8 @@ def copy_database(
             raise exc from None
         finally:
             copier.procs.stop_all()
+            if copier.source_side is not None:
+                copier.source_side.stop()
 
 
 def _run(c: _Copier, *, verify: str | None, clean: bool) -> CopyResult:
@@ -1578,6 +1583,8 @@ def _copy_in_snapshot(
     phase("schema")
 
     # -- data, with the big tables' indexes built as soon as each table is loaded -------------
+    if verify:
+        c.source_side = _SourceFingerprint(c, verify)
     c.phase = "data"
     chunks, batches = plan_chunks(
         plan.tables,
@@ -1628,10 +1635,10 @@ def _copy_in_snapshot(
     phase("analyze")
 
     report: VerificationReport | None = None
-    if verify:
+    if c.source_side is not None:
         c.phase = "verify"
         c.report()
-        report = _verify(c, verify)
+        report = _verify(c, c.source_side)
         phase("verify")
     c.phase = "done"
     c.report()
@@ -1995,17 +2002,64 @@ def _set_sequences(c: _Copier, values: Sequence[tuple[str, int, bool]]) -> None:
             cur.execute(sql.SQL("; ").join(statements))
 
 
-def _verify(c: _Copier, mode: str) -> VerificationReport:
-    """Source (in the copied snapshot) and target fingerprints, taken side by side."""
-    return verify_copy(
-        c.source,
+class _SourceFingerprint:
+    """The source side of the verification, summed in the copy's snapshot by one session
+    while the copy runs (the source is mostly idle then), so that only the target's side is
+    left once the data is in."""
+
+    def __init__(self, c: _Copier, mode: str) -> None:
+        self.mode = mode
+        self.plan = key_ranges(c.source, jobs=c.jobs, mode=mode, connect_timeout=c.connect_timeout)
+        self.cancel = threading.Event()
+        self.result: Fingerprint | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(c,), name="source-fingerprint", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, c: _Copier) -> None:
+        try:
+            self.result = take_fingerprint(
+                c.source,
+                snapshot=c.snapshot,
+                jobs=1,
+                mode=self.mode,
+                like=self.plan,
+                connect_timeout=c.connect_timeout,
+                statement_timeout=c.remaining(),
+                cancel=self.cancel,
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self.error = exc
+
+    def stop(self) -> None:
+        self.cancel.set()
+        self.thread.join()
+
+    def wait(self) -> Fingerprint:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def _verify(c: _Copier, source_side: _SourceFingerprint) -> VerificationReport:
+    """The target's fingerprint, compared with the source's taken in the copied snapshot."""
+    started = time.monotonic()
+    target = take_fingerprint(
         c.target,
         jobs=c.jobs,
-        mode=mode,
+        mode=source_side.mode,
+        like=source_side.plan,
         connect_timeout=c.connect_timeout,
-        command_timeout=c.remaining(),
-        source_snapshot=c.snapshot,
+        statement_timeout=c.remaining(),
     )
+    source = source_side.wait()
+    report = compare(source, target, time.monotonic() - started)
+    log.info("%s", report.summary())
+    return report
 
 
 def _copy_settings(c: _Copier) -> int:

@@ -589,11 +589,13 @@ def take_fingerprint(
     like: Fingerprint | None = None,
     connect_timeout: float = 30,
     statement_timeout: float | None = 600,
+    cancel: threading.Event | None = None,
 ) -> Fingerprint:
     """The fingerprint of `url` in one snapshot (`snapshot`, or one this call exports).
 
     `jobs` sessions sum the tables in parallel. `like`: a fingerprint of another database
     to be compared with this one: its key ranges are reused so the chunks correspond.
+    `cancel`: set it to stop early (between tables; raises FingerprintCancelled).
     """
     if mode not in MODES:
         raise UsageError(f"unknown verification mode {mode!r}", hint='use "content" or "counts"')
@@ -641,6 +643,7 @@ def _sum_tables(
     jobs: int,
     connect_timeout: float,
     statement_timeout: float | None,
+    cancel: threading.Event | None = None,
 ) -> list[tuple[int, str]]:
     """Each job's (rows, checksum), computed by up to `jobs` sessions in `snapshot`."""
     results: list[tuple[int, str] | None] = [None] * len(work)
@@ -649,7 +652,7 @@ def _sum_tables(
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for i in range(len(work)):
         todo.put(i)
-    stop = threading.Event()
+    stop = cancel or threading.Event()
 
     def worker() -> None:
         with (
@@ -683,7 +686,13 @@ def _sum_tables(
             if exc is not None:
                 stop.set()
                 raise exc
+    if cancel is not None and cancel.is_set():
+        raise FingerprintCancelled("the fingerprint was cancelled")
     return [r if r is not None else (0, "") for r in results]
+
+
+class FingerprintCancelled(Exception):
+    """take_fingerprint stopped early because its `cancel` event was set."""
 
 
 # -- comparing two ----------------------------------------------------------------------

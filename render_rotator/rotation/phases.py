@@ -18,6 +18,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -716,29 +717,33 @@ def verify(ctx: Rotation) -> bool:
             hint="start a new rotation with `render-rotator rotate`",
         )
     source = Fingerprint.from_dict(stored)
-    if ctx.old is not None:
-        # first: did anything write to the old database after the backup? Then that is the
-        # problem (the copy would miss those rows), whatever the copy looks like
-        diffs, tables = old_database_changes(ctx)
-        if diffs:
-            state["verified"] = False
-            state["drift"] = {"tables": tables, "differences": len(diffs)}
-            ctx.save()
-            raise DriftError(
-                "the old database changed after the backup was taken (writes were not "
-                f"frozen: freeze = {ctx.settings.freeze}; tables: {', '.join(tables) or '-'})",
-                differences=[f"old database since the backup: {d}" for d in diffs],
-                tables=tables,
-            )
     started = time.monotonic()
-    target = take_fingerprint(
-        ctx.new_url(),
-        jobs=ctx.settings.jobs,
-        mode=source.mode,
-        like=source,
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    )
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
+        # the new database and (while it exists) the old one, side by side
+        new_side = pool.submit(
+            take_fingerprint,
+            ctx.new_url(),
+            jobs=ctx.settings.jobs,
+            mode=source.mode,
+            like=source,
+            connect_timeout=ctx.settings.connect_timeout,
+            statement_timeout=ctx.settings.command_timeout,
+        )
+        old_side = pool.submit(old_database_changes, ctx) if ctx.old is not None else None
+        diffs, tables = old_side.result() if old_side is not None else ([], [])
+        target = new_side.result()
+    if diffs:
+        # did anything write to the old database after the backup? Then that is the
+        # problem (the copy would miss those rows), whatever the copy looks like
+        state["verified"] = False
+        state["drift"] = {"tables": tables, "differences": len(diffs)}
+        ctx.save()
+        raise DriftError(
+            "the old database changed after the backup was taken (writes were not "
+            f"frozen: freeze = {ctx.settings.freeze}; tables: {', '.join(tables) or '-'})",
+            differences=[f"old database since the backup: {d}" for d in diffs],
+            tables=tables,
+        )
     result = compare(source, target, time.monotonic() - started)
     ctx.report.rows_copied = source.total_rows
     state["verification"] = {

@@ -32,6 +32,9 @@ INSERT INTO people SELECT g, 'p' || g, 'ok', jsonb_build_object('k', g, 'a', g %
        decode(md5(g::text), 'hex'), '2024-01-01 10:00+02'::timestamptz + g * interval '1 h',
        g * interval '90 minutes', g / 7.0, 'public.customers'::regclass
 FROM generate_series(1, 300) g;
+CREATE TABLE pairs (id int PRIMARY KEY, a int, b bigint, at timestamptz, ok bool);
+INSERT INTO pairs SELECT g, g * 3, g * 5, '2024-01-01'::timestamptz + g * interval '1 s', g % 2 = 0
+FROM generate_series(1, 200) g;
 CREATE TABLE no_key (a int, b text);
 INSERT INTO no_key SELECT g % 5, 'x' FROM generate_series(1, 20) g;
 CREATE MATERIALIZED VIEW people_moods AS SELECT mood, count(*) FROM people GROUP BY mood;
@@ -75,6 +78,8 @@ def test_copy_verifies_equal_by_content_and_carries_settings(
     assert report.mode == "content"
     compared = report.to_dict()["compared"]
     assert compared["tables"]["public.people"]["by"] == "checksum"
+    assert report.source.tables["public.pairs"].method == "record"
+    assert report.source.tables["public.people"].method == "text"
     assert compared["definitions"]["indexes"] >= 5
     assert compared["large_objects"] == 1
     settings = take_fingerprint(target).settings
@@ -94,6 +99,9 @@ def test_copy_verifies_equal_by_content_and_carries_settings(
             "table public.orders",
         ),
         ("UPDATE people SET doc = doc || '{\"k\": -1}' WHERE id = 3", "table public.people"),
+        # rows hashed by value (integer-like columns only): swapped values are found too
+        ("UPDATE pairs SET a = CASE id WHEN 1 THEN 6 ELSE 3 END WHERE id IN (1, 2)", "pairs"),
+        ("UPDATE pairs SET at = at + interval '1 microsecond' WHERE id = 9", "table public.pairs"),
         ("UPDATE no_key SET b = 'y' WHERE ctid = (SELECT min(ctid) FROM no_key)", "no_key"),
         ("SELECT setval('invoice_number_seq', 500)", "sequence public.invoice_number_seq"),
         ("SELECT nextval('customers_id_seq')", "sequence public.customers_id_seq"),

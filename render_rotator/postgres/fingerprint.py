@@ -53,6 +53,9 @@ MODES = ("content", "counts")
 # Tables larger than this (and with a primary key) are summed per key range.
 CHUNK_BYTES = 64 << 20
 MAX_CHUNKS = 64
+# Tables smaller than this are summed up to BATCH_TABLES to a query.
+SMALL_TABLE_BYTES = 1 << 20
+BATCH_TABLES = 50
 # Managed by the rotation's freeze and fence: never part of what a copy must carry over.
 MANAGED_SETTINGS = frozenset({"default_transaction_read_only"})
 # Set in every session so each row prints the same text on every server.
@@ -112,6 +115,22 @@ FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
 WHERE k.contype = 'p' AND k.conrelid = ANY(%s)
+"""
+
+# Types whose hash function is exact (equal hash input means the same value and text form)
+# and the same on every server: rows made only of these are hashed by value with
+# hash_record_extended (PostgreSQL 14+), which skips formatting each row as text.
+_RECORD_TYPES = (
+    "'int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'bool'::regtype, 'uuid'::regtype, "
+    "'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype, 'oid'::regtype, "
+    "'bytea'::regtype"
+)
+_BY_VALUE = f"""
+SELECT c.oid FROM pg_class c
+WHERE c.oid = ANY(%s) AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+      AND a.attnum > 0 AND NOT a.attisdropped)
+  AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+      AND NOT a.attisdropped AND a.atttypid NOT IN ({_RECORD_TYPES}))
 """
 
 _SEQUENCES = f"""
@@ -278,6 +297,7 @@ class TableSum:
     checksum: str = ""  # "" in counts mode
     key: str | None = None  # the key column of the ranges, with its type
     chunks: list[Chunk] = field(default_factory=list)
+    method: str = "text"  # rows hashed by their text form, or by their values ("record")
 
 
 @dataclass
@@ -319,6 +339,7 @@ class Fingerprint:
                     "checksum": t.checksum,
                     "key": t.key,
                     "chunks": [[c.low, c.high, c.rows, c.checksum] for c in t.chunks],
+                    "method": t.method,
                 }
                 for name, t in self.tables.items()
             },
@@ -345,6 +366,7 @@ class Fingerprint:
                     checksum=str(t.get("checksum") or ""),
                     key=t.get("key"),
                     chunks=[Chunk(lo, hi, int(n), str(s)) for lo, hi, n, s in t.get("chunks", [])],
+                    method=str(t.get("method") or "text"),
                 )
                 for name, t in data["tables"].items()
             },
@@ -376,6 +398,7 @@ class _Job:
     collate: str | None = None
     chunk: Chunk | None = None
     seq: int = 0  # the chunk's place in its table's key order
+    method: str = "text"  # how rows are hashed: "text" or "record" (see _RECORD_TYPES)
 
 
 def prepare_session(cur: psycopg2.extensions.cursor) -> None:
@@ -444,14 +467,21 @@ def _plan(
     tables = cur.fetchall()
     cur.execute(_KEYS, ([t[0] for t in tables],))
     keys = {row[0]: row[1:] for row in cur.fetchall()}
+    by_value: set[int] = set()
+    if mode == "content" and int(cur.connection.server_version) >= 140000:
+        cur.execute(_BY_VALUE, ([t[0] for t in tables],))
+        by_value = {row[0] for row in cur.fetchall()}
     jobs_out: list[_Job] = []
     for oid, schema, name, kind, populated, size in tables:
         label = qualified(schema, name)
         if kind == "m" and not populated:
             continue  # no rows to read; its state is in the definitions
         ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        base = _Job(label, ident, int(size))
         given = like.tables.get(label) if like is not None else None
+        method = "record" if oid in by_value else "text"
+        if given is not None and given.method == "text":
+            method = "text"  # compare like with like
+        base = _Job(label, ident, int(size), method=method)
         chunks: list[Chunk] = []
         if mode == "content" and oid in keys and keys[oid][1] in _RANGE_TYPES:
             column, type_name, histogram = keys[oid]
@@ -471,10 +501,20 @@ def _plan(
             share = int(size) // len(chunks)
             for seq, chunk in enumerate(chunks):
                 jobs_out.append(
-                    _Job(label, ident, share, base.key, base.key_type, base.collate, chunk, seq)
+                    _Job(
+                        label,
+                        ident,
+                        share,
+                        base.key,
+                        base.key_type,
+                        base.collate,
+                        chunk,
+                        seq,
+                        method,
+                    )
                 )
         else:
-            jobs_out.append(_Job(label, ident, int(size)))
+            jobs_out.append(_Job(label, ident, int(size), method=method))
     jobs_out.sort(key=lambda j: -j.size)
     return jobs_out
 
@@ -517,7 +557,7 @@ def key_ranges(
         work = _plan(cur, mode, jobs, None)
         fp = Fingerprint(server_version=int(conn.server_version), mode=mode)
     for job in work:
-        entry = fp.tables.setdefault(job.table, TableSum(rows=0))
+        entry = fp.tables.setdefault(job.table, TableSum(rows=0, method=job.method))
         if job.chunk is not None:
             entry.key = f"{job.key} {job.key_type}"
             entry.chunks.append(job.chunk)
@@ -526,15 +566,20 @@ def key_ranges(
 
 def _read_catalog(cur: psycopg2.extensions.cursor, fp: Fingerprint) -> None:
     cur.execute(_SEQUENCES)
-    for _oid, schema, name in cur.fetchall():
+    names = [(schema, name) for _oid, schema, name in cur.fetchall()]
+    for start in range(0, len(names), BATCH_TABLES):
+        part = names[start : start + BATCH_TABLES]
         cur.execute(
-            sql.SQL("SELECT last_value, is_called FROM {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(name)
+            sql.SQL(" UNION ALL ").join(
+                sql.SQL("SELECT {}, last_value, is_called FROM {}.{}").format(
+                    sql.Literal(i), sql.Identifier(schema), sql.Identifier(name)
+                )
+                for i, (schema, name) in enumerate(part)
             )
         )
-        row = cur.fetchone()
-        assert row is not None
-        fp.sequences[qualified(schema, name)] = (int(row[0]), bool(row[1]))
+        for i, value, called in cur.fetchall():
+            schema, name = part[int(i)]
+            fp.sequences[qualified(schema, name)] = (int(value), bool(called))
     for kind, query in _DEFINITIONS.items():
         cur.execute(query)
         fp.definitions[kind] = {
@@ -620,7 +665,7 @@ def take_fingerprint(
             _read_catalog(cur, fp)
     ordered = sorted(zip(work, results, strict=True), key=lambda jr: (jr[0].table, jr[0].seq))
     for job, (rows, checksum) in ordered:
-        entry = fp.tables.setdefault(job.table, TableSum(rows=0))
+        entry = fp.tables.setdefault(job.table, TableSum(rows=0, method=job.method))
         if job.chunk is None:
             entry.rows, entry.checksum = rows, checksum
         else:
@@ -649,10 +694,27 @@ def _sum_tables(
     results: list[tuple[int, str] | None] = [None] * len(work)
     if not work:
         return []
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for i in range(len(work)):
-        todo.put(i)
+    # small tables go many to a query: one round trip instead of one per table
+    todo: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+    small: list[int] = []
+    for i, job in enumerate(work):
+        if job.chunk is None and job.size < SMALL_TABLE_BYTES:
+            small.append(i)
+        else:
+            todo.put([i])
+    for start in range(0, len(small), BATCH_TABLES):
+        todo.put(small[start : start + BATCH_TABLES])
     stop = cancel or threading.Event()
+
+    def batch_query(indexes: list[int]) -> sql.Composable:
+        if len(indexes) == 1:
+            return sql.SQL("SELECT {}, * FROM ({}) AS q").format(
+                sql.Literal(indexes[0]), _row_query(work[indexes[0]], mode)
+            )
+        return sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}, * FROM ({}) AS q").format(sql.Literal(i), _row_query(work[i], mode))
+            for i in indexes
+        )
 
     def worker() -> None:
         with (
@@ -666,17 +728,16 @@ def _sum_tables(
         ):
             while not stop.is_set():
                 try:
-                    i = todo.get_nowait()
+                    indexes = todo.get_nowait()
                 except queue.Empty:
                     return
                 try:
-                    cur.execute(_row_query(work[i], mode))
+                    cur.execute(batch_query(indexes))
                 except psycopg2.Error as exc:
                     stop.set()
                     raise sql_error(url, exc) from None
-                row = cur.fetchone()
-                assert row is not None
-                results[i] = (int(row[0]), str(row[1]))
+                for i, rows, checksum in cur.fetchall():
+                    results[int(i)] = (int(rows), str(checksum))
 
     workers = max(1, min(jobs, len(work)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fingerprint") as pool:

@@ -76,6 +76,7 @@ from render_rotator.postgres.binaries import (
 from render_rotator.postgres.connect import connect, connection, sql_error
 from render_rotator.postgres.fingerprint import (
     Fingerprint,
+    TableSummer,
     apply_settings,
     database_settings,
     key_ranges,
@@ -908,6 +909,8 @@ class _Copier:
             self._table_parts_left[table.oid] = left
             if left <= 0:
                 self.tables_done += 1
+        if left <= 0 and self.source_side is not None:
+            self.source_side.loaded(table)
         self.report("table", table.label)
         return left <= 0
 
@@ -2017,6 +2020,10 @@ class _SourceFingerprint:
             target=self._run, args=(c,), name="source-fingerprint", daemon=True
         )
         self.thread.start()
+        # the target's big tables, each summed as soon as it is loaded
+        self.target = TableSummer(
+            c.target, self.plan, connect_timeout=c.connect_timeout, statement_timeout=c.remaining()
+        )
 
     def _run(self, c: _Copier) -> None:
         try:
@@ -2033,8 +2040,13 @@ class _SourceFingerprint:
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             self.error = exc
 
+    def loaded(self, table: SourceTable) -> None:
+        if table.size >= SMALL_TABLE_BYTES and not table.has_children:
+            self.target.add(table.schema, table.name)
+
     def stop(self) -> None:
         self.cancel.set()
+        self.target.stop()
         self.thread.join()
 
     def wait(self) -> Fingerprint:
@@ -2055,6 +2067,7 @@ def _verify(c: _Copier, source_side: _SourceFingerprint) -> VerificationReport:
         like=source_side.plan,
         connect_timeout=c.connect_timeout,
         statement_timeout=c.remaining(),
+        known=source_side.target.finish(),
     )
     source = source_side.wait()
     report = compare(source, target, time.monotonic() - started)

@@ -4,9 +4,11 @@ A fingerprint is taken in one snapshot (an exported one, such as the copy's or t
 backup's, or a fresh one) by `jobs` sessions that all import it:
 
 - every table's rows: a count and an order-independent checksum computed in SQL, the sum
-  of a 64-bit hash of each row's text form. Tables larger than `CHUNK_BYTES` with a
-  primary key are summed per key range (boundaries from the source's statistics, reused
-  verbatim on the other side), so a mismatch names where it is;
+  of a 64-bit hash of each row's text form (of its values, by hash_record_extended, when
+  every column has an exact, portable hash: integers, booleans, uuids, dates, timestamps,
+  bytea). Tables larger than `CHUNK_BYTES` with a primary key are summed per key range
+  (boundaries from the source's statistics, reused verbatim on the other side), so a
+  mismatch names where it is; small tables are summed many to a query;
 - sequences (last_value, is_called);
 - object definitions: columns (type, nullability, default, identity, generated),
   constraints, indexes, views and materialized views, functions, triggers, policies,
@@ -635,12 +637,14 @@ def take_fingerprint(
     connect_timeout: float = 30,
     statement_timeout: float | None = 600,
     cancel: threading.Event | None = None,
+    known: dict[str, TableSum] | None = None,
 ) -> Fingerprint:
     """The fingerprint of `url` in one snapshot (`snapshot`, or one this call exports).
 
     `jobs` sessions sum the tables in parallel. `like`: a fingerprint of another database
     to be compared with this one: its key ranges are reused so the chunks correspond.
     `cancel`: set it to stop early (between tables; raises FingerprintCancelled).
+    `known`: sums of tables already taken (TableSummer), used instead of reading them again.
     """
     if mode not in MODES:
         raise UsageError(f"unknown verification mode {mode!r}", hint='use "content" or "counts"')
@@ -661,7 +665,12 @@ def take_fingerprint(
                 assert row is not None
                 shared = str(row[0])
             work = _plan(cur, mode, jobs, like)
-            results = _sum_tables(pg, shared, work, mode, jobs, connect_timeout, statement_timeout)
+            present = {job.table for job in work}
+            if known:
+                work = [job for job in work if job.table not in known]
+            results = _sum_tables(
+                pg, shared, work, mode, jobs, connect_timeout, statement_timeout, cancel
+            )
             _read_catalog(cur, fp)
     ordered = sorted(zip(work, results, strict=True), key=lambda jr: (jr[0].table, jr[0].seq))
     for job, (rows, checksum) in ordered:
@@ -675,9 +684,99 @@ def take_fingerprint(
         if entry.chunks:
             entry.rows = sum(c.rows for c in entry.chunks)
             entry.checksum = str(sum(int(c.checksum) for c in entry.chunks))
+    for label, entry in (known or {}).items():
+        if label in present:
+            fp.tables[label] = entry
     fp.tables = dict(sorted(fp.tables.items()))
     fp.seconds = time.monotonic() - started
     return fp
+
+
+class TableSummer:
+    """Sums tables of a database one at a time as they become final (a copy calls `add`
+    as soon as a table is loaded), in one background session, so that verification after
+    the copy is left with little to do. Key ranges and hashing follow `plan` (the source's),
+    so the sums compare with the source's. Tables it could not sum are simply left out:
+    take_fingerprint(known=...) sums them itself."""
+
+    def __init__(
+        self,
+        url: str | PgURL,
+        plan: Fingerprint,
+        *,
+        connect_timeout: float = 30,
+        statement_timeout: float | None = 600,
+    ) -> None:
+        self.url = parse_url(url)
+        self.plan = plan
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
+        self.done: dict[str, TableSum] = {}
+        self._todo: queue.SimpleQueue[tuple[str, str, str] | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="table-summer", daemon=True)
+        self._thread.start()
+
+    def add(self, schema: str, name: str) -> None:
+        label = qualified(schema, name)
+        if label in self.plan.tables:
+            self._todo.put((label, schema, name))
+
+    def _sum(self, cur: psycopg2.extensions.cursor, label: str, schema: str, name: str) -> None:
+        entry = self.plan.tables[label]
+        ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        out = TableSum(rows=0, method=entry.method, key=entry.key)
+        key, _, key_type = (entry.key or "").partition(" ")
+        parts: list[Chunk | None] = list(entry.chunks) or [None]
+        for chunk in parts:
+            job = _Job(label, ident, 0, method=entry.method)
+            if chunk is not None:
+                job.key, job.key_type, job.chunk = key, key_type, Chunk(chunk.low, chunk.high)
+                job.collate = _RANGE_TYPES.get(key_type)
+            cur.execute(_row_query(job, self.plan.mode))
+            row = cur.fetchone()
+            assert row is not None
+            if chunk is None:
+                out.rows, out.checksum = int(row[0]), str(row[1])
+            else:
+                out.chunks.append(Chunk(chunk.low, chunk.high, int(row[0]), str(row[1])))
+        if out.chunks:
+            out.rows = sum(c.rows for c in out.chunks)
+            out.checksum = str(sum(int(c.checksum) for c in out.chunks))
+        self.done[label] = out
+
+    def _run(self) -> None:
+        try:
+            with (
+                connection(
+                    self.url,
+                    connect_timeout=self.connect_timeout,
+                    statement_timeout=self.statement_timeout,
+                ) as conn,
+                conn.cursor() as cur,
+            ):
+                prepare_session(cur)
+                while not self._stop.is_set():
+                    item = self._todo.get()
+                    if item is None:
+                        return
+                    try:
+                        self._sum(cur, *item)
+                    except psycopg2.Error as exc:
+                        log.debug("left %s to the final pass: %s", item[0], exc)
+        except Exception as exc:  # noqa: BLE001 - an optimisation only: the final pass sums all
+            log.debug("table summer stopped: %s", exc)
+
+    def finish(self) -> dict[str, TableSum]:
+        """Wait for the tables added so far; returns their sums."""
+        self._todo.put(None)
+        self._thread.join()
+        return dict(self.done)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._todo.put(None)
+        self._thread.join()
 
 
 def _sum_tables(

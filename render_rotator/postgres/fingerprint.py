@@ -398,8 +398,7 @@ class _Job:
     key: str | None = None  # the key column, quoted
     key_type: str | None = None
     collate: str | None = None
-    chunk: Chunk | None = None
-    seq: int = 0  # the chunk's place in its table's key order
+    chunks: list[Chunk] = field(default_factory=list)  # key ranges, summed in one scan
     method: str = "text"  # how rows are hashed: "text" or "record" (see _RECORD_TYPES)
 
 
@@ -499,49 +498,42 @@ def _plan(
                 if cuts:
                     edges: list[str | None] = [None, *cuts, None]
                     chunks = [Chunk(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
-        if chunks:
-            share = int(size) // len(chunks)
-            for seq, chunk in enumerate(chunks):
-                jobs_out.append(
-                    _Job(
-                        label,
-                        ident,
-                        share,
-                        base.key,
-                        base.key_type,
-                        base.collate,
-                        chunk,
-                        seq,
-                        method,
-                    )
-                )
-        else:
-            jobs_out.append(_Job(label, ident, int(size), method=method))
+        base.chunks = chunks
+        if not chunks:
+            base.key = base.key_type = base.collate = None
+        jobs_out.append(base)
     jobs_out.sort(key=lambda j: -j.size)
     return jobs_out
 
 
 def _row_query(job: _Job, mode: str) -> sql.Composable:
+    """(key range, rows, checksum) of a table, one row per key range, in one scan.
+
+    ONLY: an inheritance parent's own rows (its children are summed on their own).
+    """
     if mode == "counts":
-        return sql.SQL("SELECT count(*), '' FROM {} AS r").format(job.ident)
-    query = sql.SQL(
-        "SELECT count(*), coalesce(sum(hashtextextended(ROW(r.*)::text, 0)), 0)::text FROM {} AS r"
-    ).format(job.ident)
-    if job.chunk is None:
-        return query
+        sums = "count(*), ''"
+    else:
+        row_hash = (
+            "hash_record_extended(ROW(r.*), 0)"
+            if job.method == "record"
+            else "hashtextextended(ROW(r.*)::text, 0)"
+        )
+        sums = f"count(*), coalesce(sum({row_hash}), 0)::text"
+    if not job.chunks:
+        return sql.SQL("SELECT 0, " + sums + " FROM ONLY {} AS r").format(job.ident)
     assert job.key is not None and job.key_type is not None
     column = sql.SQL("r.{}").format(sql.Identifier(job.key))
     if job.collate:
         column = sql.SQL('{} COLLATE "C"').format(column)
-    conditions: list[sql.Composable] = []
-    for op, value in ((">=", job.chunk.low), ("<", job.chunk.high)):
-        if value is not None:
-            conditions.append(
-                sql.SQL("{} {} CAST({} AS {})").format(
-                    column, sql.SQL(op), sql.Literal(value), sql.SQL(job.key_type)
-                )
-            )
-    return sql.SQL("{} WHERE {}").format(query, sql.SQL(" AND ").join(conditions))
+    cuts = [c.low for c in job.chunks[1:]]
+    thresholds = sql.SQL(", ").join(
+        sql.SQL("CAST({} AS {})").format(sql.Literal(cut), sql.SQL(job.key_type)) for cut in cuts
+    )
+    # width_bucket: 0 below the first cut, i from the i-th cut on: the chunk's index
+    return sql.SQL(
+        "SELECT width_bucket({}, ARRAY[{}]), " + sums + " FROM ONLY {} AS r GROUP BY 1"
+    ).format(column, thresholds, job.ident)
 
 
 def key_ranges(
@@ -559,10 +551,12 @@ def key_ranges(
         work = _plan(cur, mode, jobs, None)
         fp = Fingerprint(server_version=int(conn.server_version), mode=mode)
     for job in work:
-        entry = fp.tables.setdefault(job.table, TableSum(rows=0, method=job.method))
-        if job.chunk is not None:
-            entry.key = f"{job.key} {job.key_type}"
-            entry.chunks.append(job.chunk)
+        fp.tables[job.table] = TableSum(
+            rows=0,
+            method=job.method,
+            key=f"{job.key} {job.key_type}" if job.chunks else None,
+            chunks=[Chunk(c.low, c.high) for c in job.chunks],
+        )
     return fp
 
 
@@ -672,24 +666,30 @@ def take_fingerprint(
                 pg, shared, work, mode, jobs, connect_timeout, statement_timeout, cancel
             )
             _read_catalog(cur, fp)
-    ordered = sorted(zip(work, results, strict=True), key=lambda jr: (jr[0].table, jr[0].seq))
-    for job, (rows, checksum) in ordered:
-        entry = fp.tables.setdefault(job.table, TableSum(rows=0, method=job.method))
-        if job.chunk is None:
-            entry.rows, entry.checksum = rows, checksum
-        else:
-            entry.key = f"{job.key} {job.key_type}"
-            entry.chunks.append(Chunk(job.chunk.low, job.chunk.high, rows, checksum))
-    for entry in fp.tables.values():
-        if entry.chunks:
-            entry.rows = sum(c.rows for c in entry.chunks)
-            entry.checksum = str(sum(int(c.checksum) for c in entry.chunks))
+    for job, parts in zip(work, results, strict=True):
+        fp.tables[job.table] = _table_sum(job, parts)
     for label, entry in (known or {}).items():
         if label in present:
             fp.tables[label] = entry
     fp.tables = dict(sorted(fp.tables.items()))
     fp.seconds = time.monotonic() - started
     return fp
+
+
+def _table_sum(job: _Job, parts: list[tuple[int, int, str]]) -> TableSum:
+    """A table's sum from its query's rows (one per key range that holds rows)."""
+    if not job.chunks:
+        _, rows, checksum = parts[0]
+        return TableSum(rows=rows, checksum=checksum, method=job.method)
+    found = {bucket: (rows, checksum) for bucket, rows, checksum in parts}
+    chunks = [Chunk(c.low, c.high, *found.get(i, (0, "0"))) for i, c in enumerate(job.chunks)]
+    return TableSum(
+        rows=sum(c.rows for c in chunks),
+        checksum=str(sum(int(c.checksum) for c in chunks)),
+        key=f"{job.key} {job.key_type}",
+        chunks=chunks,
+        method=job.method,
+    )
 
 
 class TableSummer:
@@ -725,25 +725,14 @@ class TableSummer:
     def _sum(self, cur: psycopg2.extensions.cursor, label: str, schema: str, name: str) -> None:
         entry = self.plan.tables[label]
         ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        out = TableSum(rows=0, method=entry.method, key=entry.key)
-        key, _, key_type = (entry.key or "").partition(" ")
-        parts: list[Chunk | None] = list(entry.chunks) or [None]
-        for chunk in parts:
-            job = _Job(label, ident, 0, method=entry.method)
-            if chunk is not None:
-                job.key, job.key_type, job.chunk = key, key_type, Chunk(chunk.low, chunk.high)
-                job.collate = _RANGE_TYPES.get(key_type)
-            cur.execute(_row_query(job, self.plan.mode))
-            row = cur.fetchone()
-            assert row is not None
-            if chunk is None:
-                out.rows, out.checksum = int(row[0]), str(row[1])
-            else:
-                out.chunks.append(Chunk(chunk.low, chunk.high, int(row[0]), str(row[1])))
-        if out.chunks:
-            out.rows = sum(c.rows for c in out.chunks)
-            out.checksum = str(sum(int(c.checksum) for c in out.chunks))
-        self.done[label] = out
+        job = _Job(label, ident, 0, method=entry.method)
+        if entry.chunks:
+            job.key, _, job.key_type = (entry.key or "").partition(" ")
+            job.collate = _RANGE_TYPES.get(job.key_type)
+            job.chunks = [Chunk(c.low, c.high) for c in entry.chunks]
+        cur.execute(_row_query(job, self.plan.mode))
+        parts = [(int(b), int(n), str(c)) for b, n, c in cur.fetchall()]
+        self.done[label] = _table_sum(job, parts)
 
     def _run(self) -> None:
         try:
@@ -788,16 +777,16 @@ def _sum_tables(
     connect_timeout: float,
     statement_timeout: float | None,
     cancel: threading.Event | None = None,
-) -> list[tuple[int, str]]:
-    """Each job's (rows, checksum), computed by up to `jobs` sessions in `snapshot`."""
-    results: list[tuple[int, str] | None] = [None] * len(work)
+) -> list[list[tuple[int, int, str]]]:
+    """Each job's (key range, rows, checksum) rows, by up to `jobs` sessions in `snapshot`."""
+    results: list[list[tuple[int, int, str]]] = [[] for _ in work]
     if not work:
         return []
     # small tables go many to a query: one round trip instead of one per table
     todo: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
     small: list[int] = []
     for i, job in enumerate(work):
-        if job.chunk is None and job.size < SMALL_TABLE_BYTES:
+        if not job.chunks and job.size < SMALL_TABLE_BYTES:
             small.append(i)
         else:
             todo.put([i])
@@ -835,8 +824,8 @@ def _sum_tables(
                 except psycopg2.Error as exc:
                     stop.set()
                     raise sql_error(url, exc) from None
-                for i, rows, checksum in cur.fetchall():
-                    results[int(i)] = (int(rows), str(checksum))
+                for i, bucket, rows, checksum in cur.fetchall():
+                    results[int(i)].append((int(bucket), int(rows), str(checksum)))
 
     workers = max(1, min(jobs, len(work)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fingerprint") as pool:
@@ -848,7 +837,7 @@ def _sum_tables(
                 raise exc
     if cancel is not None and cancel.is_set():
         raise FingerprintCancelled("the fingerprint was cancelled")
-    return [r if r is not None else (0, "") for r in results]
+    return results
 
 
 class FingerprintCancelled(Exception):

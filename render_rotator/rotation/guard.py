@@ -45,7 +45,6 @@ from render_rotator.errors import (
 from render_rotator.logs import register_secret
 from render_rotator.postgres.archive import sha256_path
 from render_rotator.postgres.clean import clean_database
-from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.stamp import read_stamp
 from render_rotator.render import ConnectionInfo, Postgres
 from render_rotator.rotation.context import Rotation
@@ -80,19 +79,6 @@ class DriftFact:
 
 
 DriftCheck = Callable[[Rotation], DriftFact]
-
-
-def inventory_drift_check(ctx: Rotation) -> DriftFact:
-    """Today's drift check: the old database's inventory (exact row counts, sequences,
-    object counts) against the snapshot's, recorded by the backup phase."""
-    source = Inventory.from_dict(ctx.state["inventory"])
-    now = take_inventory(
-        ctx.old_url(),
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    )
-    result = compare_inventories(source, now)
-    return DriftFact(result.equal, result.summary(), list(result.differences))
 
 
 def content_drift_check(ctx: Rotation) -> DriftFact:

@@ -422,6 +422,10 @@ def backup(ctx: Rotation) -> bool:
     prefix = f"{state['old_name']}-{state['old_id']}-"
     remove_stale_partials(backup_dir, prefix)  # this database's lock is ours: none is live
     path = backup_dir / f"{prefix}{stamp}.dump"
+    for n in range(2, 100):  # two runs in the same second (a retry right after a failure)
+        if not path.exists():
+            break
+        path = backup_dir / f"{prefix}{stamp}-{n}.dump"
     manager = ctx.manager()
     if ctx.settings.jobs > 1:
         # inside the write freeze, so fast: parallel workers, a directory archive that the

@@ -377,6 +377,8 @@ def _check_drift(ctx: Rotation) -> None:
     fact = check(ctx)
     record_drift(ctx, fact)
     if not fact.passed:
+        ctx.state["drift"] = {"tables": list(fact.tables), "differences": len(fact.differences)}
+        ctx.save()
         old_id, new_id = ctx.state["old_id"], ctx.state.get("new_id")
         if ctx.state.get("strategy") == "delete-first":
             step = (
@@ -391,10 +393,11 @@ def _check_drift(ctx: Rotation) -> None:
                 "(it stays read-only until then; `render-rotator resume` will not delete it "
                 "while it differs)"
             )
+        action = "delete" if ctx.state.get("strategy") == "delete-first" else "retire"
         raise DriftError(
-            f"refusing to delete the old database {old_id}: it changed after the snapshot the "
-            f"copy was taken from ({fact.summary}), so it holds writes the copy does not have; "
-            f"it was kept. {step}",
+            f"refusing to {action} the old database {old_id}: it changed after the snapshot the "
+            f"copy was taken from, so it was kept ({fact.summary}): it holds writes the copy "
+            f"does not have. {step}",
             differences=[f"old database since the snapshot: {d}" for d in fact.differences],
             tables=list(fact.tables),
         )

@@ -15,6 +15,8 @@ throwaway cluster, then copies it to a second throwaway cluster with:
     (e) the engine: `render-rotator migrate --jobs N` in its own process, content
         verification included in its time; its peak RSS and critical path are printed
     (f) the delete-first path: parallel directory backup (lz4/zstd) + parallel restore
+    (g) (e) without verification, (h) (e) verifying row counts only: what content
+        verification costs
 
 Each copy is checked afterwards with `verify_copy` (outside the timings). One table per
 profile, then the worst ratio of (e) to (a) across profiles.
@@ -226,17 +228,19 @@ def run_c(ctx: Ctx, target: PgURL) -> str:
     return "pgcopydb " + (version.stdout.strip().splitlines() or ["?"])[0].split()[-1]
 
 
-def run_d(ctx: Ctx, target: PgURL) -> str:
+def run_d(ctx: Ctx, target: PgURL, *extra: str) -> str:
     """`render-rotator migrate --jobs N` (content verification included) in its own process.
 
     Its own process so that its peak RSS (getrusage, children excluded) is the rotator's.
+    `extra`: more migrate options (`--no-verify`, `--verify counts`) for (g) and (h).
     """
+    more = "".join(f", {arg!r}" for arg in extra)
     code = (
         "import json, resource, sys\n"
         "from render_rotator.cli import cli\n"
         "try:\n"
         f"    cli.main(['migrate', '--jobs', '{ctx.jobs}', '--command-timeout', "
-        f"'{int(ctx.timeout)}', '--json'], standalone_mode=False)\n"
+        f"'{int(ctx.timeout)}', '--json'{more}], standalone_mode=False)\n"
         "finally:\n"
         "    sys.stdout.flush()\n"
         "    print(json.dumps({'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}),"
@@ -261,6 +265,9 @@ def run_d(ctx: Ctx, target: PgURL) -> str:
     copy = result.get("copy", result)
     ctx.critical = copy.get("critical_path") or []
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in (copy.get("phase_seconds") or {}).items())
+    verification = result.get("verification") or {}
+    if verification:
+        phases += f"; verification ({verification.get('mode')}) {verification.get('seconds')}s"
     return f"peak RSS {ctx.rss_kb / 1024:.0f} MB; {phases}"
 
 
@@ -297,6 +304,11 @@ METHODS: dict[str, tuple[str, Callable[[Ctx, PgURL], str]]] = {
     "d": ("(d) pgcopydb clone", run_c),
     "e": ("(e) render-rotator migrate (verified)", run_d),
     "f": ("(f) backup_parallel + restore_parallel", run_e),
+    "g": ("(g) migrate --no-verify", lambda ctx, target: run_d(ctx, target, "--no-verify")),
+    "h": (
+        "(h) migrate --verify counts",
+        lambda ctx, target: run_d(ctx, target, "--verify", "counts"),
+    ),
 }
 
 

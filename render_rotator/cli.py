@@ -246,7 +246,16 @@ def _report_lines(report: Any) -> list[str]:
     show_default=True,
     help="Parallel workers for the copy.",
 )
-@click.option("--no-verify", is_flag=True, help="Skip the row-count/object comparison.")
+@click.option("--no-verify", is_flag=True, help="Skip the comparison with the source.")
+@click.option(
+    "--verify",
+    "verify_mode",
+    type=click.Choice(["content", "counts"]),
+    default="content",
+    show_default=True,
+    help="content: every row by checksum, sequences, definitions, settings, large objects; "
+    "counts: row counts only (weaker).",
+)
 @timeout_options
 @json_option
 @handle_errors
@@ -257,6 +266,7 @@ def migrate(
     create_db: str | None,
     jobs: int,
     no_verify: bool,
+    verify_mode: str,
     connect_timeout: float,
     command_timeout: float,
     pg_bin: str | None,
@@ -278,6 +288,7 @@ def migrate(
         create_db=create_db,
         jobs=jobs,
         verify=not no_verify,
+        verify_mode=verify_mode,
         connect_timeout=connect_timeout,
         command_timeout=command_timeout,
         pg_bin=pg_bin,
@@ -440,6 +451,20 @@ def restore(
     show_default=True,
     help="Seconds any statement may run.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Parallel sessions on each side.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["content", "counts"]),
+    default="content",
+    show_default=True,
+    help="content: rows by checksum; counts: row counts only (weaker).",
+)
 @json_option
 @handle_errors
 def verify(
@@ -447,16 +472,30 @@ def verify(
     target_url: str,
     connect_timeout: float,
     command_timeout: float,
+    jobs: int,
+    mode: str,
     as_json: bool,
 ) -> None:
-    """Compare TARGET_URL with SOURCE_URL: exact rows per table, sequences, objects.
+    """Prove TARGET_URL holds exactly what SOURCE_URL holds, by content.
 
-    Exits 3 when they differ.
+    Compares every table's rows (a checksum per table, computed on each server; large
+    tables per primary key range, so a difference names where), sequences (last_value,
+    is_called), object definitions (columns, types, defaults, constraints, indexes, views,
+    functions, triggers, policies, comments, extensions), the database's own settings
+    (ALTER DATABASE ... SET) and large objects' contents. --mode counts compares row
+    counts instead of checksums: faster, but blind to changed values.
+
+    Exits 3 when they differ, naming each difference.
     """
     from render_rotator.postgres.inventory import verify_copy
 
     report = verify_copy(
-        source_url, target_url, connect_timeout=connect_timeout, command_timeout=command_timeout
+        source_url,
+        target_url,
+        jobs=jobs,
+        mode=mode,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
     )
     Output(as_json).result({"ok": report.equal, **report.to_dict()}, _report_lines(report))
     if not report.equal:

@@ -60,9 +60,11 @@ EXAMPLE_CONFIG_NAME = "config.example.toml"
 Strategy = Literal["auto", "create-first", "delete-first"]
 Freeze = Literal["suspend", "maintenance", "readonly", "none"]
 Connection = Literal["internal", "external"]
+Verify = Literal["content", "counts"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 FREEZE_MODES: tuple[str, ...] = get_args(Freeze)
 CONNECTIONS: tuple[str, ...] = get_args(Connection)
+VERIFY_MODES: tuple[str, ...] = get_args(Verify)
 
 _DATE_SUFFIX = re.compile(r"^(?P<base>.+)-(?P<stamp>\d{8})$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -91,6 +93,8 @@ class Settings:
     backup_dir: Path = Path("backups")
     keep_old: bool = False
     jobs: int = 2
+    # "content": rows compared by checksum; "counts": by count only (weaker, faster)
+    verify: Verify = "content"
     # Extensions beyond the product contract:
     state_dir: Path = Path(".render-rotator")
     deploy_timeout: float = 900.0
@@ -636,6 +640,7 @@ _SETTING_CHECKS: dict[str, Callable[[_Reader, Any, str], Any]] = {
     "backup_dir": _Reader.path,
     "keep_old": _Reader.boolean,
     "jobs": lambda r, v, w: r.integer(v, w, minimum=1, maximum=MAX_JOBS),
+    "verify": lambda r, v, w: r.choice(v, VERIFY_MODES, w),
     "state_dir": _Reader.path,
     "deploy_timeout": _Reader.number,
     "provision_timeout": _Reader.number,

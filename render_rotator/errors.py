@@ -16,6 +16,7 @@
     │   ├── BackupError                 an archive is unreadable, missing or unwritable
     │   └── CopyError                   the parallel copy failed
     ├── VerificationError               exit 3: the copy is not identical to the source
+    │   └── DriftError                  the old database changed after the copy's snapshot
     ├── RenderAPIError                  Render answered with an error (carries Render's message)
     │   ├── UnauthorizedError           401 / 403
     │   ├── NotFoundError               404
@@ -119,6 +120,17 @@ class VerificationError(RenderRotatorError):
     def __init__(self, message: str, *, differences: list[str] | None = None) -> None:
         super().__init__(message)
         self.differences = differences or []
+
+
+class DriftError(VerificationError):
+    """The old database was written to after the snapshot the copy was taken from: it is
+    kept (never deleted), and `tables` names where the writes went."""
+
+    def __init__(
+        self, message: str, *, differences: list[str] | None = None, tables: list[str] | None = None
+    ) -> None:
+        super().__init__(message, differences=differences)
+        self.tables = tables or []
 
 
 class RenderAPIError(RenderRotatorError):

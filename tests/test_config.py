@@ -130,6 +130,7 @@ def test_example_is_valid_toml_with_the_contract_defaults() -> None:
     assert document["defaults"]["backup_dir"] == str(DEFAULTS.backup_dir)
     assert document["defaults"]["keep_old"] == DEFAULTS.keep_old
     assert document["defaults"]["jobs"] == DEFAULTS.jobs
+    assert document["defaults"]["verify"] == DEFAULTS.verify == "content"
 
 
 # --- defaults, overrides, paths --------------------------------------------------------------
@@ -457,6 +458,11 @@ def test_wrong_types_in_databases(tmp_path: Path, text: str, where: str, expecte
             "[defaults]\nfreeze = false\n" + MINIMAL,
             "defaults.freeze",
             "got boolean false",
+        ),
+        (
+            MINIMAL + "verify = 'checksums'\n",
+            "database[0].verify",
+            'must be "content" or "counts", got "checksums"',
         ),
     ],
 )

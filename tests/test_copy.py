@@ -208,7 +208,7 @@ def test_copy_is_exact_with_small_tables_batched(pg: Cluster, edge_source: str) 
     )
     report = result.verification
     assert report is not None and report.equal
-    copied = {k: v for k, v in report.source.tables.items() if k != "public.customer_totals"}
+    copied = {k: v for k, v in report.source.row_counts.items() if k != "public.customer_totals"}
     assert result.tables == len(copied) == 12  # leaf partitions, not their parent
     fingerprint = _fingerprint(pg, edge_source)
     only_rows = sum(

@@ -78,9 +78,9 @@ def test_seed_examples_run_as_written(pg15: Cluster, pg18: Cluster, tmp_path, mo
                 assert scope["success"] is True
             report = verify_copy(source, pg18.url("new_database"))
             assert report.equal, report.differences
-            assert report.source.tables["public.customers"] == 500
-            assert report.source.tables["public.owned_by_app"] == 10
-            assert report.source.sequences["public.invoice_number_seq"] == 1041
+            assert report.source.row_counts["public.customers"] == 500
+            assert report.source.row_counts["public.owned_by_app"] == 10
+            assert report.source.sequences["public.invoice_number_seq"] == (1041, True)
             _drop(pg18, "new_database")
         assert (tmp_path / "backup.dump").stat().st_size > 0
     finally:

@@ -282,6 +282,7 @@ def test_report_to_dict_and_lines() -> None:
         "rows_copied": 1000,
         "bytes_copied": 65536,
         "backup": {"path": "/b/app.dump", "sha256": "ab" * 32, "size_bytes": 4096},
+        "verification": None,
         "targets": [{"target": "srv-1:DATABASE_URL", "status": "repointed"}],
         "deploys": [
             {"service_id": "srv-1", "deploy_id": "dep-1", "status": "live", "rollback": False}

@@ -74,13 +74,15 @@ from render_rotator.postgres.binaries import (
     url_needs_tls,
 )
 from render_rotator.postgres.connect import connect, connection, sql_error
-from render_rotator.postgres.inventory import (
-    Inventory,
-    VerificationReport,
-    compare_inventories,
-    qualified,
-    take_inventory,
+from render_rotator.postgres.fingerprint import (
+    Fingerprint,
+    TableSummer,
+    apply_settings,
+    database_settings,
+    key_ranges,
+    take_fingerprint,
 )
+from render_rotator.postgres.inventory import VerificationReport, compare, qualified
 from render_rotator.postgres.runner import (
     describe_exit,
     kill_group,
@@ -830,6 +832,7 @@ class _Copier:
         self.deadline = self.started + command_timeout
         self.procs = _Processes()
         self.snapshot = ""
+        self.source_side: _SourceFingerprint | None = None  # verification's, during the copy
         self.encoding = "UTF8"
         self.superuser = False
         self.touched = False  # set once the target may hold part of the copy
@@ -906,6 +909,8 @@ class _Copier:
             self._table_parts_left[table.oid] = left
             if left <= 0:
                 self.tables_done += 1
+        if left <= 0 and self.source_side is not None:
+            self.source_side.loaded(table)
         self.report("table", table.label)
         return left <= 0
 
@@ -1375,6 +1380,7 @@ def copy_database(
     command_timeout: float = 600,
     pg_bin: str | Path | None = None,
     verify: bool = False,
+    verify_mode: str = "content",
     clean: bool = False,
     progress: ProgressCallback | None = None,
     maintenance_work_mem: str | None = None,
@@ -1384,8 +1390,11 @@ def copy_database(
 
     `jobs` workers share the data streams and index builds. The target must be empty
     unless `clean=True`, which first drops every user object in it (the way to re-run after
-    a failed copy). `verify=True` compares exact row counts, sequences and object counts
-    against the snapshot that was copied and raises VerificationError on any difference.
+    a failed copy). The source database's settings (`ALTER DATABASE ... SET`) are set on
+    the target. `verify=True` compares the target with the snapshot that was copied, by
+    content (`verify_mode="content"`: per-table checksums, sequences, definitions,
+    settings, large objects; "counts": row counts instead of checksums) and raises
+    VerificationError on any difference.
     `maintenance_work_mem` is set per session for index builds on the target (None keeps
     the server's); `split_bytes` forces tables larger than it into ctid ranges of about
     that size (default: only tables larger than their fair share are split).
@@ -1421,7 +1430,7 @@ def copy_database(
         copier.pg_bin = pg_bin
         copier.needs_tls = needs_tls
         try:
-            return _run(copier, verify=verify, clean=clean)
+            return _run(copier, verify=verify_mode if verify else None, clean=clean)
         except DatabaseError as exc:
             if not copier.touched:
                 raise
@@ -1434,9 +1443,11 @@ def copy_database(
             raise exc from None
         finally:
             copier.procs.stop_all()
+            if copier.source_side is not None:
+                copier.source_side.stop()
 
 
-def _run(c: _Copier, *, verify: bool, clean: bool) -> CopyResult:
+def _run(c: _Copier, *, verify: str | None, clean: bool) -> CopyResult:
     phases: dict[str, float] = {}
     mark = time.monotonic()
 
@@ -1496,7 +1507,7 @@ def _copy_in_snapshot(
     target_num: int,
     phases: dict[str, float],
     phase: Callable[[str], None],
-    verify: bool,
+    verify: str | None,
 ) -> CopyResult:
     exporter.set_session(isolation_level="REPEATABLE READ", readonly=True)
     with exporter.cursor() as cur:
@@ -1575,6 +1586,8 @@ def _copy_in_snapshot(
     phase("schema")
 
     # -- data, with the big tables' indexes built as soon as each table is loaded -------------
+    if verify:
+        c.source_side = _SourceFingerprint(c, verify)
     c.phase = "data"
     chunks, batches = plan_chunks(
         plan.tables,
@@ -1598,6 +1611,7 @@ def _copy_in_snapshot(
     # -- sequences, then the rest of post-data with pg_restore -j -----------------------------
     values = _read_sequences(exporter, plan.sequences)
     _set_sequences(c, values)
+    _copy_settings(c)
     phase("sequences")
     c.phase = "post-data"
     c.report()
@@ -1624,10 +1638,10 @@ def _copy_in_snapshot(
     phase("analyze")
 
     report: VerificationReport | None = None
-    if verify:
+    if c.source_side is not None:
         c.phase = "verify"
         c.report()
-        report = _verify(c)
+        report = _verify(c, c.source_side)
         phase("verify")
     c.phase = "done"
     c.report()
@@ -1991,35 +2005,88 @@ def _set_sequences(c: _Copier, values: Sequence[tuple[str, int, bool]]) -> None:
             cur.execute(sql.SQL("; ").join(statements))
 
 
-def _verify(c: _Copier) -> VerificationReport:
-    """Source (in the copied snapshot) and target inventories, taken side by side."""
-    results: dict[str, Inventory] = {}
-    errors: list[BaseException] = []
+class _SourceFingerprint:
+    """The source side of the verification, summed in the copy's snapshot by one session
+    while the copy runs (the source is mostly idle then), so that only the target's side is
+    left once the data is in."""
 
-    def take(key: str, url: PgURL, snapshot: str | None) -> None:
+    def __init__(self, c: _Copier, mode: str) -> None:
+        self.mode = mode
+        self.plan = key_ranges(c.source, jobs=c.jobs, mode=mode, connect_timeout=c.connect_timeout)
+        self.cancel = threading.Event()
+        self.result: Fingerprint | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(c,), name="source-fingerprint", daemon=True
+        )
+        self.thread.start()
+        # the target's big tables, each summed as soon as it is loaded
+        self.target = TableSummer(
+            c.target, self.plan, connect_timeout=c.connect_timeout, statement_timeout=c.remaining()
+        )
+
+    def _run(self, c: _Copier) -> None:
         try:
-            results[key] = take_inventory(
-                url,
+            self.result = take_fingerprint(
+                c.source,
+                snapshot=c.snapshot,
+                jobs=1,
+                mode=self.mode,
+                like=self.plan,
                 connect_timeout=c.connect_timeout,
                 statement_timeout=c.remaining(),
-                snapshot=snapshot,
+                cancel=self.cancel,
             )
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self.error = exc
 
-    threads = [
-        threading.Thread(target=take, args=("source", c.source, c.snapshot)),
-        threading.Thread(target=take, args=("target", c.target, None)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    report = compare_inventories(results["source"], results["target"])
+    def loaded(self, table: SourceTable) -> None:
+        if table.size >= SMALL_TABLE_BYTES and not table.has_children:
+            self.target.add(table.schema, table.name)
+
+    def stop(self) -> None:
+        self.cancel.set()
+        self.target.stop()
+        self.thread.join()
+
+    def wait(self) -> Fingerprint:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def _verify(c: _Copier, source_side: _SourceFingerprint) -> VerificationReport:
+    """The target's fingerprint, compared with the source's taken in the copied snapshot."""
+    started = time.monotonic()
+    target = take_fingerprint(
+        c.target,
+        jobs=c.jobs,
+        mode=source_side.mode,
+        like=source_side.plan,
+        connect_timeout=c.connect_timeout,
+        statement_timeout=c.remaining(),
+        known=source_side.target.finish(),
+    )
+    source = source_side.wait()
+    report = compare(source, target, time.monotonic() - started)
     log.info("%s", report.summary())
     return report
+
+
+def _copy_settings(c: _Copier) -> int:
+    """The source database's own settings (`ALTER DATABASE ... SET`), which a schema dump
+    without --create leaves out, set on the target."""
+    settings = database_settings(c.source, connect_timeout=c.connect_timeout)
+    try:
+        apply_settings(c.target, settings, connect_timeout=c.connect_timeout)
+    except DatabaseError as exc:
+        raise CopyError(
+            f"could not carry the database settings over: {exc.message}",
+            hint="the target's role must own the target database",
+        ) from None
+    return len(settings)
 
 
 __all__ = [

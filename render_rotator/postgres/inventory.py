@@ -1,13 +1,17 @@
-"""What a database holds, counted exactly, and the comparison that proves a copy complete.
+"""The proof that a copy is complete: fingerprints of both sides compared, and inventories.
 
-An inventory is taken in one REPEATABLE READ snapshot: exact row counts per table, every
-sequence's value, and counts of schema objects. Two inventories are equal only when the
-copy holds the same rows and the same objects; differences are listed one per line.
+`verify_copy` compares the content fingerprints (postgres/fingerprint.py) of source and
+target, taken side by side (the source in the copy's snapshot when given) or against one
+stored earlier (the backup's). An inventory (exact row counts per table, every sequence's
+value, counts of schema objects) is the cheap summary kept in backup manifests and shown
+by progress displays.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +19,13 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from render_rotator.postgres.connect import connection
+from render_rotator.postgres.fingerprint import (
+    Fingerprint,
+    compare_fingerprints,
+    key_ranges,
+    take_fingerprint,
+)
+from render_rotator.postgres.fingerprint import qualified as qualified
 from render_rotator.postgres.url import PgURL, parse_url
 
 log = logging.getLogger("render_rotator.postgres")
@@ -78,17 +89,6 @@ _SEQUENCES = """
 """
 
 
-def qualified(schema: str, name: str) -> str:
-    """`schema.name`, quoted where PostgreSQL would need it, for reports."""
-
-    def q(part: str) -> str:
-        if part.isidentifier() and part == part.lower() and part.isascii():
-            return part
-        return '"' + part.replace('"', '""') + '"'
-
-    return f"{q(schema)}.{q(name)}"
-
-
 @dataclass
 class Inventory:
     """Exact contents of one database at one moment."""
@@ -119,13 +119,19 @@ class Inventory:
         )
 
 
-def take_inventory_in(conn: psycopg2.extensions.connection) -> Inventory:
-    """Count everything through an open connection, inside its current transaction."""
+def take_inventory_in(
+    conn: psycopg2.extensions.connection, *, rows: dict[str, int] | None = None
+) -> Inventory:
+    """Count everything through an open connection, inside its current transaction
+    (`rows`: row counts already known, e.g. from a fingerprint of the same snapshot)."""
     inv = Inventory(server_version=int(conn.server_version))
     with conn.cursor() as cur:
         cur.execute(_TABLES)
         tables = cur.fetchall()
         for schema, name, _kind in tables:
+            if rows is not None:
+                inv.tables[qualified(schema, name)] = rows.get(qualified(schema, name), 0)
+                continue
             cur.execute(
                 sql.SQL("SELECT count(*) FROM {}.{}").format(
                     sql.Identifier(schema), sql.Identifier(name)
@@ -168,12 +174,17 @@ def take_inventory(
 
 @dataclass
 class VerificationReport:
-    """The outcome of comparing a copy with its source."""
+    """The outcome of comparing a copy with its source (fingerprints of both)."""
 
     equal: bool
     differences: list[str]
-    source: Inventory
-    target: Inventory
+    source: Fingerprint
+    target: Fingerprint
+    seconds: float = 0.0
+
+    @property
+    def mode(self) -> str:
+        return "content" if self.source.mode == self.target.mode == "content" else "counts"
 
     @property
     def tables_compared(self) -> int:
@@ -183,11 +194,39 @@ class VerificationReport:
     def rows_compared(self) -> int:
         return self.source.total_rows
 
+    def compared(self) -> dict[str, Any]:
+        """What was compared: per table how, plus the counts of everything else."""
+        content = self.mode == "content"
+        tables = {}
+        for name, s in self.source.tables.items():
+            t = self.target.tables.get(name)
+            tables[name] = {
+                "rows": s.rows,
+                "by": "checksum" if content else "count",
+                "key_ranges": len(s.chunks),
+                "equal": t is not None
+                and t.rows == s.rows
+                and (not content or t.checksum == s.checksum),
+            }
+        return {
+            "mode": self.mode,
+            "tables": tables,
+            "sequences": len(self.source.sequences),
+            "definitions": {k: len(v) for k, v in sorted(self.source.definitions.items())},
+            "database_settings": len(self.source.settings),
+            "large_objects": len(self.source.large_objects),
+            "extensions": len(self.source.extensions),
+        }
+
     def summary(self) -> str:
         if self.equal:
+            what = "contents" if self.mode == "content" else "row counts"
+            objects = sum(len(v) for v in self.source.definitions.values())
             return (
-                f"copy verified: {self.tables_compared} tables, {self.rows_compared} rows, "
-                f"{len(self.source.sequences)} sequences and all object counts equal"
+                f"copy verified by {self.mode}: {self.tables_compared} tables ({self.rows_compared}"
+                f" rows, {what} equal), {len(self.source.sequences)} sequences, {objects} object "
+                f"definitions, {len(self.source.settings)} database settings, "
+                f"{len(self.source.large_objects)} large objects equal in {self.seconds:.1f}s"
             )
         shown = "; ".join(self.differences[:5])
         more = f" (+{len(self.differences) - 5} more)" if len(self.differences) > 5 else ""
@@ -196,62 +235,121 @@ class VerificationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "equal": self.equal,
+            "mode": self.mode,
             "differences": self.differences,
             "tables": self.tables_compared,
             "rows": self.rows_compared,
-            "source": self.source.to_dict(),
-            "target": self.target.to_dict(),
+            "seconds": round(self.seconds, 3),
+            "compared": self.compared(),
         }
 
 
-def compare_inventories(source: Inventory, target: Inventory) -> VerificationReport:
-    """List every way `target` differs from `source`."""
+def compare(source: Fingerprint, target: Fingerprint, seconds: float = 0.0) -> VerificationReport:
+    """The report of every way `target` differs from `source`."""
+    diffs = compare_fingerprints(source, target)
+    return VerificationReport(not diffs, diffs, source, target, seconds)
+
+
+@dataclass
+class InventoryComparison:
+    """Row count, sequence and object count differences between two inventories."""
+
+    differences: list[str]
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+
+def compare_inventories(source: Inventory, target: Inventory) -> InventoryComparison:
+    """Row count, sequence and object count differences (the weaker, older check)."""
     diffs: list[str] = []
     for name in sorted(set(source.tables) | set(target.tables)):
-        if name not in target.tables:
-            diffs.append(f"table {name}: missing on target ({source.tables[name]} rows on source)")
-        elif name not in source.tables:
-            diffs.append(f"table {name}: only on target ({target.tables[name]} rows)")
-        elif source.tables[name] != target.tables[name]:
-            diffs.append(
-                f"table {name}: {source.tables[name]} rows on source, "
-                f"{target.tables[name]} on target"
-            )
+        s, t = source.tables.get(name), target.tables.get(name)
+        if s != t:
+            diffs.append(f"table {name}: {s} rows on source, {t} on target")
     for name in sorted(set(source.sequences) | set(target.sequences)):
-        if name not in target.sequences:
-            diffs.append(f"sequence {name}: missing on target")
-        elif name not in source.sequences:
-            diffs.append(f"sequence {name}: only on target")
-        elif source.sequences[name] != target.sequences[name]:
+        if source.sequences.get(name) != target.sequences.get(name):
             diffs.append(
-                f"sequence {name}: {source.sequences[name]} on source, "
-                f"{target.sequences[name]} on target"
+                f"sequence {name}: {source.sequences.get(name)} on source, "
+                f"{target.sequences.get(name)} on target"
             )
     for key in sorted(set(source.objects) | set(target.objects)):
-        s, t = source.objects.get(key, 0), target.objects.get(key, 0)
-        if s != t:
-            diffs.append(f"{key}: {s} on source, {t} on target")
+        s_n, t_n = source.objects.get(key, 0), target.objects.get(key, 0)
+        if s_n != t_n:
+            diffs.append(f"{key}: {s_n} on source, {t_n} on target")
     missing_ext = sorted(set(source.extensions) - set(target.extensions))
     if missing_ext:
         diffs.append(f"extensions missing on target: {', '.join(missing_ext)}")
-    return VerificationReport(not diffs, diffs, source, target)
+    return InventoryComparison(diffs)
+
+
+def fingerprint_pair(
+    source_url: str | PgURL,
+    target_url: str | PgURL,
+    *,
+    jobs: int = 2,
+    mode: str = "content",
+    source_snapshot: str | None = None,
+    source_fingerprint: Fingerprint | None = None,
+    connect_timeout: float = 30,
+    statement_timeout: float | None = 600,
+) -> tuple[Fingerprint, Fingerprint]:
+    """Both sides' fingerprints, taken at the same time (the target's key ranges follow
+    the source's). A stored `source_fingerprint` (e.g. the backup's) is used as is."""
+    if source_fingerprint is not None:
+        target = take_fingerprint(
+            target_url,
+            jobs=jobs,
+            mode=mode,
+            like=source_fingerprint,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+        )
+        return source_fingerprint, target
+    plan = key_ranges(source_url, jobs=jobs, mode=mode, connect_timeout=connect_timeout)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
+        futures = [
+            pool.submit(
+                take_fingerprint,
+                url,
+                snapshot=snapshot,
+                jobs=jobs,
+                mode=mode,
+                like=plan,
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+            )
+            for url, snapshot in ((source_url, source_snapshot), (target_url, None))
+        ]
+        source, target = (f.result() for f in futures)
+    return source, target
 
 
 def verify_copy(
     source_url: str | PgURL,
     target_url: str | PgURL,
     *,
+    jobs: int = 2,
+    mode: str = "content",
     connect_timeout: float = 30,
     command_timeout: float = 600,
-    source_inventory: Inventory | None = None,
+    source_snapshot: str | None = None,
+    source_fingerprint: Fingerprint | None = None,
 ) -> VerificationReport:
-    """Compare target with source (or with an inventory taken earlier, e.g. at backup time)."""
-    source = source_inventory or take_inventory(
-        source_url, connect_timeout=connect_timeout, statement_timeout=command_timeout
+    """Compare target with source by content: in `source_snapshot` (the copy's) when given,
+    or against a fingerprint taken earlier (e.g. in the backup's snapshot)."""
+    started = time.monotonic()
+    source, target = fingerprint_pair(
+        source_url,
+        target_url,
+        jobs=jobs,
+        mode=mode,
+        source_snapshot=source_snapshot,
+        source_fingerprint=source_fingerprint,
+        connect_timeout=connect_timeout,
+        statement_timeout=command_timeout,
     )
-    target = take_inventory(
-        target_url, connect_timeout=connect_timeout, statement_timeout=command_timeout
-    )
-    report = compare_inventories(source, target)
+    report = compare(source, target, time.monotonic() - started)
     log.info("%s", report.summary())
     return report

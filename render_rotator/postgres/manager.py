@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from render_rotator.postgres.binaries import (
 )
 from render_rotator.postgres.connect import connect, connection
 from render_rotator.postgres.copy import target_objects
+from render_rotator.postgres.fingerprint import Fingerprint, apply_settings, take_fingerprint
 from render_rotator.postgres.inventory import (
     Inventory,
     VerificationReport,
@@ -54,11 +56,13 @@ MAX_IDENTIFIER_BYTES = 63
 
 @dataclass(frozen=True)
 class BackupInfo:
-    """A finished, verified backup and the source inventory taken in the same snapshot."""
+    """A finished, verified backup, and the source's inventory and content fingerprint
+    taken in the same snapshot (what a restore of it must compare equal to)."""
 
     archive: archive.ArchiveInfo
     inventory: Inventory | None
     source: str  # redacted URL
+    fingerprint: Fingerprint | None = None
 
     @property
     def path(self) -> Path:
@@ -78,6 +82,7 @@ class BackupInfo:
             "pg_dump_version": self.archive.pg_dump_version,
             "source": self.source,
             "inventory": self.inventory.to_dict() if self.inventory else None,
+            "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None,
         }
 
 
@@ -201,18 +206,34 @@ class DatabaseManager:
         archive_format: str = "custom",
         jobs: int | None = None,
         compress: str | None = None,
+        verify_mode: str = "content",
     ) -> BackupInfo:
         """pg_dump the source (custom format) to `backup_file`, read it back and hash it.
 
-        The source inventory is taken in the very snapshot pg_dump uses, so it describes
-        exactly what the archive holds.
+        The source's content fingerprint (`verify_mode`) and inventory are taken in the very
+        snapshot pg_dump uses, while it runs, so they describe exactly what the archive holds.
         """
         source = parse_url(source_url)
         path = Path(backup_file)
         archive.check_writable_destination(path)
-        with self.exported_snapshot(source) as (conn, snapshot):
+        with (
+            self.exported_snapshot(source) as (conn, snapshot),
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool,
+        ):
             self.check_version(conn, source)
-            inv = take_inventory_in(conn) if inventory else None
+            taking = (
+                pool.submit(
+                    take_fingerprint,
+                    source,
+                    snapshot=snapshot,
+                    jobs=self.jobs,
+                    mode=verify_mode,
+                    connect_timeout=self.connect_timeout,
+                    statement_timeout=self.command_timeout,
+                )
+                if inventory
+                else None
+            )
             info = archive.dump(
                 self.client,
                 source,
@@ -225,7 +246,9 @@ class DatabaseManager:
                 compress=compress,
                 snapshot=snapshot,
             )
-        return BackupInfo(archive=info, inventory=inv, source=source.redacted())
+            fp = taking.result() if taking is not None else None
+            inv = take_inventory_in(conn, rows=fp.row_counts) if fp is not None else None
+        return BackupInfo(archive=info, inventory=inv, source=source.redacted(), fingerprint=fp)
 
     def create_database(self, name: str, *, owner: str | None = None) -> None:
         """CREATE DATABASE through the admin connection; the name is always quoted."""
@@ -314,6 +337,7 @@ class DatabaseManager:
         return verify_copy(
             source_url,
             target_url,
+            jobs=self.jobs,
             connect_timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
         )
@@ -357,14 +381,19 @@ class DatabaseManager:
                     self.create_database(db_name)
                     created = True
                 self.restore_database(target.url(), backup_path)
+                assert info.fingerprint is not None
+                apply_settings(
+                    target, info.fingerprint.settings, connect_timeout=self.connect_timeout
+                )
                 report = None
                 if verify:
                     report = verify_copy(
                         source_url,
                         target,
+                        jobs=self.jobs,
                         connect_timeout=self.connect_timeout,
                         command_timeout=self.command_timeout,
-                        source_inventory=info.inventory,
+                        source_fingerprint=info.fingerprint,
                     )
                     if not report.equal:
                         raise VerificationError(report.summary(), differences=report.differences)

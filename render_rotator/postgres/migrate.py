@@ -1,7 +1,7 @@
 """`render-rotator migrate`: one database into another, by the fastest safe path, proven equal.
 
 When the target can be created first (or exists), the data is copied directly; the
-result is verified against the source's inventory before success is reported.
+result is verified by content against the copied snapshot before success is reported.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def migrate(
     create_db: str | None = None,
     jobs: int = 2,
     verify: bool = True,
+    verify_mode: str = "content",
     connect_timeout: float = 30,
     command_timeout: float = 600,
     pg_bin: str | None = None,
@@ -84,6 +85,7 @@ def migrate(
             command_timeout=command_timeout,
             pg_bin=pg_bin,
             verify=verify,
+            verify_mode=verify_mode,
         )
     except BaseException:
         if create_db:

@@ -88,7 +88,7 @@ class Rotation:
     #: this run's lease (rotation/lease.py), once taken
     lease: Lease | None = None
     #: the drift check the guard runs right before deleting the old database
-    #: (guard.DriftCheck; None: guard.inventory_drift_check)
+    #: (guard.DriftCheck; None: guard.content_drift_check)
     drift_check: Callable[[Rotation], Any] | None = None
 
     @property

@@ -19,8 +19,9 @@ this process's memory of them):
   phase, ``state["facts"]["copy"]``; for delete-first, the backup archive, re-hashed now) and
   the drift check, run right now, passed (``state["facts"]["drift"]``).
 
-The drift check is a hook: `Rotation.drift_check` (default `inventory_drift_check`) proves the
-old database still matches the snapshot the copy was taken from.
+The drift check is a hook: `Rotation.drift_check` (default `content_drift_check`: a fresh
+content fingerprint of the old database against the one stored for the snapshot the copy was
+taken from, rotation/drift.py) proves the old database still matches that snapshot.
 """
 
 from __future__ import annotations
@@ -35,19 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from render_rotator.errors import (
+    DriftError,
     NotFoundError,
     RenderRotatorError,
     RotationError,
     UsageError,
-    VerificationError,
 )
 from render_rotator.logs import register_secret
 from render_rotator.postgres.archive import sha256_path
 from render_rotator.postgres.clean import clean_database
-from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.stamp import read_stamp
 from render_rotator.render import ConnectionInfo, Postgres
 from render_rotator.rotation.context import Rotation
+from render_rotator.rotation.drift import old_database_changes
 from render_rotator.rotation.targets import (
     TargetValue,
     fingerprint,
@@ -74,22 +75,23 @@ class DriftFact:
     summary: str
     differences: list[str] = field(default_factory=list)
     method: str = "inventory"
+    tables: list[str] = field(default_factory=list)  # tables whose rows changed
 
 
 DriftCheck = Callable[[Rotation], DriftFact]
 
 
-def inventory_drift_check(ctx: Rotation) -> DriftFact:
-    """Today's drift check: the old database's inventory (exact row counts, sequences,
-    object counts) against the snapshot's, recorded by the backup phase."""
-    source = Inventory.from_dict(ctx.state["inventory"])
-    now = take_inventory(
-        ctx.old_url(),
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    )
-    result = compare_inventories(source, now)
-    return DriftFact(result.equal, result.summary(), list(result.differences))
+def content_drift_check(ctx: Rotation) -> DriftFact:
+    """The old database's content fingerprint now against the one stored for the copy's
+    snapshot (rows by checksum, sequences, definitions, settings, large objects); a journal
+    from before fingerprints falls back to the inventory. The summary names tables only
+    (it goes to the journal: no values)."""
+    diffs, tables = old_database_changes(ctx)
+    method = "content" if ctx.state.get("fingerprint") else "inventory"
+    if not diffs:
+        return DriftFact(True, "unchanged since the snapshot", [], method, [])
+    where = f"tables changed: {', '.join(tables)}" if tables else "definitions or settings"
+    return DriftFact(False, f"{len(diffs)} difference(s); {where}", diffs, method, tables)
 
 
 def _facts(ctx: Rotation) -> dict[str, Any]:
@@ -376,14 +378,33 @@ def require_backup(ctx: Rotation, what: str = "delete the old database") -> None
 
 
 def _check_drift(ctx: Rotation) -> None:
-    check: DriftCheck = ctx.drift_check or inventory_drift_check
+    check: DriftCheck = ctx.drift_check or content_drift_check
     fact = check(ctx)
     record_drift(ctx, fact)
     if not fact.passed:
-        raise VerificationError(
-            f"the old database {ctx.state['old_id']} changed after the snapshot the copy was "
-            f"taken from, so it was kept: {fact.summary}",
+        ctx.state["drift"] = {"tables": list(fact.tables), "differences": len(fact.differences)}
+        ctx.save()
+        old_id, new_id = ctx.state["old_id"], ctx.state.get("new_id")
+        if ctx.state.get("strategy") == "delete-first":
+            step = (
+                "Nothing was deleted and the services keep using it. Stop whatever writes to it "
+                "directly (a cron job, a worker, a client with its own connection) or use "
+                'freeze = "readonly", then run `render-rotator rotate` again'
+            )
+        else:
+            step = (
+                f"Every target already uses {new_id}. Move the rows written to {old_id} after "
+                f"the copy into {new_id} by hand, then delete {old_id} from the Render dashboard "
+                "(it stays read-only until then; `render-rotator resume` will not delete it "
+                "while it differs)"
+            )
+        action = "delete" if ctx.state.get("strategy") == "delete-first" else "retire"
+        raise DriftError(
+            f"refusing to {action} the old database {old_id}: it changed after the snapshot the "
+            f"copy was taken from, so it was kept ({fact.summary}): it holds writes the copy "
+            f"does not have. {step}",
             differences=[f"old database since the snapshot: {d}" for d in fact.differences],
+            tables=list(fact.tables),
         )
 
 

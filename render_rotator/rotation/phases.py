@@ -18,6 +18,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from render_rotator.errors import (
     APITimeoutError,
     ConflictError,
+    DriftError,
     RenderAPIError,
     RenderRotatorError,
     RotationError,
@@ -41,12 +43,14 @@ from render_rotator.postgres.archive import (
 from render_rotator.postgres.binaries import server_major_from_num
 from render_rotator.postgres.connect import connection
 from render_rotator.postgres.copy import copy_database
-from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
+from render_rotator.postgres.fingerprint import Fingerprint, apply_settings, take_fingerprint
+from render_rotator.postgres.inventory import Inventory, compare
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
 from render_rotator.rotation import blueprints, guard, recovery, services
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation.context import Rotation
+from render_rotator.rotation.drift import old_database_changes
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import PhaseRecord
 from render_rotator.rotation.targets import (
@@ -424,6 +428,10 @@ def backup(ctx: Rotation) -> bool:
     prefix = f"{state['old_name']}-{state['old_id']}-"
     remove_stale_partials(backup_dir, prefix)  # this database's lock is ours: none is live
     path = backup_dir / f"{prefix}{stamp}.dump"
+    for n in range(2, 100):  # two runs in the same second (a retry right after a failure)
+        if not path.exists():
+            break
+        path = backup_dir / f"{prefix}{stamp}-{n}.dump"
     manager = ctx.manager()
     if ctx.settings.jobs > 1:
         # inside the write freeze, so fast: parallel workers, a directory archive that the
@@ -434,10 +442,11 @@ def backup(ctx: Rotation) -> bool:
             archive_format="directory",
             jobs=ctx.settings.jobs,
             compress=best_compression(manager.client),
+            verify_mode=ctx.settings.verify,
         )
     else:
-        info = manager.backup_database(ctx.old_url(), path)
-    assert info.inventory is not None
+        info = manager.backup_database(ctx.old_url(), path, verify_mode=ctx.settings.verify)
+    assert info.inventory is not None and info.fingerprint is not None
     manifest = {
         "database": state["old_name"],
         "postgres_id": state["old_id"],
@@ -455,6 +464,9 @@ def backup(ctx: Rotation) -> bool:
         "format": info.archive.format,
     }
     state["inventory"] = info.inventory.to_dict()
+    # the content fingerprint of the backup's snapshot (definitions and settings as digests:
+    # the journal holds no values); the manifest beside the archive holds the full one
+    state["fingerprint"] = info.fingerprint.to_dict(digests=True)
     ctx.save()
     log.info("verified backup of %s: %s", state["old_name"], path)
     return True
@@ -643,6 +655,8 @@ def copy(ctx: Rotation) -> bool:
             # the verify phase compares the result with the backup's inventory: anything that
             # was already there is named as a difference, with the way out
             result = manager.restore_database(new_url, path, require_empty=False)
+        # pg_restore without --create leaves the database's own settings out
+        apply_settings(new_url, _backup_settings(ctx), connect_timeout=ctx.settings.connect_timeout)
         skipped_entries = list(result.skipped)
         state["copy"] = {
             "method": "pg_restore",
@@ -653,6 +667,19 @@ def copy(ctx: Rotation) -> bool:
     ctx.report.notes.extend(n for n in skipped if n not in ctx.report.notes)
     ctx.save()
     return True
+
+
+def _backup_settings(ctx: Rotation) -> dict[str, str]:
+    """The old database's settings (`ALTER DATABASE ... SET`), from the backup's manifest."""
+    manifest = (ctx.state.get("backup") or {}).get("manifest")
+    if not manifest or not Path(manifest).exists():
+        raise RotationError(
+            "the backup's manifest is missing, so the database settings cannot be restored",
+            hint=f"it should be beside the archive in {ctx.settings.backup_dir}",
+        )
+    data = json.loads(Path(manifest).read_text())
+    fingerprint = (data.get("archive") or {}).get("fingerprint") or {}
+    return dict(fingerprint.get("settings") or {})
 
 
 def _copy_progress(progress: Any, report: Any) -> None:
@@ -688,33 +715,54 @@ def _user_data_bytes(ctx: Rotation, url: str) -> int | None:
 
 
 def verify(ctx: Rotation) -> bool:
-    """The new database must hold exactly what the backup's snapshot held, and (while it
-    exists) the old database must still hold exactly that too: a write that got past the
-    freeze after the backup would otherwise be lost at the cutover."""
+    """The new database must hold exactly what the backup's snapshot held (by content, or
+    by counts with verify = "counts"), and (while it exists) the old database must still
+    hold exactly that too: a write that got past the freeze after the backup would otherwise
+    be lost at the cutover."""
     state = ctx.state
-    source = Inventory.from_dict(state["inventory"])
-
-    def inventory_of(url: str) -> Inventory:
-        return take_inventory(
-            url,
+    stored = state.get("fingerprint")
+    if not stored:
+        raise RotationError(
+            "this rotation's journal has no content fingerprint of the backup (it was started "
+            "by an older version), so the copy cannot be verified",
+            hint="start a new rotation with `render-rotator rotate`",
+        )
+    source = Fingerprint.from_dict(stored)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
+        # the new database and (while it exists) the old one, side by side
+        new_side = pool.submit(
+            take_fingerprint,
+            ctx.new_url(),
+            jobs=ctx.settings.jobs,
+            mode=source.mode,
+            like=source,
             connect_timeout=ctx.settings.connect_timeout,
             statement_timeout=ctx.settings.command_timeout,
         )
-
-    if ctx.old is not None:
-        # first: did anything write to the old database after the backup? Then that is the
+        old_side = pool.submit(old_database_changes, ctx) if ctx.old is not None else None
+        diffs, tables = old_side.result() if old_side is not None else ([], [])
+        target = new_side.result()
+    if diffs:
+        # did anything write to the old database after the backup? Then that is the
         # problem (the copy would miss those rows), whatever the copy looks like
-        drift = compare_inventories(source, inventory_of(ctx.old_url()))
-        if not drift.equal:
-            state["verified"] = False
-            ctx.save()
-            raise VerificationError(
-                "the old database changed after the backup was taken (writes were not "
-                f"frozen: freeze = {ctx.settings.freeze}): {drift.summary()}",
-                differences=[f"old database since the backup: {d}" for d in drift.differences],
-            )
-    result = compare_inventories(source, inventory_of(ctx.new_url()))
+        state["verified"] = False
+        state["drift"] = {"tables": tables, "differences": len(diffs)}
+        ctx.save()
+        raise DriftError(
+            "the old database changed after the backup was taken (writes were not "
+            f"frozen: freeze = {ctx.settings.freeze}; tables: {', '.join(tables) or '-'})",
+            differences=[f"old database since the backup: {d}" for d in diffs],
+            tables=tables,
+        )
+    result = compare(source, target, time.monotonic() - started)
     ctx.report.rows_copied = source.total_rows
+    state["verification"] = {
+        "mode": result.mode,
+        "seconds": round(result.seconds, 3),
+        "tables": result.tables_compared,
+        "rows": result.rows_compared,
+    }
     if not result.equal:
         state["verified"] = False
         ctx.save()
@@ -723,7 +771,7 @@ def verify(ctx: Rotation) -> bool:
             differences=result.differences,
         )
     state["verified"] = True
-    guard.record_copy_proof(ctx, method="inventory")
+    guard.record_copy_proof(ctx, method=result.mode)
     state["rows_copied"] = source.total_rows
     state["bytes_copied"] = _user_data_bytes(ctx, ctx.new_url())
     ctx.save()
@@ -971,6 +1019,10 @@ def fill_report(ctx: Rotation) -> None:
         rep.rows_copied = state["rows_copied"]
     if state.get("bytes_copied") is not None:
         rep.bytes_copied = state["bytes_copied"]
+    if state.get("verification") or state.get("drift"):
+        rep.verification = {**(state.get("verification") or {})}
+        if state.get("drift"):
+            rep.verification["old_database_changed"] = state["drift"]
     if state.get("backup"):
         b = state["backup"]
         rep.backup = {

@@ -34,6 +34,8 @@ class RotationReport:
     rows_copied: int | None = None
     bytes_copied: int | None = None
     backup: dict[str, Any] | None = None
+    # how the copy was proven (mode, tables, rows, seconds) and any drift of the old database
+    verification: dict[str, Any] | None = None
     targets: list[dict[str, Any]] = field(default_factory=list)
     deploys: list[dict[str, Any]] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
@@ -60,6 +62,7 @@ class RotationReport:
             "rows_copied": self.rows_copied,
             "bytes_copied": self.bytes_copied,
             "backup": self.backup,
+            "verification": self.verification,
             "targets": self.targets,
             "deploys": self.deploys,
             "plan": self.plan,

@@ -30,6 +30,7 @@ from typing import Any
 from render_rotator import faults
 from render_rotator.config import Config, DatabaseConfig, load_config
 from render_rotator.errors import (
+    DriftError,
     RenderRotatorError,
     RotationError,
     UsageError,
@@ -596,7 +597,9 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
             )
         )
     plan.append("copy the data (--no-owner --no-privileges) and ANALYZE")
-    plan.append("verify: exact row counts per table, sequences, object counts")
+    plan.append(
+        f"verify ({ctx.settings.verify}): rows, sequences, definitions, settings, large objects"
+    )
     for target in ctx.db.targets:
         plan.append(f"set {target.label} to the new {target.connection} connection string")
     deployed = ", ".join(runtime_services(ctx)) or "no services"
@@ -716,6 +719,10 @@ def _land(
         )
         if problems:
             report.message += "; but " + "; ".join(problems)
+    elif journal.is_done("deploy") and isinstance(exc, DriftError):
+        journal.error = message
+        journal.save()
+        report.message = f"{status} in phase {phase}: {message}"
     elif journal.is_done("deploy"):
         journal.error = message
         journal.save()

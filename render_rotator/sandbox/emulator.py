@@ -273,6 +273,14 @@ class _Seed:
 
 
 @dataclass
+class _Hook:
+    callback: Callable[[str, str], None]
+    method: str | None
+    path_prefix: str | None
+    remaining: int | None
+
+
+@dataclass
 class _DeployFailure:
     remaining: int | None
     service_id: str | None
@@ -314,6 +322,7 @@ class Faults:
         self._never_available = False
         self._flaky: list[_Flaky] = []
         self._seeds: list[_Seed] = []
+        self._hooks: list[_Hook] = []
 
     def rate_limit(
         self,
@@ -446,6 +455,22 @@ class Faults:
         with self._lock:
             self._seeds.append(_Seed(sql, _count(n)))
 
+    def on_request(
+        self,
+        callback: Callable[[str, str], None],
+        *,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        n: int | None = 1,
+    ) -> None:
+        """Call `callback(method, path)` when a matching request arrives, before Render
+        acts on it (in-process tests only): something happening elsewhere at exactly that
+        step, such as a client writing to a database."""
+        with self._lock:
+            self._hooks.append(
+                _Hook(callback, _norm_method(method), _norm_prefix(path_prefix), _count(n))
+            )
+
     def never_available(self, enabled: bool = True) -> None:
         """While enabled, databases created stay ``creating``; disabling releases them."""
         with self._lock:
@@ -461,6 +486,7 @@ class Faults:
             self._never_available = False
             self._flaky.clear()
             self._seeds.clear()
+            self._hooks.clear()
 
     def describe(self) -> dict[str, Any]:
         """What is armed right now (the control endpoint's answer)."""
@@ -559,6 +585,21 @@ class Faults:
                     after_processing=flaky.after_processing and status != 429,
                 )
         return None
+
+    def _take_hooks(self, method: str, path: str) -> list[Callable[[str, str], None]]:
+        due = []
+        with self._lock:
+            for hook in list(self._hooks):
+                if hook.method and hook.method != method:
+                    continue
+                if hook.path_prefix and not path.startswith(hook.path_prefix):
+                    continue
+                due.append(hook.callback)
+                if hook.remaining is not None:
+                    hook.remaining -= 1
+                    if hook.remaining <= 0:
+                        self._hooks.remove(hook)
+        return due
 
     def _take_seed(self) -> str | None:
         with self._lock:
@@ -1388,6 +1429,8 @@ class RenderEmulator:
                 method, path, _Reply(401, {"id": str(uuid.uuid4()), "message": "unauthorized"}),
                 None,
             )  # fmt: skip
+        for hook in self.faults._take_hooks(method, path):
+            hook(method, path)
         delay = self.faults._latency_for(method, path)
         if delay:
             time.sleep(delay)

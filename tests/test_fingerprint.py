@@ -1,0 +1,239 @@
+"""Verification by content on real PostgreSQL: every kind of difference is found and named."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from render_rotator.cli import cli
+from render_rotator.errors import VerificationError
+from render_rotator.postgres import fingerprint as fpmod
+from render_rotator.postgres.copy import copy_database
+from render_rotator.postgres.fingerprint import (
+    Fingerprint,
+    apply_settings,
+    compare_fingerprints,
+    take_fingerprint,
+)
+from render_rotator.postgres.inventory import verify_copy
+from render_rotator.sandbox.cluster import Cluster
+from tests.conftest import unique_name
+from tests.sample_data import make_rich_database
+
+EXTRA = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL, mood mood, doc jsonb,
+                     photo bytea, seen timestamptz, span interval, ratio float8,
+                     kind regclass);
+INSERT INTO people SELECT g, 'p' || g, 'ok', jsonb_build_object('k', g, 'a', g % 3),
+       decode(md5(g::text), 'hex'), '2024-01-01 10:00+02'::timestamptz + g * interval '1 h',
+       g * interval '90 minutes', g / 7.0, 'public.customers'::regclass
+FROM generate_series(1, 300) g;
+CREATE TABLE pairs (id int PRIMARY KEY, a int, b bigint, at timestamptz, ok bool);
+INSERT INTO pairs SELECT g, g * 3, g * 5, '2024-01-01'::timestamptz + g * interval '1 s', g % 2 = 0
+FROM generate_series(1, 200) g;
+CREATE TABLE no_key (a int, b text);
+INSERT INTO no_key SELECT g % 5, 'x' FROM generate_series(1, 20) g;
+CREATE MATERIALIZED VIEW people_moods AS SELECT mood, count(*) FROM people GROUP BY mood;
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER people_touch BEFORE UPDATE ON people FOR EACH ROW EXECUTE FUNCTION touch();
+ALTER TABLE people ENABLE ROW LEVEL SECURITY;
+CREATE POLICY people_all ON people USING (id > 0);
+COMMENT ON TABLE people IS 'who is who';
+SELECT lo_from_bytea(0, 'large object body');
+"""
+
+
+def _rich(cluster: Cluster) -> str:
+    name = unique_name("fp")
+    url = make_rich_database(cluster, name)
+    cluster.execute(EXTRA, dbname=name)
+    cluster.execute(f"ALTER DATABASE {name} SET work_mem = '7MB'")
+    cluster.execute(f"""ALTER DATABASE {name} SET search_path = "$user", public, 'odd, one'""")
+    return url
+
+
+@pytest.fixture
+def pair(pg: Cluster) -> Iterator[tuple[str, str, str]]:
+    """A rich source and a verified copy of it; yields (source, target, target db name)."""
+    source = _rich(pg)
+    target_name = unique_name("fpt")
+    target = pg.create_database(target_name)
+    copy_database(source, target, jobs=2, verify=True)
+    yield source, target, target_name
+    for url in (source, target):
+        name = url.rsplit("/", 1)[1].split("?")[0]
+        pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_copy_verifies_equal_by_content_and_carries_settings(
+    pair: tuple[str, str, str], pg: Cluster
+) -> None:
+    source, target, name = pair
+    report = verify_copy(source, target, jobs=2)
+    assert report.equal, report.differences
+    assert report.mode == "content"
+    compared = report.to_dict()["compared"]
+    assert compared["tables"]["public.people"]["by"] == "checksum"
+    assert report.source.tables["public.pairs"].method == "record"
+    assert report.source.tables["public.people"].method == "text"
+    assert compared["definitions"]["indexes"] >= 5
+    assert compared["large_objects"] == 1
+    settings = take_fingerprint(target).settings
+    assert settings["work_mem"] == "7MB"
+    assert settings["search_path"] == take_fingerprint(source).settings["search_path"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # same row count, one value changed
+        ("UPDATE customers SET email = 'x' || email WHERE id = 7", "table public.customers"),
+        # values swapped between two rows: counts and the multiset of values per column equal
+        (
+            "UPDATE orders SET total = CASE id WHEN 1 THEN (SELECT total FROM orders WHERE id"
+            " = 2) ELSE (SELECT total FROM orders WHERE id = 1) END WHERE id IN (1, 2)",
+            "table public.orders",
+        ),
+        ("UPDATE people SET doc = doc || '{\"k\": -1}' WHERE id = 3", "table public.people"),
+        # rows hashed by value (integer-like columns only): swapped values are found too
+        ("UPDATE pairs SET a = CASE id WHEN 1 THEN 6 ELSE 3 END WHERE id IN (1, 2)", "pairs"),
+        ("UPDATE pairs SET at = at + interval '1 microsecond' WHERE id = 9", "table public.pairs"),
+        ("UPDATE no_key SET b = 'y' WHERE ctid = (SELECT min(ctid) FROM no_key)", "no_key"),
+        ("SELECT setval('invoice_number_seq', 500)", "sequence public.invoice_number_seq"),
+        ("SELECT nextval('customers_id_seq')", "sequence public.customers_id_seq"),
+        (
+            "DROP INDEX orders_customer_idx; CREATE INDEX orders_customer_idx ON orders "
+            "(customer_id, id)",
+            "index public.orders_customer_idx",
+        ),
+        ("ALTER TABLE orders ALTER COLUMN placed_at DROP DEFAULT", "column public.orders"),
+        (
+            "ALTER TABLE orders DROP CONSTRAINT orders_total_check; ALTER TABLE orders ADD "
+            "CONSTRAINT orders_total_check CHECK (total > -1)",
+            "constraint public.orders",
+        ),
+        (
+            "CREATE OR REPLACE VIEW big_spenders AS SELECT c.email, sum(o.total) + 0 AS spent "
+            "FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY c.email",
+            "view public.big_spenders",
+        ),
+        (
+            "CREATE OR REPLACE FUNCTION order_count(cid bigint) RETURNS bigint LANGUAGE sql "
+            "STABLE AS $$ SELECT count(*) + 1 FROM orders WHERE customer_id = cid $$",
+            "function public.order_count(bigint)",
+        ),
+        ("ALTER TABLE people DISABLE TRIGGER people_touch", "trigger public.people"),
+        (
+            "DROP POLICY people_all ON people; CREATE POLICY people_all ON people USING (id > 1)",
+            "policy public.people",
+        ),
+        ("COMMENT ON TABLE people IS 'someone else'", "comment on table public.people"),
+        ("ALTER TYPE mood ADD VALUE 'angry'", "type public.mood"),
+        ("SELECT lo_put((SELECT min(oid) FROM pg_largeobject_metadata), 0, 'L')", "large object"),
+        ("__setting__", "database setting work_mem"),
+    ],
+)
+def test_every_difference_exits_3(
+    pair: tuple[str, str, str], pg: Cluster, change: str, expected: str
+) -> None:
+    source, target, name = pair
+    if change == "__setting__":
+        pg.execute(f"ALTER DATABASE {name} SET work_mem = '8MB'")
+    else:
+        pg.execute(change, dbname=name)
+    report = verify_copy(source, target, jobs=2)
+    assert not report.equal
+    assert any(expected in d for d in report.differences), report.differences
+    result = CliRunner().invoke(cli, ["verify", source, target, "--json"])
+    assert result.exit_code == 3, result.output
+    out = json.loads(result.stdout)
+    assert out["ok"] is False and any(expected in d for d in out["differences"])
+
+
+def test_large_table_mismatch_names_its_key_range(
+    pg: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fpmod, "CHUNK_BYTES", 64 << 10)  # a few hundred kB counts as large
+    name = unique_name("big")
+    source = pg.create_database(name)
+    pg.execute(
+        "CREATE TABLE big (id bigint PRIMARY KEY, body text);"
+        "INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;"
+        "ANALYZE big;",
+        dbname=name,
+    )
+    tname = unique_name("bigt")
+    target = pg.create_database(tname)
+    copy_database(source, target, jobs=2, verify=True)
+    pg.execute("UPDATE big SET body = 'changed' WHERE id = 10000", dbname=tname)
+    report = verify_copy(source, target, jobs=2)
+    [diff] = report.differences
+    assert diff.startswith("table public.big: same 20000 rows but different contents in rows")
+    low, high = diff.split("from ")[1].split(" to before ")
+    assert int(low) <= 10000 < int(high)
+    assert report.to_dict()["compared"]["tables"]["public.big"]["key_ranges"] > 2
+    # a table summed on its own as soon as it is final (as the copy does while it runs)
+    # gives the same sums as the whole fingerprint, and they are used in its place
+    plan = fpmod.key_ranges(source, jobs=2)
+    summer = fpmod.TableSummer(target, plan)
+    summer.add("public", "big")
+    known = summer.finish()
+    assert known["public.big"] == take_fingerprint(target, like=plan).tables["public.big"]
+    assert known["public.big"].chunks == report.target.tables["public.big"].chunks
+    fake = {"public.big": fpmod.TableSum(rows=1, checksum="1")}
+    assert take_fingerprint(target, like=plan, known=fake).tables["public.big"].rows == 1
+    for n in (name, tname):
+        pg.execute(f'DROP DATABASE "{n}" WITH (FORCE)')
+
+
+def test_copy_with_verify_raises_on_a_difference_it_cannot_carry(pg: Cluster) -> None:
+    """A stored fingerprint compares with a fresh one; digests hide no difference."""
+    source = _rich(pg)
+    stored = Fingerprint.from_dict(take_fingerprint(source).to_dict(digests=True))
+    assert all(v.startswith("sha256:") for v in stored.settings.values())
+    assert compare_fingerprints(stored, take_fingerprint(source, like=stored)) == []
+    dbname = source.rsplit("/", 1)[1].split("?")[0]
+    pg.execute(f"ALTER DATABASE {dbname} SET work_mem = '9MB'")
+    diffs = compare_fingerprints(stored, take_fingerprint(source, like=stored))
+    assert diffs == ["database setting work_mem: (stored as a digest) on source, 9MB on target"]
+    with pytest.raises(VerificationError):
+        raise VerificationError("x", differences=diffs)
+    pg.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+
+
+def test_apply_settings_round_trips_list_values(pg: Cluster) -> None:
+    name = unique_name("set")
+    url = pg.create_database(name)
+    apply_settings(url, {"search_path": '"$user", public, "odd, one"', "work_mem": "5MB"})
+    got = take_fingerprint(url).settings
+    assert got == {"search_path": '"$user", public, "odd, one"', "work_mem": "5MB"}
+    pg.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_read_only_switch_is_not_part_of_the_fingerprint(pg: Cluster) -> None:
+    name = unique_name("ro")
+    url = pg.create_database(name)
+    pg.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    assert take_fingerprint(url).settings == {}
+    pg.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_counts_mode_is_weaker(pair: tuple[str, str, str], pg: Cluster) -> None:
+    source, target, name = pair
+    pg.execute("UPDATE customers SET email = 'x' || email WHERE id = 7", dbname=name)
+    assert verify_copy(source, target, mode="counts").equal
+    assert not verify_copy(source, target, mode="content").equal
+
+
+def test_fifteen_to_eighteen_copy_verifies_equal(pg15: Cluster, pg18: Cluster) -> None:
+    source = _rich(pg15)
+    name = unique_name("up")
+    target = pg18.create_database(name)
+    result = copy_database(source, target, jobs=2, verify=True)
+    assert result.verification is not None and result.verification.equal
+    pg18.execute("UPDATE people SET ratio = ratio + 1e-12 WHERE id = 5", dbname=name)
+    assert not verify_copy(source, target).equal

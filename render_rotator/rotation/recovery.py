@@ -547,7 +547,8 @@ def _keep_used_new(ctx: Rotation, new: Postgres, used: list[str]) -> None:
     if not result.equal:
         raise RotationError(
             f"{', '.join(used)} already use {new.id} ({new.name}), which does not hold "
-            f"exactly the backup's data ({result.summary()}); nothing was changed",
+            f"exactly the backup's data ({'; '.join(result.differences[:3])}); nothing was "
+            "changed",
             hint="it may hold newer writes: point the remaining targets at it by hand if it "
             "is right, or restore the backup into a new database",
         )

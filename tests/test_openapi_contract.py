@@ -7,7 +7,6 @@ request/response pair is checked with openapi-core against `shared/render-api/op
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +17,8 @@ from openapi_core.contrib.werkzeug import (  # noqa: E402
     WerkzeugOpenAPIRequest,
     WerkzeugOpenAPIResponse,
 )
-from werkzeug.test import EnvironBuilder  # noqa: E402
 from recorded import recorded_dir, require_shared, shared_dir  # noqa: E402
+from werkzeug.test import EnvironBuilder  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
 from render_rotator.render import RenderClient  # noqa: E402

@@ -612,8 +612,17 @@ def status(config_path: Path | None, database: str | None, as_json: bool) -> Non
     from render_rotator.rotation.status import status_lines
 
     data = status_fn(load_config(config_path), database)
+    missing = [e["name"] for e in data["databases"] if e.get("id") is None]
+    data["ok"] = not missing
     github.publish_status(data)
     Output(as_json).result(data, status_lines(data))
+    if missing:
+        click.echo(
+            f"error: not found on Render: {', '.join(missing)}. Check the name (or id) in the "
+            "config and that RENDER_API_KEY belongs to its workspace",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
 
 
 @cli.command()

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,3 +60,64 @@ def test_status_of_a_found_database_exits_0(emu: RenderEmulator, app: App, tmp_p
     assert result.exit_code == 0, result.output
     data = report_of(result)
     assert data["ok"] is True and data["databases"][0]["id"] == app.postgres_id
+
+
+# -- stopping the sandbox any way leaves nothing behind --------------------------------
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("signum", "seed"), [(signal.SIGTERM, True), (signal.SIGHUP, False), (signal.SIGINT, False)]
+)
+def test_a_stopped_sandbox_leaves_no_server_and_no_files(signum: int, seed: bool) -> None:
+    # a directory the unprivileged PostgreSQL user can reach (pytest's tmp_path is 0700)
+    tmp = Path(tempfile.mkdtemp(prefix="rr-sandbox-test-"))
+    tmp.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("RENDER_API_KEY", "RENDER_API_URL")}
+    env.update({"TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"})
+    args = [sys.executable, "-m", "render_rotator", "sandbox", *(["--seed"] if seed else [])]
+    proc = subprocess.Popen(  # noqa: S603
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or []], daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        while not (seen and seen[-1].startswith("Ctrl-C to stop")):
+            seen.append(lines.get(timeout=180))
+        output = "".join(seen)
+        assert _processes_mentioning(str(tmp)), "the sandbox's PostgreSQL is not running?"
+        assert any(p.name.startswith("rr-pg") for p in tmp.iterdir())
+        if seed:
+            config = next(x for x in seen if "RENDER_ROTATOR_CONFIG=" in x).split("=", 1)[1]
+            assert Path(config.strip()).is_file()
+        else:
+            assert "--seed" in output
+        proc.send_signal(signum)
+        assert proc.wait(timeout=180) == 0
+        reader.join(timeout=10)
+        while not lines.empty():
+            seen.append(lines.get())
+        assert "stopping the sandbox" in "".join(seen)
+        assert _processes_mentioning(str(tmp)) == []
+        assert list(tmp.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _processes_mentioning(str(tmp)):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)

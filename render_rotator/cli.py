@@ -120,7 +120,9 @@ def handle_errors[F: Callable[..., Any]](func: F) -> F:
             out.error(exc, exc.exit_code)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
-            click.echo(f"error: {stopping.describe(exc)}", err=True)
+            # a rotation says where it stopped and how to finish; anything else just stops
+            message = getattr(exc, "message", None) or stopping.describe(exc)
+            out.error(RuntimeError(message), EXIT_FAILED)
             sys.exit(EXIT_FAILED)
         except Exception as exc:  # noqa: BLE001 - anything else: one line, traceback with -v
             error = faults.as_error(exc)  # logs the traceback at debug level (-v)

@@ -48,8 +48,8 @@ def install() -> Callable[[], None]:
 
     def restore() -> None:
         with contextlib.suppress(ValueError):
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     return restore
 
@@ -65,8 +65,8 @@ def cleanup_uninterrupted() -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(ValueError):
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
 
 
 def describe(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -14,12 +15,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from render_rotator import resume, rotate
+from render_rotator.cli import cli, handle_errors
+from render_rotator.render import RenderClient
+from render_rotator.rotation.context import LogUI
+from render_rotator.rotation.workflow import RotationInterrupted
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.test_rotation_support import (
     App,
     error_lines,
+    journal_file,
     make_app,
     report_of,
     run_cli,
@@ -121,3 +129,60 @@ def test_a_stopped_sandbox_leaves_no_server_and_no_files(signum: int, seed: bool
         for pid in _processes_mentioning(str(tmp)):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- Ctrl-C during a rotation says where things stand ----------------------------------
+
+
+class _StopWhileWaiting(LogUI):
+    """Ctrl-C arriving while the rotation waits for the new database."""
+
+    @contextlib.contextmanager
+    def waiting(self, what: str) -> Iterator[None]:
+        if "to become available" in what:
+            raise KeyboardInterrupt
+        yield
+
+
+def test_ctrl_c_during_a_rotation_says_what_state_things_are_in(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    app = make_app(emu)
+    config = write_config(tmp_path, app, strategy="delete-first", freeze="suspend")
+    with RenderClient(api_key=emu.api_key, base_url=emu.base_url) as client:
+        with pytest.raises(RotationInterrupted) as info:
+            rotate(config, yes=True, client=client, ui=_StopWhileWaiting())
+        message = str(info.value)
+        assert message.startswith("interrupted in phase provision. Now: ")
+        assert f"suspended (frozen): {app.service_id}" in message
+        assert f"the old database {app.postgres_id} was deleted (after the backup)" in message
+        backup = message.split("backup: ", 1)[1].split(";", 1)[0]
+        assert Path(backup).exists()
+        assert "the new database dpg-" in message
+        assert "Run `render-rotator resume` to finish the rotation" in message
+        assert str(journal_file(config, app)) in message
+
+        # and resume does finish it
+        result = resume(config, client=client)
+    assert result.exit_code == 0 and result.reports[0].rotated
+
+
+def test_the_cli_prints_the_state_on_ctrl_c(emu: RenderEmulator, tmp_path: Path) -> None:
+    app = make_app(emu)
+    config = write_config(tmp_path, app, strategy="delete-first")
+    with (
+        RenderClient(api_key=emu.api_key, base_url=emu.base_url) as client,
+        pytest.raises(RotationInterrupted) as info,
+    ):
+        rotate(config, yes=True, client=client, ui=_StopWhileWaiting())
+
+    @cli.command("raise-it")
+    @handle_errors
+    def raise_it(as_json: bool = False) -> None:
+        raise info.value
+
+    result = CliRunner().invoke(cli, ["raise-it"])
+    assert result.exit_code == 1
+    [line] = error_lines(result)
+    assert line == f"error: {info.value}"
+    cli.commands.pop("raise-it")

@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from render_rotator import faults
+from render_rotator import faults, stopping
 from render_rotator.config import Config, DatabaseConfig, load_config
 from render_rotator.errors import (
     RenderRotatorError,
@@ -395,6 +395,10 @@ def _rotate(
         with contextlib.suppress(Exception):
             journal.error = scrub(f"{type(exc).__name__}: {exc}")
             journal.save()
+        if isinstance(exc, KeyboardInterrupt):
+            raise RotationInterrupted(
+                f"{stopping.describe(exc)} in phase {current}. " + interrupted_state(ctx)
+            ) from exc
         raise
     _finish(ctx)
     return report
@@ -446,6 +450,55 @@ def _take_lease(ctx: Rotation) -> None:
             "run just rotate it?); nothing was changed",
             hint="check `render-rotator status`, then run again if it is still due",
         ) from None
+
+
+class RotationInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM/SIGHUP) stopped a rotation; the message says where things stand."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def interrupted_state(ctx: Rotation) -> str:
+    """Where a stopped rotation left things, from the journal alone (Render may be the
+    reason it was stopped): what is frozen, whether the old database exists, the backup."""
+    state, journal = ctx.state, ctx.journal
+    if not journal.persist:
+        return "Nothing was changed."
+    said: list[str] = []
+    frozen = state.get("frozen") or {}
+    thawed = set(frozen.get("thawed") or [])
+    suspended = [s for s in frozen.get("suspended", []) if s not in thawed]
+    maintenance = [s for s in frozen.get("maintenance", []) if s not in thawed]
+    if suspended:
+        said.append(f"suspended (frozen): {', '.join(suspended)}")
+    if maintenance:
+        said.append(f"in maintenance mode (frozen): {', '.join(maintenance)}")
+    if (frozen.get("readonly") or frozen.get("fenced")) and not frozen.get("readonly_reset"):
+        said.append(f"the old database {state.get('old_id')} is read-only")
+    if not (suspended or maintenance) and "frozen" in state:
+        said.append("no service is frozen")
+    if state.get("old_deleted"):
+        said.append(f"the old database {state.get('old_id')} was deleted (after the backup)")
+    else:
+        said.append(f"the old database {state.get('old_id')} still exists")
+    backup = (state.get("backup") or {}).get("path")
+    said.append(f"backup: {backup}" if backup else "no backup was taken yet")
+    if state.get("new_id"):
+        said.append(f"the new database {state['new_id']} exists")
+    targets = state.get("targets") or {}
+    moved = [label for label, t in targets.items() if t.get("repointed")]
+    if moved:
+        said.append(f"repointed to the new database: {', '.join(moved)}")
+    return (
+        "Now: "
+        + "; ".join(said)
+        + f". Run `render-rotator resume` to finish the rotation (journal {journal.path})."
+    )
 
 
 def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> None:

@@ -74,7 +74,8 @@ def migrate(
         target = target.with_dbname(create_db)
     parse_url(source_url)
     if create_db:
-        manager.create_database(create_db)
+        # owned by the target URL's user (when not the admin), who then copies into it
+        manager.create_database(create_db, owner=manager.owner_for(target))
     try:
         copied = copy_database(
             source_url,

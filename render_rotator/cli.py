@@ -250,6 +250,12 @@ def _report_lines(report: Any) -> list[str]:
     help="Parallel workers for the copy.",
 )
 @click.option("--no-verify", is_flag=True, help="Skip the row-count/object comparison.")
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="First drop every user object already in the target (say, a partial copy left by "
+    "a failed run). Without it, a target that is not empty is refused.",
+)
 @timeout_options
 @json_option
 @handle_errors
@@ -260,6 +266,7 @@ def migrate(
     create_db: str | None,
     jobs: int,
     no_verify: bool,
+    clean: bool,
     connect_timeout: float,
     command_timeout: float,
     pg_bin: str | None,
@@ -281,6 +288,7 @@ def migrate(
         create_db=create_db,
         jobs=jobs,
         verify=not no_verify,
+        clean=clean,
         connect_timeout=connect_timeout,
         command_timeout=command_timeout,
         pg_bin=pg_bin,

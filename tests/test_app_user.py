@@ -131,3 +131,27 @@ def test_admin_as_target_keeps_the_admin_as_owner(pg18: Cluster) -> None:
     finally:
         _drop(pg18, target_db)
         _drop(pg18, source_db)
+
+
+def test_migrate_refuses_a_target_that_is_not_empty_and_clean_empties_it(pg18: Cluster) -> None:
+    source_db, target_db = unique_name("clsrc"), unique_name("cltgt")
+    source = make_rich_database(pg18, source_db)
+    target = pg18.create_database(target_db)
+    pg18.execute(
+        "CREATE TABLE leftover (id int); INSERT INTO leftover VALUES (1)", dbname=target_db
+    )
+    env = {"RENDER_ROTATOR_SOURCE_URL": source, "RENDER_ROTATOR_TARGET_URL": target}
+    try:
+        refused = CliRunner().invoke(cli, ["migrate"], env=env)
+        assert refused.exit_code != 0
+        assert "not empty" in refused.output and "--clean" in refused.output
+        assert pg18.query("SELECT count(*) FROM leftover", dbname=target_db) == [(1,)]
+
+        cleaned = CliRunner().invoke(cli, ["migrate", "--clean", "--json"], env=env)
+        assert cleaned.exit_code == 0, cleaned.output
+        left = pg18.query("SELECT to_regclass('public.leftover')::text", dbname=target_db)
+        assert left == [(None,)]
+        assert verify_copy(source, target).equal
+    finally:
+        _drop(pg18, target_db)
+        _drop(pg18, source_db)

@@ -52,11 +52,15 @@ def migrate(
     create_db: str | None = None,
     jobs: int = 2,
     verify: bool = True,
+    clean: bool = False,
     connect_timeout: float = 30,
     command_timeout: float = 600,
     pg_bin: str | None = None,
 ) -> MigrateResult:
     """Create (optionally), copy in parallel, verify. Raises a typed error on any failure.
+
+    `clean=True` drops every user object already in the target first (only on request:
+    without it a target that is not empty is refused).
 
     A database this call created is dropped again when the copy fails, so nothing
     half-created is left behind.
@@ -85,6 +89,7 @@ def migrate(
             command_timeout=command_timeout,
             pg_bin=pg_bin,
             verify=verify,
+            clean=clean,
         )
     except BaseException:
         if create_db:

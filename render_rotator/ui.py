@@ -95,8 +95,12 @@ def _details(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     old, new = r.get("old") or {}, r.get("new") or {}
     if old:
+        # "old" only beside a new one; otherwise it is simply the database in use
         rows.append(
-            ("old", f"{old.get('id')} ({old.get('name')}), expires {old.get('expires_at')}")
+            (
+                "old" if new else "database",
+                f"{old.get('id')} ({old.get('name')}), expires {old.get('expires_at') or 'never'}",
+            )
         )
     if new:
         version = f", PostgreSQL {new['version']}" if new.get("version") else ""
@@ -125,14 +129,22 @@ def _details(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _headline(word: str, message: str) -> tuple[str, str]:
+    """The outcome word and the rest of the message, without saying the word twice
+    ("rotated" + "rotated to dpg-..." -> "rotated", " to dpg-...")."""
+    if not message:
+        return word, ""
+    if message.startswith(word):
+        return word, message[len(word) :]
+    return word, f" - {message}"
+
+
 def report_lines(report: Mapping[str, Any]) -> list[str]:
     """The final report as plain lines (no color, no box drawing), secrets scrubbed."""
     lines: list[str] = []
     for r in _reports(report):
-        word = github.outcome(r)
-        lines.append(
-            f"{r.get('database')}: {word}" + (f" - {r['message']}" if r.get("message") else "")
-        )
+        word, rest = _headline(github.outcome(r), str(r.get("message") or ""))
+        lines.append(f"{r.get('database')}: {word}{rest}")
         for label, value in _details(r):
             lines.append(f"  {label + ':':<14}{value}")
         if r.get("plan"):
@@ -166,8 +178,9 @@ def _rich_report(report: Mapping[str, Any]) -> list[Any]:
         title = Text.assemble(
             (f"{mark} {scrub(str(r.get('database')))} ", _STYLE[word]), (word, _STYLE[word])
         )
-        if r.get("message"):
-            title.append(f"  {scrub(str(r['message']))}", style="default")
+        _, rest = _headline(word, str(r.get("message") or ""))
+        if rest:
+            title.append(scrub(rest), style="default")
         out.append(title)
         details = Table(box=None, show_header=False, padding=(0, 1), pad_edge=True)
         details.add_column(style="bold", no_wrap=True)

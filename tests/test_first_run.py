@@ -24,6 +24,8 @@ from render_rotator.rotation.context import LogUI
 from render_rotator.rotation.workflow import RotationInterrupted
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
+from render_rotator.ui import report_lines
+from tests.conftest import unique_name
 from tests.test_rotation_support import (
     App,
     error_lines,
@@ -186,3 +188,79 @@ def test_the_cli_prints_the_state_on_ctrl_c(emu: RenderEmulator, tmp_path: Path)
     [line] = error_lines(result)
     assert line == f"error: {info.value}"
     cli.commands.pop("raise-it")
+
+
+# -- wording ---------------------------------------------------------------------------
+
+
+def test_report_headline_does_not_repeat_the_outcome() -> None:
+    rotated = {"database": "db", "ok": True, "rotated": True, "message": "rotated to dpg-2"}
+    not_due = {"database": "db", "ok": True, "due": False, "message": "not due: expires in 9"}
+    failed = {"database": "db", "ok": False, "exit_code": 1, "message": "boom in phase copy"}
+    assert report_lines(rotated)[0] == "db: rotated to dpg-2"
+    assert report_lines(not_due)[0] == "db: not due: expires in 9"
+    assert report_lines(failed)[0] == "db: failed - boom in phase copy"
+
+
+def test_the_database_is_called_old_only_beside_a_new_one() -> None:
+    old = {"id": "dpg-1", "name": "db", "expires_at": None}
+    alone = report_lines({"database": "db", "due": None, "old": old, "message": "nothing"})
+    assert any(line.startswith("  database:") and "never" in line for line in alone)
+    assert not any(line.startswith("  old:") for line in alone)
+    both = report_lines({"database": "db", "old": old, "new": {"id": "dpg-2", "name": "db-2"}})
+    assert any(line.startswith("  old:") for line in both)
+
+
+def test_resume_with_nothing_pending(emu: RenderEmulator, app: App, tmp_path: Path) -> None:
+    result = run_cli(emu, "resume", "-c", str(write_config(tmp_path, app)))
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first == f"{app.name}: no change - nothing to resume: no unfinished rotation " + (
+        "(journal or on Render)"
+    )
+    assert f"  database:     {app.postgres_id}" in result.stdout
+    assert "  old:" not in result.stdout
+
+
+def test_verify_says_its_result_once_and_counts_ways_right(pg18: Cluster) -> None:
+    a, b = unique_name("va"), unique_name("vb")
+    urls = [pg18.create_database(name) for name in (a, b)]
+    for name in (a, b):
+        pg18.execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)", dbname=name)
+    env = {"RENDER_ROTATOR_SOURCE_URL": urls[0], "RENDER_ROTATOR_TARGET_URL": urls[1]}
+    try:
+        same = CliRunner().invoke(cli, ["verify"], env=env)
+        assert same.exit_code == 0, same.output
+        assert same.output.count("copy verified") == 1, same.output  # stdout and log together
+        pg18.execute("INSERT INTO t VALUES (2)", dbname=b)
+        differs = CliRunner().invoke(cli, ["verify"], env=env)
+        assert differs.exit_code == 3
+        assert "differs from source in 1 way: " in differs.stdout
+    finally:
+        for name in (a, b):
+            pg18.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_demo_quiet_shows_no_fallback_warning_and_says_where_its_files_are() -> None:
+    env = {"RENDER_API_KEY": None, "RENDER_API_URL": None, "RENDER_ROTATOR_CONFIG": None}
+    result = CliRunner().invoke(cli, ["-q", "demo", "--rows", "100"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "switching to delete-first" not in result.stderr
+    assert "WARNING" not in result.stderr
+    assert result.stdout.startswith("myapp-db: rotated to dpg-")
+    note = next(line for line in result.stdout.splitlines() if "demo's config" in line)
+    workdir = Path(note.split(" kept in ", 1)[1].split(" ", 1)[0])
+    try:
+        assert (workdir / "render-rotator.toml").is_file()
+        assert f"rm -rf {workdir}" in note
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_demo_says_it_is_loading_sample_data() -> None:
+    env = {"RENDER_API_KEY": None, "RENDER_API_URL": None, "RENDER_ROTATOR_CONFIG": None}
+    result = CliRunner().invoke(cli, ["demo", "--rows", "1234", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "1,234 rows of sample data to load" in result.stderr
+    workdir = Path(report_of(result)["backup"]["path"]).parents[1]
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -513,7 +513,7 @@ def test_piped_output_is_plain_lines(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert ESC not in run.stdout and ESC not in run.stderr
     assert run.stdout.splitlines() == report_lines(REPORT)
-    assert run.stdout.startswith("myapp-db: rotated - rotated to dpg-new-a\n")
+    assert run.stdout.startswith("myapp-db: rotated to dpg-new-a\n")
     err = run.stderr.splitlines()
     for expected in (
         "phase inspect: started",

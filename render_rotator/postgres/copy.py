@@ -2018,7 +2018,7 @@ def _verify(c: _Copier) -> VerificationReport:
     if errors:
         raise errors[0]
     report = compare_inventories(results["source"], results["target"])
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())  # the caller shows (or raises) the result
     return report
 
 

@@ -569,7 +569,8 @@ def _create(ctx: Rotation, name: str) -> Postgres:
                     hint='set strategy = "auto" or "delete-first" for free databases',
                 ) from None
             raise
-    log.warning("Render allows one free database per workspace: switching to delete-first")
+    # expected on the free tier (the report says so too): not a warning, so -q stays quiet
+    log.info("Render allows one free database per workspace: switching to delete-first")
     ctx.state["strategy"] = "delete-first"
     ctx.report.notes.append("Render refused a second free database: used delete-first")
     ctx.save()

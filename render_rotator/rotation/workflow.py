@@ -345,7 +345,7 @@ def _rotate(
         # is raised as is, one clear error
         _run_phase(ctx, "inspect", phases.inspect)
         if discover_only and not ctx.state.get("new_id"):
-            report.due = False
+            report.due = None  # not asked: resume finishes rotations, it does not judge expiry
             report.rotated = False
             report.message = "nothing to resume: no unfinished rotation (journal or on Render)"
             return report

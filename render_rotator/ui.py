@@ -45,6 +45,7 @@ from render_rotator.logs import scrub
 
 __all__ = [
     "ActionsUI",
+    "PhaseShown",
     "CopyProgress",
     "CopyWatcher",
     "PlainUI",
@@ -217,6 +218,14 @@ def _rich_report(report: Mapping[str, Any]) -> list[Any]:
 
 
 # --- the UI ------------------------------------------------------------------------------
+
+
+class PhaseShown:
+    """What `phase()` yields: the rotation sets `skipped` when the phase had nothing to do,
+    so the display says "skipped" rather than "done 0.0s"."""
+
+    def __init__(self) -> None:
+        self.skipped = False
 
 
 class CopyProgress:
@@ -435,8 +444,8 @@ class UI:
         return self._stderr or sys.stderr
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        yield
+    def phase(self, name: str) -> Iterator[PhaseShown]:
+        yield PhaseShown()
 
     @contextlib.contextmanager
     def waiting(self, what: str) -> Iterator[None]:
@@ -508,15 +517,19 @@ class PlainUI(UI):
     waiting_interval = 30.0
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str) -> Iterator[PhaseShown]:
         log.info("phase %s: started", name)
         started = time.monotonic()
+        shown = PhaseShown()
         try:
-            yield
+            yield shown
         except BaseException:
             log.info("phase %s: failed after %s", name, _duration(time.monotonic() - started))
             raise
-        log.info("phase %s: done in %s", name, _duration(time.monotonic() - started))
+        if shown.skipped:
+            log.info("phase %s: skipped (nothing to do)", name)
+        else:
+            log.info("phase %s: done in %s", name, _duration(time.monotonic() - started))
 
     @contextlib.contextmanager
     def waiting(self, what: str) -> Iterator[None]:
@@ -549,9 +562,9 @@ class ActionsUI(PlainUI):
     progress_interval = 15.0
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        with github.group(f"phase {name}"), super().phase(name):
-            yield
+    def phase(self, name: str) -> Iterator[PhaseShown]:
+        with github.group(f"phase {name}"), super().phase(name) as shown:
+            yield shown
 
 
 # --- terminal --------------------------------------------------------------------------------
@@ -752,10 +765,11 @@ class TerminalUI(UI):
             self._release()
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str) -> Iterator[PhaseShown]:
+        shown = PhaseShown()
         with self._activity(f"[bold]{name}[/]") as started:
             try:
-                yield
+                yield shown
             except BaseException:
                 self.console.print(
                     Text.assemble(
@@ -765,6 +779,9 @@ class TerminalUI(UI):
                     )
                 )
                 raise
+        if shown.skipped:
+            self.console.print(Text.assemble(("- ", "dim"), (name, "dim"), (" skipped", "dim")))
+            return
         self.console.print(
             Text.assemble(
                 ("✓ ", "green"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import shutil
@@ -13,6 +14,8 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -21,10 +24,12 @@ from render_rotator import resume, rotate
 from render_rotator.cli import cli, handle_errors
 from render_rotator.render import RenderClient
 from render_rotator.rotation.context import LogUI
-from render_rotator.rotation.workflow import RotationInterrupted
+from render_rotator.rotation.journal import Journal
+from render_rotator.rotation.report import RotationReport
+from render_rotator.rotation.workflow import RotationInterrupted, _run_phase
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
-from render_rotator.ui import report_lines
+from render_rotator.ui import PlainUI, report_lines
 from tests.conftest import unique_name
 from tests.test_rotation_support import (
     App,
@@ -262,5 +267,39 @@ def test_demo_says_it_is_loading_sample_data() -> None:
     result = CliRunner().invoke(cli, ["demo", "--rows", "1234", "--json"], env=env)
     assert result.exit_code == 0, result.output
     assert "1,234 rows of sample data to load" in result.stderr
+    # the auto fallback's deletion shows as its own step inside provision, not as a
+    # "done 0.0s" delete-old before it
+    order = [
+        "phase delete-old: skipped (nothing to do)",
+        "phase provision: started",
+        "phase delete-old: started",
+        "phase delete-old: done in",
+        "phase provision: done in",
+    ]
+    at = 0
+    for step in order:  # each after the one before
+        at = result.stderr.index(step, at)
+    phases = {p["name"]: p for p in report_of(result)["phases"]}
+    assert phases["delete-old"]["status"] == "done" and phases["delete-old"]["seconds"] > 0
     workdir = Path(report_of(result)["backup"]["path"]).parents[1]
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_phase_run_inside_another_is_timed_apart(tmp_path: Path, caplog) -> None:
+    journal = Journal(path=tmp_path / "j.json", database="db")
+    ctx = SimpleNamespace(journal=journal, ui=PlainUI(), report=RotationReport("db"))
+
+    def provision(c: Any) -> bool:
+        c.journal.begin("delete-old")
+        c.journal.finish("delete-old", 1000.0)  # as recorded by the nested phase
+        return True
+
+    _run_phase(ctx, "provision", provision)  # type: ignore[arg-type]
+    assert journal.phases["delete-old"]["seconds"] == 1000.0
+    assert journal.phases["provision"]["seconds"] == 0.0  # its own time only
+
+    with caplog.at_level(logging.INFO, logger="render_rotator"):
+        _run_phase(ctx, "retire", lambda c: False)  # type: ignore[arg-type]
+    assert "phase retire: skipped (nothing to do)" in caplog.text
+    assert "phase retire: done" not in caplog.text
+    assert journal.phases["retire"]["status"] == "skipped"

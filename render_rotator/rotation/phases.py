@@ -576,7 +576,8 @@ def _create(ctx: Rotation, name: str) -> Postgres:
     ctx.save()
     ctx.journal.begin("delete-old")
     started = time.monotonic()
-    delete_old(ctx)
+    with ctx.ui.phase("delete-old"):  # shown as its own step, timed apart from provision
+        delete_old(ctx)
     seconds = time.monotonic() - started
     ctx.journal.finish("delete-old", seconds)
     for record in ctx.report.phases:

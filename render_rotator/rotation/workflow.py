@@ -501,19 +501,35 @@ def interrupted_state(ctx: Rotation) -> str:
     )
 
 
+def _phase_seconds(journal: Journal) -> dict[str, float]:
+    return {n: float(e.get("seconds") or 0.0) for n, e in journal.phases.items()}
+
+
 def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> None:
     ctx.journal.begin(name)
     started = time.monotonic()
+    before = _phase_seconds(ctx.journal)
+
+    def own_seconds() -> float:
+        """This phase's time without that of a phase run inside it (the auto fallback's
+        delete-old runs inside provision), which has its own row."""
+        nested = sum(
+            s - before.get(n, 0.0) for n, s in _phase_seconds(ctx.journal).items() if n != name
+        )
+        return max(0.0, time.monotonic() - started - nested)
+
     try:
-        with ctx.ui.phase(name):
+        with ctx.ui.phase(name) as shown:
             ran = phase(ctx)
+            if ran is False and shown is not None:
+                shown.skipped = True
     except BaseException as exc:
-        seconds = time.monotonic() - started
+        seconds = own_seconds()
         with contextlib.suppress(Exception):
             ctx.journal.fail(name, seconds, scrub(str(exc)))
         ctx.report.phases.append(PhaseRecord(name, "failed", seconds))
         raise
-    seconds = time.monotonic() - started
+    seconds = own_seconds()
     ctx.journal.finish(name, seconds, skipped=ran is False)
     ctx.report.phases.append(PhaseRecord(name, "skipped" if ran is False else "done", seconds))
 

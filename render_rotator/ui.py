@@ -233,12 +233,19 @@ class CopyProgress:
 
     `update(table, bytes_done, rows_done)` takes the running totals for that table (not
     increments), so a retried or re-reported table never double counts.
+
+    Bytes: once `measure_bytes` has been called, bytes are the copied data's size on disk
+    in the target (`render_rotator.postgres.size`, the measure the report uses) and
+    `total_bytes` is the source's size by the same measure, an estimate: the done count is
+    never shown above it (the total grows to match), and the last line shows the measured
+    size alone.
     """
 
     def __init__(self, total_bytes: int | None = None, total_rows: int | None = None) -> None:
         self.total_bytes = total_bytes
         self.total_rows = total_rows
         self.started = time.monotonic()
+        self.measured_bytes: int | None = None
         self._tables: dict[str, tuple[int, int]] = {}
         self._table_totals: dict[str, tuple[int | None, int | None]] = {}
         self._done: set[str] = set()
@@ -247,7 +254,25 @@ class CopyProgress:
     @property
     def bytes_done(self) -> int:
         with self._lock:
+            if self.measured_bytes is not None:
+                return self.measured_bytes
             return sum(b for b, _ in self._tables.values())
+
+    @property
+    def bytes_total(self) -> int | None:
+        """The total to show: never below what is done."""
+        if not self.total_bytes:
+            return None
+        return max(self.total_bytes, self.bytes_done)
+
+    def measure_bytes(self, size: int) -> None:
+        """The target's on-disk size of the copied data, now."""
+        with self._lock:
+            self.measured_bytes = int(size)
+        self._changed_overall()
+
+    def _changed_overall(self) -> None:
+        """Hook for the display: the overall totals changed."""
 
     @property
     def rows_done(self) -> int:
@@ -255,11 +280,11 @@ class CopyProgress:
             return sum(r for _, r in self._tables.values())
 
     def eta(self) -> float | None:
-        """Seconds left at the rate so far, by bytes or else rows (None while unknown)."""
-        if self.total_bytes:
-            done, total = self.bytes_done, self.total_bytes
-        elif self.total_rows:
+        """Seconds left at the rate so far, by rows or else bytes (None while unknown)."""
+        if self.total_rows:
             done, total = self.rows_done, self.total_rows
+        elif self.bytes_total:
+            done, total = self.bytes_done, self.bytes_total
         else:
             return None
         elapsed = time.monotonic() - self.started
@@ -301,12 +326,13 @@ class CopyProgress:
     ) -> None:
         self.close()
 
-    def summary(self) -> str:
+    def summary(self, *, final: bool = False) -> str:
+        """Running totals; `final`: the finished copy (bytes as measured, no estimate)."""
         done_bytes, done_rows = self.bytes_done, self.rows_done
         size = human_bytes(done_bytes)
-        if self.total_bytes:
-            share = min(100.0, 100 * done_bytes / self.total_bytes)
-            size += f" of {human_bytes(self.total_bytes)} ({share:.0f}%)"
+        total = self.bytes_total
+        if total and not final:
+            size += f" of ~{human_bytes(total)} ({100 * done_bytes / total:.0f}%)"
         rows = f"{done_rows:,}"
         if self.total_rows:
             rows += f" of {self.total_rows:,}"
@@ -348,10 +374,11 @@ class CopyWatcher:
         interval: float = 0.5,
         connect_timeout: float = 10.0,
         expected_rows: Mapping[str, int] | None = None,
+        track_rows: bool = True,
     ) -> None:
         self.url = url
+        self.track_rows = track_rows
         self.expected_rows = dict(expected_rows or {})
-        self._bytes: dict[str, int] = {}
         self.progress = progress
         self.interval = interval
         self.connect_timeout = connect_timeout
@@ -372,7 +399,7 @@ class CopyWatcher:
             self._thread.join(timeout=self.connect_timeout + 5)
         if kind is None:
             for table, rows in self.expected_rows.items():
-                self.progress.update(table, self._bytes.get(table, 0), rows)
+                self.progress.update(table, 0, rows)
                 self.progress.table_done(table)
         for table in sorted(self._active):
             self.progress.table_done(table)
@@ -387,9 +414,9 @@ class CopyWatcher:
             log.debug("copy progress unavailable: %s", scrub(str(exc)))
             return
         try:
-            if conn.server_version < 140000:
-                log.debug("copy progress needs PostgreSQL 14+ on the target")
-                return
+            if conn.server_version < 140000 and self.track_rows:
+                log.debug("copy progress by rows needs PostgreSQL 14+ on the target")
+                self.track_rows = False
             while True:
                 self.poll(conn)
                 if self._stop.wait(self.interval):
@@ -400,18 +427,23 @@ class CopyWatcher:
             conn.close()
 
     def poll(self, conn: Any) -> None:
-        """One look at the view: update running COPYs, finish the ones that ended."""
+        """One look: the copied data's size on disk; with `track_rows`, also the view's
+        running COPYs (rows per table), finishing the ones that ended."""
+        from render_rotator.postgres.size import user_data_bytes
+
+        self.progress.measure_bytes(user_data_bytes(conn))
+        if not self.track_rows:
+            return
         with conn.cursor() as cur:
             cur.execute(_PROGRESS_SQL)
             rows = cur.fetchall()
         from render_rotator.postgres.inventory import qualified
 
         seen = set()
-        for schema, name, bytes_done, rows_done in rows:
+        for schema, name, _stream_bytes, rows_done in rows:
             table = qualified(schema, name)
             seen.add(table)
-            self._bytes[table] = int(bytes_done or 0)
-            self.progress.update(table, self._bytes[table], int(rows_done or 0))
+            self.progress.update(table, 0, int(rows_done or 0))
         for table in sorted(self._active - seen):
             self.progress.table_done(table)
         self._active = seen
@@ -507,7 +539,7 @@ class _PlainCopy(CopyProgress):
             return
         self._closed = True
         elapsed = time.monotonic() - self.started
-        log.info("copy: %s in %s", self.summary(), _duration(elapsed))
+        log.info("copy: %s in %s", self.summary(final=True), _duration(elapsed))
 
 
 class PlainUI(UI):
@@ -574,7 +606,9 @@ def _progress_fields(
     done_bytes: int, done_rows: int, total_bytes: int | None, total_rows: int | None
 ) -> dict[str, Any]:
     """A copy task's fields; its completed/total count bytes when known, else rows."""
-    by_bytes = bool(total_bytes) or not total_rows
+    by_bytes = not total_rows
+    if total_bytes:
+        total_bytes = max(total_bytes, done_bytes)  # an estimate: never shown below done
     return {
         "completed": done_bytes if by_bytes else done_rows,
         "total": (total_bytes or None) if by_bytes else total_rows,
@@ -604,9 +638,11 @@ class _BarColumn(BarColumn):
 
 class _BytesColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
-        done = human_bytes(task.fields.get("bytes", 0))
+        if task.fields.get("bytes") is None:
+            return Text("")  # per table: rows only (bytes are measured for the whole copy)
+        done = human_bytes(task.fields["bytes"])
         total = task.fields.get("bytes_total")
-        return Text(f"{done} / {human_bytes(total)}" if total else done, style="green")
+        return Text(f"{done} / ~{human_bytes(total)}" if total else done, style="green")
 
 
 class _EtaColumn(ProgressColumn):
@@ -657,14 +693,12 @@ class _TerminalCopy(CopyProgress):
     def _changed(self, table: str) -> None:
         progress = self.ui.copy_bars
         with self._lock:
-            done_bytes, done_rows = self._tables[table]
+            _, done_rows = self._tables[table]
             finished = table in self._done
-            all_bytes = sum(b for b, _ in self._tables.values())
-            all_rows = sum(r for _, r in self._tables.values())
-            table_bytes, table_rows = self._table_totals.get(table, (None, None))
+            _, table_rows = self._table_totals.get(table, (None, None))
             task_id = self._task_ids.get(table)
             if task_id is None and not finished:
-                fields = _progress_fields(0, 0, table_bytes, table_rows)
+                fields = {**_progress_fields(0, 0, None, table_rows), "bytes": None}
                 task_id = progress.add_task(f"  {table}", **fields)
                 self._task_ids[table] = task_id
                 stale = list(self._task_ids)[: -self.visible]
@@ -676,10 +710,15 @@ class _TerminalCopy(CopyProgress):
                 with self._lock:
                     self._task_ids.pop(table, None)
             else:
-                fields = _progress_fields(done_bytes, done_rows, table_bytes, table_rows)
+                fields = {**_progress_fields(0, done_rows, None, table_rows), "bytes": None}
                 progress.update(task_id, visible=True, **fields)
-        overall = _progress_fields(all_bytes, all_rows, self.total_bytes, self.total_rows)
-        progress.update(self._overall, **overall)
+        self._changed_overall()
+
+    def _changed_overall(self) -> None:
+        overall = _progress_fields(
+            self.bytes_done, self.rows_done, self.total_bytes, self.total_rows
+        )
+        self.ui.copy_bars.update(self._overall, **overall)
 
     def close(self) -> None:
         if self._closed:
@@ -692,7 +731,9 @@ class _TerminalCopy(CopyProgress):
         self.ui._release()
         elapsed = time.monotonic() - self.started
         self.ui.console.print(
-            Text.assemble(("✓ ", "green"), f"copied {self.summary()} in {_duration(elapsed)}")
+            Text.assemble(
+                ("✓ ", "green"), f"copied {self.summary(final=True)} in {_duration(elapsed)}"
+            )
         )
 
 

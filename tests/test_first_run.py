@@ -29,9 +29,10 @@ from render_rotator.rotation.report import RotationReport
 from render_rotator.rotation.workflow import RotationInterrupted, _run_phase
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
-from render_rotator.ui import PlainUI, report_lines
+from render_rotator.ui import CopyProgress, PlainUI, _progress_fields, human_bytes, report_lines
 from tests.conftest import unique_name
 from tests.test_rotation_support import (
+    PAID_PLAN,
     App,
     error_lines,
     journal_file,
@@ -303,3 +304,30 @@ def test_a_phase_run_inside_another_is_timed_apart(tmp_path: Path, caplog) -> No
     assert "phase retire: skipped (nothing to do)" in caplog.text
     assert "phase retire: done" not in caplog.text
     assert journal.phases["retire"]["status"] == "skipped"
+
+
+# -- one measure of bytes ----------------------------------------------------------------
+
+
+def test_copy_progress_never_shows_done_above_the_total() -> None:
+    progress = CopyProgress(total_bytes=2_500_000, total_rows=10)
+    progress.measure_bytes(7_600_000)  # the source's size was an underestimate
+    assert progress.bytes_total == 7_600_000
+    assert "7.2 MiB of ~7.2 MiB (100%)" in progress.summary()
+    fields = _progress_fields(7_600_000, 5, 2_500_000, None)
+    assert fields["completed"] <= fields["total"]
+    assert progress.summary(final=True).startswith("7.2 MiB, ")  # measured, no estimate
+
+
+@pytest.mark.parametrize("plan", ["free", PAID_PLAN])
+def test_progress_and_report_agree_on_bytes(emu: RenderEmulator, tmp_path: Path, plan: str) -> None:
+    app = make_app(emu, plan=plan, rows=500)
+    config = write_config(tmp_path, app)
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert report["strategy"] == ("delete-first" if plan == "free" else "create-first")
+    copied = report["bytes_copied"]
+    assert copied and copied > 0
+    [last] = [line for line in result.stderr.splitlines() if "INFO    copy: " in line][-1:]
+    assert f"copy: {human_bytes(copied)}, " in last, last

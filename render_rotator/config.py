@@ -421,8 +421,8 @@ class _Reader:
             self.not_placeholder(
                 owner_id,
                 "render.owner_id",
-                "your workspace id (tea-... or usr-..., in the dashboard's URL), or delete the "
-                "line to use the old database's owner",
+                "your workspace id (tea-... or usr-...), or delete the line to use the old "
+                "database's owner",
             )
         return RenderSettings(owner_id=owner_id)
 

@@ -280,11 +280,11 @@ class CopyProgress:
             return sum(r for _, r in self._tables.values())
 
     def eta(self) -> float | None:
-        """Seconds left at the rate so far, by rows or else bytes (None while unknown)."""
-        if self.total_rows:
-            done, total = self.rows_done, self.total_rows
-        elif self.bytes_total:
+        """Seconds left at the rate so far, by bytes or else rows (None while unknown)."""
+        if self.bytes_total:
             done, total = self.bytes_done, self.bytes_total
+        elif self.total_rows:
+            done, total = self.rows_done, self.total_rows
         else:
             return None
         elapsed = time.monotonic() - self.started
@@ -606,7 +606,7 @@ def _progress_fields(
     done_bytes: int, done_rows: int, total_bytes: int | None, total_rows: int | None
 ) -> dict[str, Any]:
     """A copy task's fields; its completed/total count bytes when known, else rows."""
-    by_bytes = not total_rows
+    by_bytes = bool(total_bytes) or not total_rows
     if total_bytes:
         total_bytes = max(total_bytes, done_bytes)  # an estimate: never shown below done
     return {

@@ -380,14 +380,22 @@ def _rotate(
     except KeyboardInterrupt:
         # Ctrl-C, or SIGTERM (a cancelled CI job): land like any failure, so an app frozen
         # for a copy that will not finish runs again; a second Ctrl-C leaves the journal
-        # open for `resume`
-        _on_failure(
-            ctx,
-            current,
-            RotationError("interrupted", hint="run `render-rotator rotate` again when ready"),
-            status="interrupted",
-            resuming=resuming,
-        )
+        # open for `resume`, and says where things stand
+        try:
+            _on_failure(
+                ctx,
+                current,
+                RotationError("interrupted", hint="run `render-rotator rotate` again when ready"),
+                status="interrupted",
+                resuming=resuming,
+            )
+        except KeyboardInterrupt as again:
+            raise RotationInterrupted(
+                f"{stopping.describe(again)} while landing after an interruption in phase "
+                f"{current}. " + interrupted_state(ctx)
+            ) from None
+        if journal.unfinished:  # could not land (the old database is gone): say what is left
+            report.message = report.message.rstrip(". ") + ". " + interrupted_state(ctx)
         report.exit_code = 1
         return report
     except BaseException as exc:
@@ -395,10 +403,6 @@ def _rotate(
         with contextlib.suppress(Exception):
             journal.error = scrub(f"{type(exc).__name__}: {exc}")
             journal.save()
-        if isinstance(exc, KeyboardInterrupt):
-            raise RotationInterrupted(
-                f"{stopping.describe(exc)} in phase {current}. " + interrupted_state(ctx)
-            ) from exc
         raise
     _finish(ctx)
     return report

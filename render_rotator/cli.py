@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from render_rotator import __version__, faults, github
+from render_rotator import __version__, faults, github, stopping
 from render_rotator.config import MAX_JOBS, MAX_SECONDS
 from render_rotator.errors import RenderRotatorError, UsageError
 from render_rotator.logs import register_secret, scrub, setup_logging
@@ -119,8 +119,10 @@ def handle_errors[F: Callable[..., Any]](func: F) -> F:
             github.annotate("error", scrub(str(exc)), title="render-rotator")
             out.error(exc, exc.exit_code)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            # a rotation says where it stopped and how to finish; anything else just stops
+            message = getattr(exc, "message", None) or stopping.describe(exc)
+            out.error(RuntimeError(message), EXIT_FAILED)
             sys.exit(EXIT_FAILED)
         except Exception as exc:  # noqa: BLE001 - anything else: one line, traceback with -v
             error = faults.as_error(exc)  # logs the traceback at debug level (-v)
@@ -201,6 +203,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     RENDER_ROTATOR_TARGET_URL, RENDER_ROTATOR_ADMIN_URL) to keep them off the process list.
     """
     ctx.ensure_object(dict)
+    ctx.call_on_close(stopping.install())  # SIGTERM/SIGHUP clean up like Ctrl-C
     ctx.obj["verbosity"] = -1 if quiet else verbose
     setup_logging(ctx.obj["verbosity"])
     github.install()
@@ -256,6 +259,12 @@ def _report_lines(report: Any) -> list[str]:
     help="content: every row by checksum, sequences, definitions, settings, large objects; "
     "counts: row counts only (weaker).",
 )
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="First drop every user object already in the target (say, a partial copy left by "
+    "a failed run). Without it, a target that is not empty is refused.",
+)
 @timeout_options
 @json_option
 @handle_errors
@@ -267,6 +276,7 @@ def migrate(
     jobs: int,
     no_verify: bool,
     verify_mode: str,
+    clean: bool,
     connect_timeout: float,
     command_timeout: float,
     pg_bin: str | None,
@@ -289,6 +299,7 @@ def migrate(
         jobs=jobs,
         verify=not no_verify,
         verify_mode=verify_mode,
+        clean=clean,
         connect_timeout=connect_timeout,
         command_timeout=command_timeout,
         pg_bin=pg_bin,
@@ -670,8 +681,17 @@ def status(config_path: Path | None, database: str | None, as_json: bool) -> Non
     from render_rotator.rotation.status import status_lines
 
     data = status_fn(load_config(config_path), database)
+    missing = [e["name"] for e in data["databases"] if e.get("id") is None]
+    data["ok"] = not missing
     github.publish_status(data)
     Output(as_json).result(data, status_lines(data))
+    if missing:
+        click.echo(
+            f"error: not found on Render: {', '.join(missing)}. Check the name (or id) in the "
+            "config and that RENDER_API_KEY belongs to its workspace",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
 
 
 @cli.command()
@@ -709,14 +729,24 @@ def demo(rows: int, as_json: bool) -> None:
 @handle_errors
 def sandbox(port: int, api_key: str | None, seed: bool) -> None:
     """Run the Render emulator on a throwaway cluster until interrupted."""
+    import tempfile
     import time
 
     from render_rotator.sandbox.demo import sandbox as sandbox_ctx
 
-    with sandbox_ctx(seed=seed, port=port, api_key=api_key) as box:
-        click.echo("Render emulator running. In another shell:")
+    with (
+        tempfile.TemporaryDirectory(prefix="render-rotator-sandbox-") as workdir,
+        sandbox_ctx(seed=seed, port=port, api_key=api_key) as box,
+    ):
+        click.echo(
+            f"Render emulator running on a throwaway PostgreSQL {box.cluster.major}. "
+            "In another shell:"
+        )
         click.echo(f"  export RENDER_API_URL={box.emulator.base_url}")
         click.echo(f"  export RENDER_API_KEY={box.emulator.api_key}")
+        if box.scenario is not None:
+            config = box.write_config(Path(workdir))
+            click.echo(f"  export RENDER_ROTATOR_CONFIG={config}")
         click.echo(
             "External connection strings take TLS only, as Render's do (sslmode=require); "
             "internal ones go through the server's Unix socket."
@@ -725,14 +755,21 @@ def sandbox(port: int, api_key: str | None, seed: bool) -> None:
             s = box.scenario
             click.echo(
                 f"seeded: database {s.postgres_name} ({s.postgres_id}), service {s.service_id}, "
-                f"env group {s.env_group_id}"
+                f"env group {s.env_group_id}; the config above rotates it: try "
+                "`render-rotator status`, then `render-rotator rotate --dry-run`"
+            )
+        else:
+            click.echo(
+                "empty: no workspace, database or service yet. `render-rotator sandbox --seed` "
+                "adds the demo's (a free database with sample data, a web service, an env "
+                "group) and a config for them"
             )
         click.echo("Ctrl-C to stop (everything is removed).")
         try:
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            click.echo("stopping")
+        except KeyboardInterrupt as exc:
+            click.echo(f"{stopping.describe(exc)}: stopping the sandbox and removing its files")
 
 
 def main() -> None:

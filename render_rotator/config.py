@@ -422,6 +422,12 @@ class _Reader:
         owner_id = None
         if "owner_id" in table:
             owner_id = self.text(table["owner_id"], "render.owner_id")
+            self.not_placeholder(
+                owner_id,
+                "render.owner_id",
+                "your workspace id (tea-... or usr-...), or delete the line to use the old "
+                "database's owner",
+            )
         return RenderSettings(owner_id=owner_id)
 
     def settings(self, table: dict[str, Any], base: Settings, where: str) -> Settings:
@@ -536,7 +542,15 @@ class _Reader:
             self.fail(where, f"has leading or trailing whitespace: {_quote(value)}")
         return value
 
+    def not_placeholder(self, value: str, where: str, instead: str) -> None:
+        """Refuse an example's placeholder ("tea-...") left in a copied config."""
+        if "..." in value or "\u2026" in value:
+            self.fail(
+                where, f"{_quote(value)} is a placeholder from the example config: put {instead}"
+            )
+
     def prefixed(self, value: str, prefix: str, where: str, what: str) -> None:
+        self.not_placeholder(value, where, f"{what} ({prefix}... from the Render dashboard)")
         if not value.startswith(prefix) or len(value) == len(prefix):
             self.fail(where, f'must be {what} ("{prefix}..."), got {_quote(value)}')
 

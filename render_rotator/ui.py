@@ -45,6 +45,7 @@ from render_rotator.logs import scrub
 
 __all__ = [
     "ActionsUI",
+    "PhaseShown",
     "CopyProgress",
     "CopyWatcher",
     "PlainUI",
@@ -95,8 +96,12 @@ def _details(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     old, new = r.get("old") or {}, r.get("new") or {}
     if old:
+        # "old" only beside a new one; otherwise it is simply the database in use
         rows.append(
-            ("old", f"{old.get('id')} ({old.get('name')}), expires {old.get('expires_at')}")
+            (
+                "old" if new else "database",
+                f"{old.get('id')} ({old.get('name')}), expires {old.get('expires_at') or 'never'}",
+            )
         )
     if new:
         version = f", PostgreSQL {new['version']}" if new.get("version") else ""
@@ -125,14 +130,22 @@ def _details(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _headline(word: str, message: str) -> tuple[str, str]:
+    """The outcome word and the rest of the message, without saying the word twice
+    ("rotated" + "rotated to dpg-..." -> "rotated", " to dpg-...")."""
+    if not message:
+        return word, ""
+    if message.startswith(word):
+        return word, message[len(word) :]
+    return word, f" - {message}"
+
+
 def report_lines(report: Mapping[str, Any]) -> list[str]:
     """The final report as plain lines (no color, no box drawing), secrets scrubbed."""
     lines: list[str] = []
     for r in _reports(report):
-        word = github.outcome(r)
-        lines.append(
-            f"{r.get('database')}: {word}" + (f" - {r['message']}" if r.get("message") else "")
-        )
+        word, rest = _headline(github.outcome(r), str(r.get("message") or ""))
+        lines.append(f"{r.get('database')}: {word}{rest}")
         for label, value in _details(r):
             lines.append(f"  {label + ':':<14}{value}")
         if r.get("plan"):
@@ -166,8 +179,9 @@ def _rich_report(report: Mapping[str, Any]) -> list[Any]:
         title = Text.assemble(
             (f"{mark} {scrub(str(r.get('database')))} ", _STYLE[word]), (word, _STYLE[word])
         )
-        if r.get("message"):
-            title.append(f"  {scrub(str(r['message']))}", style="default")
+        _, rest = _headline(word, str(r.get("message") or ""))
+        if rest:
+            title.append(scrub(rest), style="default")
         out.append(title)
         details = Table(box=None, show_header=False, padding=(0, 1), pad_edge=True)
         details.add_column(style="bold", no_wrap=True)
@@ -206,17 +220,32 @@ def _rich_report(report: Mapping[str, Any]) -> list[Any]:
 # --- the UI ------------------------------------------------------------------------------
 
 
+class PhaseShown:
+    """What `phase()` yields: the rotation sets `skipped` when the phase had nothing to do,
+    so the display says "skipped" rather than "done 0.0s"."""
+
+    def __init__(self) -> None:
+        self.skipped = False
+
+
 class CopyProgress:
     """Progress of one copy; `update` may be called from several worker threads.
 
     `update(table, bytes_done, rows_done)` takes the running totals for that table (not
     increments), so a retried or re-reported table never double counts.
+
+    Bytes: once `measure_bytes` has been called, bytes are the copied data's size on disk
+    in the target (`render_rotator.postgres.size`, the measure the report uses) and
+    `total_bytes` is the source's size by the same measure, an estimate: the done count is
+    never shown above it (the total grows to match), and the last line shows the measured
+    size alone.
     """
 
     def __init__(self, total_bytes: int | None = None, total_rows: int | None = None) -> None:
         self.total_bytes = total_bytes
         self.total_rows = total_rows
         self.started = time.monotonic()
+        self.measured_bytes: int | None = None
         self._tables: dict[str, tuple[int, int]] = {}
         self._table_totals: dict[str, tuple[int | None, int | None]] = {}
         self._done: set[str] = set()
@@ -225,7 +254,25 @@ class CopyProgress:
     @property
     def bytes_done(self) -> int:
         with self._lock:
+            if self.measured_bytes is not None:
+                return self.measured_bytes
             return sum(b for b, _ in self._tables.values())
+
+    @property
+    def bytes_total(self) -> int | None:
+        """The total to show: never below what is done."""
+        if not self.total_bytes:
+            return None
+        return max(self.total_bytes, self.bytes_done)
+
+    def measure_bytes(self, size: int) -> None:
+        """The target's on-disk size of the copied data, now."""
+        with self._lock:
+            self.measured_bytes = int(size)
+        self._changed_overall()
+
+    def _changed_overall(self) -> None:
+        """Hook for the display: the overall totals changed."""
 
     @property
     def rows_done(self) -> int:
@@ -234,8 +281,8 @@ class CopyProgress:
 
     def eta(self) -> float | None:
         """Seconds left at the rate so far, by bytes or else rows (None while unknown)."""
-        if self.total_bytes:
-            done, total = self.bytes_done, self.total_bytes
+        if self.bytes_total:
+            done, total = self.bytes_done, self.bytes_total
         elif self.total_rows:
             done, total = self.rows_done, self.total_rows
         else:
@@ -279,12 +326,13 @@ class CopyProgress:
     ) -> None:
         self.close()
 
-    def summary(self) -> str:
+    def summary(self, *, final: bool = False) -> str:
+        """Running totals; `final`: the finished copy (bytes as measured, no estimate)."""
         done_bytes, done_rows = self.bytes_done, self.rows_done
         size = human_bytes(done_bytes)
-        if self.total_bytes:
-            share = min(100.0, 100 * done_bytes / self.total_bytes)
-            size += f" of {human_bytes(self.total_bytes)} ({share:.0f}%)"
+        total = self.bytes_total
+        if total and not final:
+            size += f" of ~{human_bytes(total)} ({100 * done_bytes / total:.0f}%)"
         rows = f"{done_rows:,}"
         if self.total_rows:
             rows += f" of {self.total_rows:,}"
@@ -326,10 +374,11 @@ class CopyWatcher:
         interval: float = 0.5,
         connect_timeout: float = 10.0,
         expected_rows: Mapping[str, int] | None = None,
+        track_rows: bool = True,
     ) -> None:
         self.url = url
+        self.track_rows = track_rows
         self.expected_rows = dict(expected_rows or {})
-        self._bytes: dict[str, int] = {}
         self.progress = progress
         self.interval = interval
         self.connect_timeout = connect_timeout
@@ -350,7 +399,7 @@ class CopyWatcher:
             self._thread.join(timeout=self.connect_timeout + 5)
         if kind is None:
             for table, rows in self.expected_rows.items():
-                self.progress.update(table, self._bytes.get(table, 0), rows)
+                self.progress.update(table, 0, rows)
                 self.progress.table_done(table)
         for table in sorted(self._active):
             self.progress.table_done(table)
@@ -365,9 +414,9 @@ class CopyWatcher:
             log.debug("copy progress unavailable: %s", scrub(str(exc)))
             return
         try:
-            if conn.server_version < 140000:
-                log.debug("copy progress needs PostgreSQL 14+ on the target")
-                return
+            if conn.server_version < 140000 and self.track_rows:
+                log.debug("copy progress by rows needs PostgreSQL 14+ on the target")
+                self.track_rows = False
             while True:
                 self.poll(conn)
                 if self._stop.wait(self.interval):
@@ -378,18 +427,23 @@ class CopyWatcher:
             conn.close()
 
     def poll(self, conn: Any) -> None:
-        """One look at the view: update running COPYs, finish the ones that ended."""
+        """One look: the copied data's size on disk; with `track_rows`, also the view's
+        running COPYs (rows per table), finishing the ones that ended."""
+        from render_rotator.postgres.size import user_data_bytes
+
+        self.progress.measure_bytes(user_data_bytes(conn))
+        if not self.track_rows:
+            return
         with conn.cursor() as cur:
             cur.execute(_PROGRESS_SQL)
             rows = cur.fetchall()
         from render_rotator.postgres.inventory import qualified
 
         seen = set()
-        for schema, name, bytes_done, rows_done in rows:
+        for schema, name, _stream_bytes, rows_done in rows:
             table = qualified(schema, name)
             seen.add(table)
-            self._bytes[table] = int(bytes_done or 0)
-            self.progress.update(table, self._bytes[table], int(rows_done or 0))
+            self.progress.update(table, 0, int(rows_done or 0))
         for table in sorted(self._active - seen):
             self.progress.table_done(table)
         self._active = seen
@@ -422,8 +476,8 @@ class UI:
         return self._stderr or sys.stderr
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        yield
+    def phase(self, name: str) -> Iterator[PhaseShown]:
+        yield PhaseShown()
 
     @contextlib.contextmanager
     def waiting(self, what: str) -> Iterator[None]:
@@ -485,7 +539,7 @@ class _PlainCopy(CopyProgress):
             return
         self._closed = True
         elapsed = time.monotonic() - self.started
-        log.info("copy: %s in %s", self.summary(), _duration(elapsed))
+        log.info("copy: %s in %s", self.summary(final=True), _duration(elapsed))
 
 
 class PlainUI(UI):
@@ -495,15 +549,19 @@ class PlainUI(UI):
     waiting_interval = 30.0
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str) -> Iterator[PhaseShown]:
         log.info("phase %s: started", name)
         started = time.monotonic()
+        shown = PhaseShown()
         try:
-            yield
+            yield shown
         except BaseException:
             log.info("phase %s: failed after %s", name, _duration(time.monotonic() - started))
             raise
-        log.info("phase %s: done in %s", name, _duration(time.monotonic() - started))
+        if shown.skipped:
+            log.info("phase %s: skipped (nothing to do)", name)
+        else:
+            log.info("phase %s: done in %s", name, _duration(time.monotonic() - started))
 
     @contextlib.contextmanager
     def waiting(self, what: str) -> Iterator[None]:
@@ -536,9 +594,9 @@ class ActionsUI(PlainUI):
     progress_interval = 15.0
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        with github.group(f"phase {name}"), super().phase(name):
-            yield
+    def phase(self, name: str) -> Iterator[PhaseShown]:
+        with github.group(f"phase {name}"), super().phase(name) as shown:
+            yield shown
 
 
 # --- terminal --------------------------------------------------------------------------------
@@ -549,6 +607,8 @@ def _progress_fields(
 ) -> dict[str, Any]:
     """A copy task's fields; its completed/total count bytes when known, else rows."""
     by_bytes = bool(total_bytes) or not total_rows
+    if total_bytes:
+        total_bytes = max(total_bytes, done_bytes)  # an estimate: never shown below done
     return {
         "completed": done_bytes if by_bytes else done_rows,
         "total": (total_bytes or None) if by_bytes else total_rows,
@@ -578,9 +638,11 @@ class _BarColumn(BarColumn):
 
 class _BytesColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
-        done = human_bytes(task.fields.get("bytes", 0))
+        if task.fields.get("bytes") is None:
+            return Text("")  # per table: rows only (bytes are measured for the whole copy)
+        done = human_bytes(task.fields["bytes"])
         total = task.fields.get("bytes_total")
-        return Text(f"{done} / {human_bytes(total)}" if total else done, style="green")
+        return Text(f"{done} / ~{human_bytes(total)}" if total else done, style="green")
 
 
 class _EtaColumn(ProgressColumn):
@@ -631,14 +693,12 @@ class _TerminalCopy(CopyProgress):
     def _changed(self, table: str) -> None:
         progress = self.ui.copy_bars
         with self._lock:
-            done_bytes, done_rows = self._tables[table]
+            _, done_rows = self._tables[table]
             finished = table in self._done
-            all_bytes = sum(b for b, _ in self._tables.values())
-            all_rows = sum(r for _, r in self._tables.values())
-            table_bytes, table_rows = self._table_totals.get(table, (None, None))
+            _, table_rows = self._table_totals.get(table, (None, None))
             task_id = self._task_ids.get(table)
             if task_id is None and not finished:
-                fields = _progress_fields(0, 0, table_bytes, table_rows)
+                fields = {**_progress_fields(0, 0, None, table_rows), "bytes": None}
                 task_id = progress.add_task(f"  {table}", **fields)
                 self._task_ids[table] = task_id
                 stale = list(self._task_ids)[: -self.visible]
@@ -650,10 +710,15 @@ class _TerminalCopy(CopyProgress):
                 with self._lock:
                     self._task_ids.pop(table, None)
             else:
-                fields = _progress_fields(done_bytes, done_rows, table_bytes, table_rows)
+                fields = {**_progress_fields(0, done_rows, None, table_rows), "bytes": None}
                 progress.update(task_id, visible=True, **fields)
-        overall = _progress_fields(all_bytes, all_rows, self.total_bytes, self.total_rows)
-        progress.update(self._overall, **overall)
+        self._changed_overall()
+
+    def _changed_overall(self) -> None:
+        overall = _progress_fields(
+            self.bytes_done, self.rows_done, self.total_bytes, self.total_rows
+        )
+        self.ui.copy_bars.update(self._overall, **overall)
 
     def close(self) -> None:
         if self._closed:
@@ -666,7 +731,9 @@ class _TerminalCopy(CopyProgress):
         self.ui._release()
         elapsed = time.monotonic() - self.started
         self.ui.console.print(
-            Text.assemble(("✓ ", "green"), f"copied {self.summary()} in {_duration(elapsed)}")
+            Text.assemble(
+                ("✓ ", "green"), f"copied {self.summary(final=True)} in {_duration(elapsed)}"
+            )
         )
 
 
@@ -739,10 +806,11 @@ class TerminalUI(UI):
             self._release()
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str) -> Iterator[PhaseShown]:
+        shown = PhaseShown()
         with self._activity(f"[bold]{name}[/]") as started:
             try:
-                yield
+                yield shown
             except BaseException:
                 self.console.print(
                     Text.assemble(
@@ -752,6 +820,9 @@ class TerminalUI(UI):
                     )
                 )
                 raise
+        if shown.skipped:
+            self.console.print(Text.assemble(("- ", "dim"), (name, "dim"), (" skipped", "dim")))
+            return
         self.console.print(
             Text.assemble(
                 ("✓ ", "green"),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import pytest
 import yaml
 
 API_PREFIX = "/v1"
@@ -42,6 +43,31 @@ def shared_dir() -> Path:
 
 def recorded_dir() -> Path:
     return shared_dir() / "render-api" / "recorded"
+
+
+REQUIRE_SHARED_ENV = "RENDER_ROTATOR_REQUIRE_SHARED"
+
+
+def missing_shared_message(path: Path) -> str:
+    """Why a test cannot run without ``shared/``, and how to get it."""
+    return (
+        f"{path} not found: these tests need the project's `shared` folder (Render's OpenAPI "
+        "spec, recorded Render traffic, the seed document). Put it beside the clone "
+        f"({Path(__file__).resolve().parents[2] / 'shared'}) or set RENDER_ROTATOR_SHARED "
+        "to where it is"
+    )
+
+
+def require_shared(path: Path, *, module: bool = False) -> Path:
+    """`path` (inside ``shared/``) when it exists; otherwise skip the test (or module), or
+    fail it where shared/ is part of the contract (CI sets RENDER_ROTATOR_REQUIRE_SHARED=1)."""
+    if path.exists():
+        return path
+    message = missing_shared_message(path)
+    if os.environ.get(REQUIRE_SHARED_ENV):
+        pytest.fail(f"{message} ({REQUIRE_SHARED_ENV} is set)", pytrace=False)
+    pytest.skip(message, allow_module_level=module)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _decode(text: str | None) -> Any:

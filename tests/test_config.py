@@ -26,6 +26,15 @@ from render_rotator.config import (
 from render_rotator.errors import ConfigError, UsageError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+_PLACEHOLDER = re.compile(r'"(tea|usr|srv|evg|dpg)-\.\.\."')
+
+
+def filled_example(directory: Path) -> Path:
+    """config.example.toml with its placeholder ids filled in, as a user's copy would be."""
+    path = directory / "render-rotator.toml"
+    path.write_text(_PLACEHOLDER.sub(r'"\1-example"', EXAMPLE.read_text(encoding="utf-8")))
+    return path
+
 
 MINIMAL = """
 [[database]]
@@ -63,11 +72,12 @@ def assert_names(message: str, where: str, expected: str) -> None:
 # --- the example file ------------------------------------------------------------------------
 
 
-def test_example_file_loads_with_the_documented_values() -> None:
-    config = load_config(EXAMPLE)
-    assert config.path == EXAMPLE
-    assert config.render.owner_id == "tea-..."
-    here = EXAMPLE.parent
+def test_example_file_loads_with_the_documented_values(tmp_path: Path) -> None:
+    copy = filled_example(tmp_path)
+    config = load_config(copy)
+    assert config.path == copy
+    assert config.render.owner_id == "tea-example"
+    here = copy.parent
     assert config.defaults == Settings(
         connect_timeout=30,
         command_timeout=600,
@@ -89,18 +99,18 @@ def test_example_file_loads_with_the_documented_values() -> None:
         "myapp-db-{date}",
         "18",
     )
-    assert first.targets == (TargetConfig(service="srv-...", key="DATABASE_URL"),)
+    assert first.targets == (TargetConfig(service="srv-example", key="DATABASE_URL"),)
     assert first.settings == config.defaults
 
     assert (second.name, second.id, second.new_name, second.version) == (
         None,
-        "dpg-...",
+        "dpg-example",
         "{name}-{date}",
         None,
     )
     assert second.targets == (
-        TargetConfig(env_group="evg-...", key="REPORTS_DATABASE_URL", connection="external"),
-        TargetConfig(service="srv-...", key="REPORTS_DB", connection="internal"),
+        TargetConfig(env_group="evg-example", key="REPORTS_DATABASE_URL", connection="external"),
+        TargetConfig(service="srv-example", key="REPORTS_DB", connection="internal"),
     )
     assert second.settings.strategy == "delete-first"
     assert second.settings.freeze == "readonly"
@@ -690,22 +700,23 @@ def test_new_name_from_file_renders(tmp_path: Path) -> None:
 # --- find_database and documented keys -------------------------------------------------------
 
 
-def test_find_database_by_name_or_id() -> None:
-    config = load_config(EXAMPLE)
+def test_find_database_by_name_or_id(tmp_path: Path) -> None:
+    config = load_config(filled_example(tmp_path))
     assert config.find_database("myapp-db").name == "myapp-db"
-    assert config.find_database("dpg-...").id == "dpg-..."
-    assert config.find_database("dpg-...").label == "dpg-..."
+    assert config.find_database("dpg-example").id == "dpg-example"
+    assert config.find_database("dpg-example").label == "dpg-example"
 
 
-def test_find_unknown_database_lists_configured_ones() -> None:
-    config = load_config(EXAMPLE)
+def test_find_unknown_database_lists_configured_ones(tmp_path: Path) -> None:
+    copy = filled_example(tmp_path)
+    config = load_config(copy)
     with pytest.raises(ConfigError) as info:
         config.find_database("nope")
     message = str(info.value)
     assert "\n" not in message
-    assert str(EXAMPLE) in message
+    assert str(copy) in message
     assert '"nope"' in message
-    assert '"myapp-db", "dpg-..."' in message
+    assert '"myapp-db", "dpg-example"' in message
 
 
 def test_documented_keys_cover_every_setting_and_table() -> None:
@@ -724,7 +735,7 @@ def test_documented_keys_cover_every_setting_and_table() -> None:
 
 def test_every_documented_key_is_accepted(tmp_path: Path) -> None:
     """documented_keys() and the loader agree: a file using every key loads."""
-    config = load_config(EXAMPLE)
+    config = load_config(filled_example(tmp_path))
     assert isinstance(config, Config)
     # every per-database key at once
     overrides = "\n".join(
@@ -761,3 +772,29 @@ def test_every_documented_key_is_accepted(tmp_path: Path) -> None:
     )
     setting_keys = {f"database.{f.name}" for f in fields(Settings)}
     assert setting_keys <= set(documented_keys())
+
+
+# --- placeholders left in a copy of the example -------------------------------------------
+
+
+def test_the_example_copied_verbatim_is_refused_naming_the_placeholder() -> None:
+    message = config_error(EXAMPLE)
+    assert 'render.owner_id: "tea-..." is a placeholder' in message, message
+    assert "delete the line" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[render]\nowner_id = "usr-..."\n' + MINIMAL, "render.owner_id"),
+        ('[[database]]\nid = "dpg-..."\n', "database[0].id"),
+        (MINIMAL + '[[database.target]]\nservice = "srv-..."\n', "database[0].target[0].service"),
+        (
+            MINIMAL + '[[database.target]]\nenv_group = "evg-\u2026"\n',
+            "database[0].target[0].env_group",
+        ),
+    ],
+)
+def test_placeholders_are_refused_naming_the_key(tmp_path: Path, text: str, where: str) -> None:
+    message = error_for(tmp_path, text)
+    assert_names(message, where, "is a placeholder from the example config")

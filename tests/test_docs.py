@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import pytest
 
 from render_rotator.cli import cli
 from render_rotator.config import documented_keys, load_config
+from render_rotator.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -33,6 +37,11 @@ def test_every_config_key_is_documented_in_readme_and_example():
         assert f"{leaf} =" in EXAMPLE or f"# {leaf} =" in EXAMPLE, f"example lacks {key}"
 
 
-def test_example_config_loads():
-    cfg = load_config(ROOT / "config.example.toml")
+def test_example_config_loads_once_its_placeholders_are_filled_in(tmp_path):
+    example = (ROOT / "config.example.toml").read_text()
+    with pytest.raises(ConfigError, match="render.owner_id"):
+        load_config(ROOT / "config.example.toml")
+    filled = tmp_path / "render-rotator.toml"
+    filled.write_text(re.sub(r'"(tea|srv|evg|dpg)-\.\.\."', r'"\1-mine"', example))
+    cfg = load_config(filled)
     assert cfg.databases and cfg.databases[0].targets

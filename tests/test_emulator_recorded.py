@@ -14,13 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from recorded import load_interactions, recorded_dir
+from recorded import load_interactions, recorded_dir, require_shared
 
 from render_rotator.sandbox import Cluster, RenderEmulator
 
-pytestmark = pytest.mark.skipif(
-    not recorded_dir().is_dir(), reason="recorded Render traffic not available"
-)
+require_shared(recorded_dir(), module=True)
 
 RECORDED_OWNER = "some-owner-id"
 DEPLOY_STATUSES = {

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from recorded import require_shared, shared_dir
 
 from render_rotator import DatabaseManager, migrate_database, verify_copy
 from render_rotator.errors import (
@@ -31,7 +32,7 @@ from render_rotator.sandbox.cluster import Cluster
 from tests.conftest import unique_name
 from tests.sample_data import make_rich_database
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "database-management-feature.md"
+SEED = shared_dir() / "seeds" / "database-management-feature.md"
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -51,9 +52,9 @@ def _drop(cluster: Cluster, name: str) -> None:
 # -- the seed's usage examples, run as written against real servers ------------------
 
 
-@pytest.mark.skipif(not SEED.exists(), reason="the seed document is not beside the repo")
 def test_seed_examples_run_as_written(pg15: Cluster, pg18: Cluster, tmp_path, monkeypatch):
     """Both examples of the original design, with real URLs: 15 -> 16, exact copy."""
+    require_shared(SEED)
     examples = seed_examples()
     assert len(examples) == 2
     source_db = unique_name("seedsrc")

@@ -7,7 +7,6 @@ request/response pair is checked with openapi-core against `shared/render-api/op
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ from openapi_core.contrib.werkzeug import (  # noqa: E402
     WerkzeugOpenAPIRequest,
     WerkzeugOpenAPIResponse,
 )
+from recorded import recorded_dir, require_shared, shared_dir  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
@@ -26,8 +26,8 @@ from render_rotator.sandbox.cluster import Cluster  # noqa: E402
 from render_rotator.sandbox.emulator import RenderEmulator  # noqa: E402
 from render_rotator.sandbox.seed import seed_demo  # noqa: E402
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "render-api" / "openapi.json"
-RECORDED = SPEC.parent / "recorded"
+SPEC = shared_dir() / "render-api" / "openapi.json"
+RECORDED = recorded_dir()
 
 # Where the published spec is stricter than what Render really sends, the recorded traffic
 # wins; each entry names the evidence, and the test checks that evidence is still there.
@@ -104,8 +104,7 @@ def _unexplained(reasons: list[str]) -> list[str]:
 
 
 def test_spec_deviations_are_backed_by_recorded_traffic() -> None:
-    if not RECORDED.exists():
-        pytest.skip("the recorded Render traffic is not beside the repo")
+    require_shared(RECORDED)
     text = "".join(p.read_text() for p in RECORDED.glob("*.yaml"))
     for evidence in set(SPEC_DEVIATIONS.values()):
         if evidence.startswith('"'):
@@ -113,8 +112,8 @@ def test_spec_deviations_are_backed_by_recorded_traffic() -> None:
     assert '"project":' not in text
 
 
-@pytest.mark.skipif(not SPEC.exists(), reason="Render's OpenAPI spec is not beside the repo")
 def test_rotation_calls_conform_to_renders_openapi_spec(pg: Cluster) -> None:
+    require_shared(SPEC)
     spec = openapi_core.OpenAPI.from_file_path(str(SPEC))
     recorder = Recorder()
     with (

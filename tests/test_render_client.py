@@ -860,7 +860,7 @@ def test_5xx_non_json_body_falls_back_to_reason(
 def test_connection_errors_exhausted_raise_api_timeout(
     api: respx.MockRouter, client: RenderClient, fake_time: FakeTime
 ) -> None:
-    api.get("/owners").mock(side_effect=httpx.ConnectError("Connection refused"))
+    api.get("/owners").mock(side_effect=httpx.ConnectError("[Errno 101] Network is unreachable"))
     with pytest.raises(APITimeoutError, match="could not reach") as info:
         client.list_owners()
     assert info.value.method == "GET" and info.value.path == "/owners"

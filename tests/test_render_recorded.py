@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from recorded import load_interactions, recorded_dir
+from recorded import load_interactions, recorded_dir, require_shared
 
 from render_rotator.render import (
     ConnectionInfo,
@@ -33,12 +33,7 @@ from render_rotator.render import (
 BASE = "https://api.render.test/v1"
 KEY = "rnd_recorded_test_key"
 
-if not recorded_dir().is_dir():
-    pytest.skip(
-        f"recorded Render traffic not found at {recorded_dir()} "
-        "(set RENDER_ROTATOR_SHARED to the folder holding render-api/recorded)",
-        allow_module_level=True,
-    )
+require_shared(recorded_dir(), module=True)
 
 INTERACTIONS = load_interactions()
 

@@ -295,7 +295,7 @@ def test_report_to_dict_and_lines() -> None:
     }
     json.dumps(data)  # one JSON object, as --json prints it
     lines = report.lines()
-    assert lines[0] == "app-db: rotated - rotated to dpg-new"
+    assert lines[0] == "app-db: rotated to dpg-new"
     for needle in (
         "  new:          dpg-new (app-db-20250101), expires never",
         "  write freeze: 12.3s",

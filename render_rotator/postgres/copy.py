@@ -2071,7 +2071,7 @@ def _verify(c: _Copier, source_side: _SourceFingerprint) -> VerificationReport:
     )
     source = source_side.wait()
     report = compare(source, target, time.monotonic() - started)
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())  # the caller shows (or raises) the result
     return report
 
 

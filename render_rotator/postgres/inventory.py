@@ -230,7 +230,9 @@ class VerificationReport:
             )
         shown = "; ".join(self.differences[:5])
         more = f" (+{len(self.differences) - 5} more)" if len(self.differences) > 5 else ""
-        return f"copy differs from source in {len(self.differences)} ways: {shown}{more}"
+        count = len(self.differences)
+        ways = "1 way" if count == 1 else f"{count} ways"
+        return f"copy differs from source in {ways}: {shown}{more}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -351,5 +353,5 @@ def verify_copy(
         statement_timeout=command_timeout,
     )
     report = compare(source, target, time.monotonic() - started)
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())  # the caller shows (or raises) the result
     return report

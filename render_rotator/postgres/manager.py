@@ -123,6 +123,9 @@ class DatabaseManager:
         # pg_dump gives up waiting for a table lock after this long (default: command_timeout)
         self.lock_wait_timeout = lock_wait_timeout
         self._client: PgBin | None = None
+        # databases this manager created and has not yet handed to the user restoring into
+        # them: created by the admin, they belong to the admin until then
+        self._created: set[str] = set()
 
     def __repr__(self) -> str:
         admin = self.admin_url.redacted() if self.admin_url else None
@@ -251,7 +254,12 @@ class DatabaseManager:
         return BackupInfo(archive=info, inventory=inv, source=source.redacted(), fingerprint=fp)
 
     def create_database(self, name: str, *, owner: str | None = None) -> None:
-        """CREATE DATABASE through the admin connection; the name is always quoted."""
+        """CREATE DATABASE through the admin connection; the name is always quoted.
+
+        `owner` makes another role its owner at once. Without it, the first
+        `restore_database` into it as another (application) user hands it to that user: on
+        PostgreSQL 15+ only a database's owner may create objects in its public schema.
+        """
         validate_database_name(name)
         if self.admin_url is None:
             raise UsageError(
@@ -270,7 +278,33 @@ class DatabaseManager:
             if owner:
                 stmt = sql.SQL("{} OWNER {}").format(stmt, sql.Identifier(owner))
             cur.execute(stmt)
-        log.info("created database %r", name)
+        if not owner or owner == self.admin_url.user:
+            self._created.add(name)
+        log.info("created database %r%s", name, f" owned by {owner!r}" if owner else "")
+
+    def owner_for(self, target: PgURL) -> str | None:
+        """The role a new database for `target` should belong to: the target URL's user
+        when it is not the admin's (None: the admin keeps it)."""
+        if self.admin_url is None or not target.user or target.user == self.admin_url.user:
+            return None
+        return target.user
+
+    def _hand_over(self, target: PgURL) -> None:
+        """Give a database this manager created to the user about to restore into it."""
+        owner = self.owner_for(target)
+        if target.dbname not in self._created or owner is None or self.admin_url is None:
+            return
+        with self.cursor(self.admin_url) as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,))
+            if cur.fetchone() is None:
+                return  # another server's role: the restore says what is wrong
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(target.dbname), sql.Identifier(owner)
+                )
+            )
+        self._created.discard(target.dbname)
+        log.info("database %r now belongs to %r, who restores into it", target.dbname, owner)
 
     def drop_database(self, name: str) -> None:
         """DROP DATABASE (used to undo our own create after a failed migration)."""
@@ -303,6 +337,7 @@ class DatabaseManager:
         path = Path(backup_file)
         if not path.exists():
             raise UsageError(f"backup file {path} does not exist", hint="check the path")
+        self._hand_over(target)
         with self.cursor(target) as cur:
             cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             row = cur.fetchone()
@@ -378,7 +413,7 @@ class DatabaseManager:
             created = False
             try:
                 if db_name is not None:
-                    self.create_database(db_name)
+                    self.create_database(db_name, owner=self.owner_for(target))
                     created = True
                 self.restore_database(target.url(), backup_path)
                 assert info.fingerprint is not None

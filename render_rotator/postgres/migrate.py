@@ -53,11 +53,15 @@ def migrate(
     jobs: int = 2,
     verify: bool = True,
     verify_mode: str = "content",
+    clean: bool = False,
     connect_timeout: float = 30,
     command_timeout: float = 600,
     pg_bin: str | None = None,
 ) -> MigrateResult:
     """Create (optionally), copy in parallel, verify. Raises a typed error on any failure.
+
+    `clean=True` drops every user object already in the target first (only on request:
+    without it a target that is not empty is refused).
 
     A database this call created is dropped again when the copy fails, so nothing
     half-created is left behind.
@@ -75,7 +79,8 @@ def migrate(
         target = target.with_dbname(create_db)
     parse_url(source_url)
     if create_db:
-        manager.create_database(create_db)
+        # owned by the target URL's user (when not the admin), who then copies into it
+        manager.create_database(create_db, owner=manager.owner_for(target))
     try:
         copied = copy_database(
             source_url,
@@ -86,6 +91,7 @@ def migrate(
             pg_bin=pg_bin,
             verify=verify,
             verify_mode=verify_mode,
+            clean=clean,
         )
     except BaseException:
         if create_db:

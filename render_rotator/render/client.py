@@ -31,6 +31,7 @@ import enum
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -92,6 +93,33 @@ _NOT_SENT_ERRORS: tuple[type[Exception], ...] = (
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
 )
+# Nothing listens at the address (or the name does not exist): a wrong RENDER_API_URL, not a
+# passing hiccup, so it gets only this many seconds of retries, not max_retry_time.
+UNREACHABLE_RETRY_TIME = 5.0
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """'connection refused' or 'unknown host' when `exc` says nothing is there to answer."""
+    if not isinstance(exc, httpx.ConnectError):
+        return None
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused: nothing listens there"
+        if isinstance(seen, socket.gaierror) and seen.errno in (
+            socket.EAI_NONAME,
+            getattr(socket, "EAI_NODATA", socket.EAI_NONAME),
+        ):
+            return "unknown host"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).lower()
+    if "connection refused" in text:
+        return "connection refused: nothing listens there"
+    if "name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
+    return None
+
+
 # Transport errors worth another try for requests that may be repeated.
 _TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     httpx.TimeoutException,
@@ -270,8 +298,8 @@ class RenderClient:
         key = (api_key if api_key is not None else os.environ.get("RENDER_API_KEY", "")).strip()
         if not key:
             raise MissingAPIKeyError(
-                "No Render API key: set RENDER_API_KEY (or pass api_key=) to a key from "
-                "Render's Account Settings > API Keys."
+                "No Render API key: set RENDER_API_KEY to a key from Render's Account "
+                "Settings > API Keys."
             )
         bad = next((c for c in key if not (" " < c < "\x7f")), None)
         if bad is not None:
@@ -815,7 +843,11 @@ class RenderClient:
         def stop(state: RetryCallState) -> bool:
             if state.attempt_number >= _MAX_ATTEMPTS:
                 return True
-            return (self._clock() - start) + state.upcoming_sleep > self.max_retry_time
+            exc = state.outcome.exception() if state.outcome else None
+            budget = self.max_retry_time
+            if exc is not None and _unreachable(exc):
+                budget = min(budget, UNREACHABLE_RETRY_TIME)
+            return (self._clock() - start) + state.upcoming_sleep > budget
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -879,12 +911,21 @@ class RenderClient:
     def _transport_error(
         self, exc: httpx.TransportError, method: str, path: str
     ) -> APITimeoutError:
+        hint = None
         if isinstance(exc, httpx.TimeoutException):
             what = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
+        elif unreachable := _unreachable(exc):
+            what = f"could not reach {self.base_url} ({unreachable})"
+            hint = (
+                "is RENDER_API_URL right? Unset it to use Render itself; a sandbox must "
+                "still be running"
+                if self.base_url != DEFAULT_BASE_URL
+                else "check this machine's network and DNS"
+            )
         else:
             what = f"could not reach {self.base_url} ({type(exc).__name__}: {exc})"
         return APITimeoutError(
-            self._scrub(f"Render API {method} {path}: {what}"), method=method, path=path
+            self._scrub(f"Render API {method} {path}: {what}"), method=method, path=path, hint=hint
         )
 
     def _scrub(self, text: str) -> str:

@@ -45,11 +45,17 @@ class LogUI:
     """Plain log lines: the default when no richer UI is attached."""
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str) -> Iterator[Any]:
+        from render_rotator.ui import PhaseShown
+
         log.info("phase %s: started", name)
         started = time.monotonic()
-        yield
-        log.info("phase %s: done in %.1fs", name, time.monotonic() - started)
+        shown = PhaseShown()
+        yield shown
+        if shown.skipped:
+            log.info("phase %s: skipped (nothing to do)", name)
+        else:
+            log.info("phase %s: done in %.1fs", name, time.monotonic() - started)
 
     @contextlib.contextmanager
     def waiting(self, what: str) -> Iterator[None]:

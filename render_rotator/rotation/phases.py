@@ -45,6 +45,7 @@ from render_rotator.postgres.connect import connection
 from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.fingerprint import Fingerprint, apply_settings, take_fingerprint
 from render_rotator.postgres.inventory import Inventory, compare
+from render_rotator.postgres.size import user_data_bytes
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
 from render_rotator.rotation import blueprints, guard, recovery, services
@@ -467,6 +468,8 @@ def backup(ctx: Rotation) -> bool:
     # the content fingerprint of the backup's snapshot (definitions and settings as digests:
     # the journal holds no values); the manifest beside the archive holds the full one
     state["fingerprint"] = info.fingerprint.to_dict(digests=True)
+    # the copy's expected size, by the measure the copy progress and the report use
+    state["source_bytes"] = _user_data_bytes(ctx, ctx.old_url())
     ctx.save()
     log.info("verified backup of %s: %s", state["old_name"], path)
     return True
@@ -588,13 +591,15 @@ def _create(ctx: Rotation, name: str) -> Postgres:
                     hint='set strategy = "auto" or "delete-first" for free databases',
                 ) from None
             raise
-    log.warning("Render allows one free database per workspace: switching to delete-first")
+    # expected on the free tier (the report says so too): not a warning, so -q stays quiet
+    log.info("Render allows one free database per workspace: switching to delete-first")
     ctx.state["strategy"] = "delete-first"
     ctx.report.notes.append("Render refused a second free database: used delete-first")
     ctx.save()
     ctx.journal.begin("delete-old")
     started = time.monotonic()
-    delete_old(ctx)
+    with ctx.ui.phase("delete-old"):  # shown as its own step, timed apart from provision
+        delete_old(ctx)
     seconds = time.monotonic() - started
     ctx.journal.finish("delete-old", seconds)
     for record in ctx.report.phases:
@@ -621,19 +626,28 @@ def copy(ctx: Rotation) -> bool:
     state["copy_started"] = True
     ctx.save()
     inventory = Inventory.from_dict(state["inventory"])
-    progress = ctx.ui.copy_progress(total_rows=inventory.total_rows)
+    progress = ctx.ui.copy_progress(
+        total_bytes=state.get("source_bytes"), total_rows=inventory.total_rows
+    )
     if ctx.old is not None and state.get("strategy") == "create-first":
         # both databases exist: stream them directly, in parallel, in one snapshot
         with progress:
-            copied = copy_database(
-                ctx.old_url(),
+            with CopyWatcher(
                 new_url,
-                jobs=ctx.settings.jobs,
+                progress,
+                track_rows=False,  # the copy engine counts rows itself
                 connect_timeout=ctx.settings.connect_timeout,
-                command_timeout=ctx.settings.command_timeout,
-                pg_bin=ctx.pg_bin,
-                progress=lambda p: _copy_progress(progress, p),
-            )
+            ):
+                copied = copy_database(
+                    ctx.old_url(),
+                    new_url,
+                    jobs=ctx.settings.jobs,
+                    connect_timeout=ctx.settings.connect_timeout,
+                    command_timeout=ctx.settings.command_timeout,
+                    pg_bin=ctx.pg_bin,
+                    progress=lambda p: _copy_progress(progress, p),
+                )
+            _measure_copied(ctx, new_url, progress)
         skipped_entries = list(copied.skipped)
         state["copy"] = {
             "method": f"parallel copy (jobs={ctx.settings.jobs})",
@@ -643,18 +657,17 @@ def copy(ctx: Rotation) -> bool:
         }
     else:
         path = Path(state["backup"]["path"])
-        with (
-            progress,
-            CopyWatcher(
+        with progress:
+            with CopyWatcher(
                 new_url,
                 progress,
                 expected_rows=inventory.tables,
                 connect_timeout=ctx.settings.connect_timeout,
-            ),
-        ):
-            # the verify phase compares the result with the backup's inventory: anything that
-            # was already there is named as a difference, with the way out
-            result = manager.restore_database(new_url, path, require_empty=False)
+            ):
+                # the verify phase compares the result with the backup's inventory: anything
+                # that was already there is named as a difference, with the way out
+                result = manager.restore_database(new_url, path, require_empty=False)
+            _measure_copied(ctx, new_url, progress)
         # pg_restore without --create leaves the database's own settings out
         apply_settings(new_url, _backup_settings(ctx), connect_timeout=ctx.settings.connect_timeout)
         skipped_entries = list(result.skipped)
@@ -683,35 +696,30 @@ def _backup_settings(ctx: Rotation) -> dict[str, str]:
 
 
 def _copy_progress(progress: Any, report: Any) -> None:
-    """Feed the copy engine's running totals to the UI (bytes are an estimate's share)."""
-    if report.bytes_total and not progress.total_bytes:
-        progress.total_bytes = report.bytes_total
-    progress.update("all tables", report.bytes_done, report.rows_done)
+    """Feed the copy engine's row count to the UI; bytes come from the size on disk (one
+    measure for the progress and the report, see render_rotator.postgres.size)."""
+    progress.update("all tables", 0, report.rows_done)
+
+
+def _measure_copied(ctx: Rotation, new_url: str, progress: Any) -> None:
+    """Measure the copied data once: the last progress line and the report show this."""
+    size = _user_data_bytes(ctx, new_url)
+    ctx.state["bytes_copied"] = size
+    if size is not None:
+        progress.measure_bytes(size)
 
 
 # -- verify -----------------------------------------------------------------------------
 
-_USER_DATA_BYTES = """
-SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg\\_%'
-"""
-
 
 def _user_data_bytes(ctx: Rotation, url: str) -> int | None:
-    """Bytes of tables, their indexes and TOAST in the user's schemas."""
-    with (
-        connection(
-            url,
-            connect_timeout=ctx.settings.connect_timeout,
-            statement_timeout=ctx.settings.command_timeout,
-        ) as conn,
-        conn.cursor() as cur,
-    ):
-        cur.execute(_USER_DATA_BYTES)
-        row = cur.fetchone()
-    return int(row[0]) if row else None
+    """Bytes of tables, their indexes and TOAST in the user's schemas (the one measure)."""
+    with connection(
+        url,
+        connect_timeout=ctx.settings.connect_timeout,
+        statement_timeout=ctx.settings.command_timeout,
+    ) as conn:
+        return user_data_bytes(conn)
 
 
 def verify(ctx: Rotation) -> bool:
@@ -773,7 +781,8 @@ def verify(ctx: Rotation) -> bool:
     state["verified"] = True
     guard.record_copy_proof(ctx, method=result.mode)
     state["rows_copied"] = source.total_rows
-    state["bytes_copied"] = _user_data_bytes(ctx, ctx.new_url())
+    if state.get("bytes_copied") is None:  # measured when the copy ended (same measure)
+        state["bytes_copied"] = _user_data_bytes(ctx, ctx.new_url())
     ctx.save()
     log.info("%s", result.summary())
     return True

@@ -24,7 +24,7 @@ class RotationReport:
     ok: bool = True
     rotated: bool = False
     dry_run: bool = False
-    due: bool = True
+    due: bool | None = True  # None: not evaluated (resume with nothing to finish)
     strategy: str | None = None
     freeze: str | None = None
     old: dict[str, Any] | None = None

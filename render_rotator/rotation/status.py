@@ -122,7 +122,7 @@ def status_lines(data: dict[str, Any]) -> list[str]:
     for e in data["databases"]:
         targets = ", ".join(t["target"] for t in e.get("targets", [])) or "-"
         days = "-" if e.get("days_left") is None else f"{e['days_left']:.1f}"
-        expires = (e.get("expires_at") or "never")[:19]
+        expires = "-" if e.get("id") is None else (e.get("expires_at") or "never")[:19]
         flags = [
             flag
             for flag, on in (

@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from render_rotator import faults
+from render_rotator import faults, stopping
 from render_rotator.config import Config, DatabaseConfig, load_config
 from render_rotator.errors import (
     DriftError,
@@ -355,7 +355,7 @@ def _rotate(
         # is raised as is, one clear error
         _run_phase(ctx, "inspect", phases.inspect)
         if discover_only and not (ctx.state.get("new_id") or ctx.state.get("recovered")):
-            report.due = False
+            report.due = None  # not asked: resume finishes rotations, it does not judge expiry
             report.rotated = False
             report.message = "nothing to resume: no unfinished rotation (journal or on Render)"
             return report
@@ -392,14 +392,22 @@ def _rotate(
     except KeyboardInterrupt:
         # Ctrl-C, or SIGTERM (a cancelled CI job): land like any failure, so an app frozen
         # for a copy that will not finish runs again; a second Ctrl-C leaves the journal
-        # open for `resume`
-        _on_failure(
-            ctx,
-            current,
-            RotationError("interrupted", hint="run `render-rotator rotate` again when ready"),
-            status="interrupted",
-            resuming=resuming,
-        )
+        # open for `resume`, and says where things stand
+        try:
+            _on_failure(
+                ctx,
+                current,
+                RotationError("interrupted", hint="run `render-rotator rotate` again when ready"),
+                status="interrupted",
+                resuming=resuming,
+            )
+        except KeyboardInterrupt as again:
+            raise RotationInterrupted(
+                f"{stopping.describe(again)} while landing after an interruption in phase "
+                f"{current}. " + interrupted_state(ctx)
+            ) from None
+        if journal.unfinished:  # could not land (the old database is gone): say what is left
+            report.message = report.message.rstrip(". ") + ". " + interrupted_state(ctx)
         report.exit_code = 1
         return report
     except BaseException as exc:
@@ -460,19 +468,84 @@ def _take_lease(ctx: Rotation) -> None:
         ) from None
 
 
+class RotationInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM/SIGHUP) stopped a rotation; the message says where things stand."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def interrupted_state(ctx: Rotation) -> str:
+    """Where a stopped rotation left things, from the journal alone (Render may be the
+    reason it was stopped): what is frozen, whether the old database exists, the backup."""
+    state, journal = ctx.state, ctx.journal
+    if not journal.persist:
+        return "Nothing was changed."
+    said: list[str] = []
+    frozen = state.get("frozen") or {}
+    thawed = set(frozen.get("thawed") or [])
+    suspended = [s for s in frozen.get("suspended", []) if s not in thawed]
+    maintenance = [s for s in frozen.get("maintenance", []) if s not in thawed]
+    if suspended:
+        said.append(f"suspended (frozen): {', '.join(suspended)}")
+    if maintenance:
+        said.append(f"in maintenance mode (frozen): {', '.join(maintenance)}")
+    if (frozen.get("readonly") or frozen.get("fenced")) and not frozen.get("readonly_reset"):
+        said.append(f"the old database {state.get('old_id')} is read-only")
+    if not (suspended or maintenance) and "frozen" in state:
+        said.append("no service is frozen")
+    if state.get("old_deleted"):
+        said.append(f"the old database {state.get('old_id')} was deleted (after the backup)")
+    else:
+        said.append(f"the old database {state.get('old_id')} still exists")
+    backup = (state.get("backup") or {}).get("path")
+    said.append(f"backup: {backup}" if backup else "no backup was taken yet")
+    if state.get("new_id"):
+        said.append(f"the new database {state['new_id']} exists")
+    targets = state.get("targets") or {}
+    moved = [label for label, t in targets.items() if t.get("repointed")]
+    if moved:
+        said.append(f"repointed to the new database: {', '.join(moved)}")
+    return (
+        "Now: "
+        + "; ".join(said)
+        + f". Run `render-rotator resume` to finish the rotation (journal {journal.path})."
+    )
+
+
+def _phase_seconds(journal: Journal) -> dict[str, float]:
+    return {n: float(e.get("seconds") or 0.0) for n, e in journal.phases.items()}
+
+
 def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> None:
     ctx.journal.begin(name)
     started = time.monotonic()
+    before = _phase_seconds(ctx.journal)
+
+    def own_seconds() -> float:
+        """This phase's time without that of a phase run inside it (the auto fallback's
+        delete-old runs inside provision), which has its own row."""
+        nested = sum(
+            s - before.get(n, 0.0) for n, s in _phase_seconds(ctx.journal).items() if n != name
+        )
+        return max(0.0, time.monotonic() - started - nested)
+
     try:
-        with ctx.ui.phase(name):
+        with ctx.ui.phase(name) as shown:
             ran = phase(ctx)
+            if ran is False and shown is not None:
+                shown.skipped = True
     except BaseException as exc:
-        seconds = time.monotonic() - started
+        seconds = own_seconds()
         with contextlib.suppress(Exception):
             ctx.journal.fail(name, seconds, scrub(str(exc)))
         ctx.report.phases.append(PhaseRecord(name, "failed", seconds))
         raise
-    seconds = time.monotonic() - started
+    seconds = own_seconds()
     ctx.journal.finish(name, seconds, skipped=ran is False)
     ctx.report.phases.append(PhaseRecord(name, "skipped" if ran is False else "done", seconds))
 

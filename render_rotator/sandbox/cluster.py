@@ -30,6 +30,7 @@ from types import TracebackType
 from render_rotator.errors import RenderRotatorError
 from render_rotator.postgres.binaries import PgBin, bin_dir_info, candidate_dirs
 from render_rotator.postgres.url import PgURL
+from render_rotator.stopping import cleanup_uninterrupted
 
 log = logging.getLogger("render_rotator.sandbox")
 
@@ -367,9 +368,15 @@ class Cluster:
             return ""
 
     def stop(self) -> None:
-        """Stop the server (fast) and delete every file of the cluster."""
+        """Stop the server (fast) and delete every file of the cluster; a Ctrl-C or SIGTERM
+        arriving meanwhile waits, so no server or data directory is left behind."""
         if self.base_dir is None:
             return
+        with cleanup_uninterrupted():
+            self._stop()
+
+    def _stop(self) -> None:
+        assert self.base_dir is not None
         if self._running:
             self._run(
                 [

@@ -8,6 +8,7 @@ rotation through the public API. No account, no network.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import Scenario, seed_demo
 
 CONFIG_TEMPLATE = """\
-# written by `render-rotator demo`: the same file works against Render itself
+# written by `render-rotator demo` or `sandbox --seed`: the same file works against Render itself
 [defaults]
 strategy = "auto"          # create-first; Render allows one free database, so delete-first
 freeze = "suspend"
@@ -75,8 +76,10 @@ def sandbox(
     api_key: str | None = None,
     provision_delay: float = 1.0,
     deploy_delay: float = 1.0,
+    ui: RotationUI | None = None,
 ) -> Iterator[Sandbox]:
-    """Cluster + emulator (+ demo scenario), all removed on exit."""
+    """Cluster + emulator (+ demo scenario), all removed on exit (also on Ctrl-C, SIGTERM
+    or SIGHUP when run from the command line, which turns those into KeyboardInterrupt)."""
     with (
         Cluster() as cluster,
         RenderEmulator(
@@ -87,7 +90,11 @@ def sandbox(
             deploy_delay=deploy_delay,
         ) as emulator,
     ):
-        scenario = seed_demo(emulator, rows=rows) if seed else None
+        scenario = None
+        if seed:
+            loading = ui.waiting(f"{rows:,} rows of sample data to load") if ui else None
+            with loading or contextlib.nullcontext():
+                scenario = seed_demo(emulator, rows=rows)
         yield Sandbox(cluster, emulator, scenario)
 
 
@@ -102,8 +109,23 @@ def run_demo(
     from render_rotator.render import RenderClient
     from render_rotator.rotation.workflow import rotate
 
+    own_dir = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="render-rotator-demo-"))
-    with sandbox(rows=rows, provision_delay=0.5, deploy_delay=0.5) as box:
-        config = box.write_config(workdir)
-        with RenderClient(api_key=box.emulator.api_key, base_url=box.emulator.base_url) as client:
-            return rotate(config, yes=True, client=client, ui=ui)
+    try:
+        with sandbox(rows=rows, provision_delay=0.5, deploy_delay=0.5, ui=ui) as box:
+            config = box.write_config(workdir)
+            with RenderClient(
+                api_key=box.emulator.api_key, base_url=box.emulator.base_url
+            ) as client:
+                result = rotate(config, yes=True, client=client, ui=ui)
+    except BaseException:
+        if own_dir:  # the sandbox is gone: nothing in here could be resumed or inspected
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    if own_dir:
+        for report in result.reports:
+            report.notes.append(
+                f"the demo's config, journal and backup are kept in {workdir} "
+                f"(remove it with: rm -rf {workdir})"
+            )
+    return result

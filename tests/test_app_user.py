@@ -84,7 +84,7 @@ def test_readme_library_example_with_an_application_user(
             assert _owner(pg18, "new_database") == user
             report = verify_copy(source, target)
             assert report.equal, report.differences
-            assert report.source.tables["public.customers"] == 500
+            assert report.source.row_counts["public.customers"] == 500
             # the application user owns what it restored, and can write to it
             tables = pg18.query(
                 "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'",

@@ -551,6 +551,13 @@ def _load(config_path: Path | None) -> Any:
 )
 @click.option("--yes", is_flag=True, help="Do not ask before deleting the old database.")
 @click.option("--restart", is_flag=True, help="Discard an unfinished journal and start over.")
+@click.option(
+    "--rescue",
+    is_flag=True,
+    help="An expired free database (suspended by Render, deleted 14 days later) is upgraded "
+    "to the cheapest paid plan (basic_256mb) to regain access, rotated into a new free one, "
+    "then deleted. Costs cents, so only on request.",
+)
 @pg_bin_option
 @json_option
 @handle_errors
@@ -561,10 +568,15 @@ def rotate(
     if_expiring_within: int | str | None,
     yes: bool,
     restart: bool,
+    rescue: bool,
     pg_bin: str | None,
     as_json: bool,
 ) -> None:
-    """Replace an expiring Render Postgres with a new one and move every service over."""
+    """Replace an expiring Render Postgres with a new one and move every service over.
+
+    A free database that has already expired cannot be read: rotate stops and explains the
+    way out (--rescue, or restoring a backup from backup_dir).
+    """
     from render_rotator.rotation.workflow import rotate as rotate_fn
 
     cfg = _load(config_path)
@@ -578,6 +590,7 @@ def rotate(
             restart=restart,
             pg_bin=pg_bin,
             ui=ui,
+            rescue=rescue,
         )
     _emit_rotation(result, as_json, ui, cfg)
 

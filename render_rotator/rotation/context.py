@@ -75,6 +75,7 @@ class Rotation:
     confirm: Callable[[str], bool] | None = None
     pg_bin: str | None = None
     today: Any = None  # datetime.date; injectable for tests
+    rescue: bool = False  # rotate --rescue: an expired free database may be upgraded
 
     _old: Postgres | None = None
     _new: Postgres | None = None

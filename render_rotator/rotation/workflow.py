@@ -53,8 +53,8 @@ ExpiryThreshold = int | str | None
 
 # Phases before which a failure lands back on the old database (when it still exists).
 _BEFORE_CUTOVER = frozenset(
-    {"freeze", "backup", "delete-old", "provision", "copy", "verify", "repoint", "deploy"}
-)
+    {"upgrade", "freeze", "backup", "delete-old", "provision", "copy", "verify", "repoint"}
+) | {"deploy"}
 
 
 def _config(config: Config | str | Path | None) -> Config:
@@ -135,11 +135,14 @@ def rotate(
     confirm: ConfirmFn | None = tty_confirm,
     pg_bin: str | None = None,
     today: date | None = None,
+    rescue: bool = False,
 ) -> RotationResult:
     """Rotate each configured database (or just `database`) that is due.
 
     `if_expiring_within`: rotate only a database expiring within that many days (``"config"``:
     each database's ``rotate_within_days``); the others get a "not due" report (exit 0).
+    `rescue`: an expired free database is upgraded to the cheapest paid plan to regain
+    access, rotated into a new free one, then deleted (costs cents, so only on request).
     """
     cfg = _config(config)
     dbs = _databases(cfg, database)
@@ -181,6 +184,7 @@ def rotate(
                         confirm=confirm,
                         pg_bin=pg_bin,
                         today=today,
+                        rescue=rescue,
                     )
                 )
     finally:
@@ -307,6 +311,7 @@ def _run(
     confirm: ConfirmFn | None = None,
     pg_bin: str | None = None,
     today: date | None = None,
+    rescue: bool = False,
 ) -> RotationReport:
     resuming = journal is not None
     if journal is None:
@@ -325,6 +330,7 @@ def _run(
         confirm=confirm,
         pg_bin=pg_bin,
         today=today,
+        rescue=rescue,
     )
     if dry_run:
         return _dry_run(ctx, if_expiring_within)
@@ -508,6 +514,14 @@ def _due(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> bool:
 def _destroys(ctx: Rotation) -> list[str]:
     state = ctx.state
     old = f"{state['old_id']} ({state['old_name']})"
+    rescue = state.get("rescue")
+    if rescue:
+        upgrade = (
+            []
+            if rescue.get("upgraded")
+            else [f"upgrade {old} to the paid plan {rescue['upgrade_to']} (a few cents)"]
+        )
+        return [*upgrade, f"delete {old} once the new free database is live"]
     if state.get("strategy") == "delete-first" or ctx.settings.strategy == "delete-first":
         return [
             f"delete {old} after a verified backup, BEFORE the new database exists "
@@ -551,10 +565,20 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     due = within is None or state.get("new_id") is not None or (days is not None and days <= within)
     report.due = due
     strategy = ctx.settings.strategy
+    rescue = state.get("rescue")
     plan = [
         f"inspect {state['old_id']} ({spec['name']}, {spec['plan']}, PostgreSQL "
         f"{spec['version']}, expires {spec.get('expires_at') or 'never'}"
         + (f", {days:.1f} days left)" if days is not None else ")"),
+    ]
+    if rescue:
+        strategy = "create-first"
+        if not rescue.get("upgraded"):
+            plan.append(
+                f"UPGRADE {state['old_id']} to {rescue['upgrade_to']} (paid, a few cents) to "
+                "regain access; wait until it is available"
+            )
+    plan += [
         f"freeze writes: {describe_freeze(ctx, ctx.settings.freeze)}",
         f"back up to {ctx.settings.backup_dir} (checked with pg_restore --list, sha256, inventory)",
     ]
@@ -568,7 +592,7 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     else:
         new_name = ctx.db.render_new_name(spec["name"], ctx.today or date.today())
         plan.append(
-            f"create {new_name} (plan {spec['plan']}, version "
+            f"create {new_name} (plan {(rescue or {}).get('plan') or spec['plan']}, version "
             f"{ctx.db.version or spec['version']}, region {spec['region']})"
             + (
                 " - or, if Render refuses a second free database, DELETE "
@@ -698,6 +722,13 @@ def _land(
         )
         if problems:
             report.message += "; but " + "; ".join(problems)
+        rescue = state.get("rescue") or {}
+        if rescue.get("upgraded") or rescue.get("upgrading"):
+            report.message += (
+                f". It is on the paid plan {rescue['upgrade_to']} now (readable again, billed "
+                "until deleted): run `render-rotator rotate --rescue` again to move it into a "
+                "new free database"
+            )
     elif journal.is_done("deploy"):
         journal.error = message
         journal.save()

@@ -4,9 +4,9 @@ A workspace may hold one free database. After the old one is deleted (delete-fir
 auto's fallback) Render may refuse a new free database for a while, exactly as it refuses a
 second one. The create is retried with backoff until ``provision_timeout`` has passed since
 the first refusal. The start of the wait is journaled, so a run that crashes while waiting
-resumes into the same wait (same deadline); each attempt is the client's duplicate-safe
-create, and provision looks for a database under the new name before any create, so a
-resumed wait never makes two databases.
+resumes into the same wait (same deadline); a wait that ran out ends, and a later `resume`
+waits afresh. Each attempt is the client's duplicate-safe create, and provision looks for a
+database under the new name before any create, so a resumed wait never makes two databases.
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ def create_when_slot_frees(ctx: Rotation, fields: dict[str, Any]) -> Postgres:
             timeout = ctx.settings.provision_timeout
             remaining = wait["since"] + timeout - now
             if remaining <= 0:
+                state["free_slot_waited"] = state.pop("free_slot_wait")
+                ctx.save()
                 raise RotationError(
                     f"Render still refuses a new free database {now - wait['since']:.0f}s "
                     f"after the first refusal ({wait['refusals']} attempts): {exc.message}",
                     hint="Render frees the slot of a deleted free database after a while: run "
-                    "`render-rotator resume` later, or raise provision_timeout",
+                    "`render-rotator resume` later (it waits again), or raise provision_timeout",
                 ) from None
             if wait["refusals"] == 1:
                 log.warning(
@@ -64,6 +66,6 @@ def create_when_slot_frees(ctx: Rotation, fields: dict[str, Any]) -> Postgres:
                 f"Render refused the new free database {state['free_slot_wait']['refusals']} "
                 "time(s) while it freed the slot of the deleted one"
             )
-            state.pop("free_slot_wait")
+            state["free_slot_waited"] = state.pop("free_slot_wait")
             ctx.save()
         return created

@@ -259,7 +259,8 @@ def inspect(ctx: Rotation) -> bool:
     if fresh:
         _preflight(ctx)
     # an expired database cannot be reached before its rescue upgrade (the upgrade phase checks)
-    if old is not None and not ctx.journal.is_done("backup") and not state.get("rescue"):
+    upgrading = state.get("rescue") and not ctx.journal.is_done("upgrade")
+    if old is not None and not ctx.journal.is_done("backup") and not upgrading:
         _check_client(ctx)
         _check_backup_dir(ctx)
     ctx.save()

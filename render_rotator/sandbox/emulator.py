@@ -1930,14 +1930,15 @@ class RenderEmulator:
             seed = self.faults._take_seed()
             if seed is not None:
                 self._run_as_owner(pg, seed)
+            self._apply_allow_list(pg)
         except Exception as exc:
             with self._lock:
                 self._postgres.pop(pg.id, None)
             with contextlib.suppress(Exception):
                 self._drop_database(pg)
+                self._apply_allow_list(pg, dropped=True)
             log.error("provisioning %s failed: %s", pg.id, type(exc).__name__)
             raise EmulatorAPIError(500, "failed to provision the database") from exc
-        self._apply_allow_list(pg)
         with self._lock:  # the delay counts from when the database really exists
             pg.provisioned = True
             pg.ready_at = self.now() + self.provision_delay

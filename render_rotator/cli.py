@@ -556,7 +556,8 @@ def _load(config_path: Path | None) -> Any:
     is_flag=True,
     help="An expired free database (suspended by Render, deleted 14 days later) is upgraded "
     "to the cheapest paid plan (basic_256mb) to regain access, rotated into a new free one, "
-    "then deleted. Costs cents, so only on request.",
+    "then deleted. Costs cents, so only on request. A database that has not expired is "
+    "rotated as usual.",
 )
 @pg_bin_option
 @json_option

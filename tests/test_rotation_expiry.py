@@ -247,16 +247,21 @@ def test_an_expired_database_shows_its_deletion_date_and_rotate_explains_the_way
     assert daily.exit_code == 1 and "rotate --rescue" in error_lines(daily)[0]
 
 
-def test_rescue_is_refused_for_a_database_that_has_not_expired(
-    emu: RenderEmulator, tmp_path: Path
+@pytest.mark.parametrize("plan", ["free", PAID_PLAN])
+def test_rescue_only_permits_an_upgrade_a_database_that_has_not_expired_rotates_as_usual(
+    emu: RenderEmulator, tmp_path: Path, plan: str
 ) -> None:
-    app = make_app(emu, rows=10)
+    app = make_app(emu, plan=plan, rows=10)
     config = write_config(tmp_path, app)
-    untouched = app.snapshot()
-    result = run_cli(emu, "rotate", "-c", str(config), "--rescue", "--yes")
-    assert result.exit_code == 2
-    assert "--rescue is for an expired free database" in error_lines(result)[0]
-    assert app.snapshot() == untouched
+    emu.clear_requests()
+    result = run_cli(emu, "rotate", "-c", str(config), "--rescue", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert not any(step.startswith("UPGRADE") for step in report["plan"])
+    # a paid database on the rescue plan is not moved to the free plan by --rescue alone
+    assert any(f"(plan {plan}," in step for step in report["plan"]), report["plan"]
+    assert any("--rescue had nothing to rescue" in n for n in report["notes"])
+    assert not [r for r in emu.requests if r[0] != "GET"]
 
 
 def test_rescue_upgrades_an_expired_database_and_rotates_it_into_a_new_free_one(
@@ -306,13 +311,19 @@ def test_rescue_that_fails_after_the_upgrade_lands_on_the_readable_paid_database
     old = emu.postgres(app.postgres_id)
     assert old["plan"] == "basic_256mb" and old["status"] == "available"
     assert [pg["id"] for pg in app.databases()] == [app.postgres_id]
-    # run again: the upgrade is done, so it finishes the move into a new free database
+    marker = tmp_path / "state" / f"{app.name}.rescue.json"
+    assert json.loads(marker.read_text())["postgres_id"] == app.postgres_id
+    # without --rescue it is an ordinary paid database: its rotation would stay paid
+    plain = run_cli(emu, "rotate", "-c", str(config), "--dry-run", "--json")
+    assert any("(plan basic_256mb," in step for step in report_of(plain)["plan"])
+    # run again with --rescue: the upgrade is done, it finishes the move into a free database
     emu.clear_requests()
     again = run_cli(emu, "rotate", "-c", str(config), "--rescue", "--yes", "--json")
     assert again.exit_code == 0, again.output
     assert not [r for r in emu.requests if r[0] == "PATCH"]
     report = report_of(again)
     assert emu.postgres(report["new"]["id"])["plan"] == "free"
+    assert not marker.exists()
     # the failed run's deploys went live on the old database: one per run
     assert [d["status"] for d in app.api_deploys()][:1] == ["live"]
     assert app.postgres_id not in emu.postgres_ids()

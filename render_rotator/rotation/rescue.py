@@ -5,19 +5,26 @@ later. Upgrading it to a paid plan restores access, so ``--rescue`` (an explicit
 paid plan costs a few cents for the hour or so the rotation takes) upgrades it to the
 cheapest paid plan, rotates create-first into a new FREE database, and deletes the paid one
 after the usual checks. Without ``--rescue`` rotate stops and says what can be done.
+
+``--rescue`` only permits that: a database that has not expired is rotated as usual, so a
+scheduled ``rotate --if-expiring-within --rescue`` may carry it. A rescue that stopped before
+the cutover after its upgrade leaves a marker in the state directory; ``rotate --rescue``
+then finishes it (the paid database is moved into a free one without upgrading again).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from render_rotator.errors import RotationError, UsageError
+from render_rotator.errors import RotationError
 from render_rotator.render import Postgres
 from render_rotator.render.expiry import RESCUE_PLAN, Expiry
 from render_rotator.rotation.context import Rotation
+from render_rotator.rotation.journal import Journal
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -59,16 +66,13 @@ def check_expiry(ctx: Rotation, old: Postgres, expiry: Expiry | None) -> None:
                 f"which it is deleted; or restore with {restore}",
             )
         _start(ctx, old, expiry)
-    elif ctx.rescue:
-        if old.plan != RESCUE_PLAN:
-            left = f"expires {_day(expiry.expires_at)}" if expiry else f"plan {old.plan}"
-            raise UsageError(
-                f"--rescue is for an expired free database; {old.name} ({old.id}) has not "
-                f"expired ({left})",
-                hint="run rotate without --rescue",
-            )
-        # a rescue whose upgrade is done (an earlier run landed back on it): finish it
+    elif ctx.rescue and pending(ctx) == old.id and old.plan == RESCUE_PLAN:
+        # an earlier rescue upgraded it, then landed back on it: finish moving it to free
         _start(ctx, old, None)
+    elif ctx.rescue:
+        ctx.report.notes.append(
+            f"{old.id} has not expired: rotated as usual (--rescue had nothing to rescue)"
+        )
 
 
 def _start(ctx: Rotation, old: Postgres, expiry: Expiry | None) -> None:
@@ -85,6 +89,35 @@ def _start(ctx: Rotation, old: Postgres, expiry: Expiry | None) -> None:
         f"rescue: {old.id} is upgraded to {RESCUE_PLAN} to regain access, copied into a new "
         "free database, then deleted"
     )
+
+
+def _marker(ctx: Rotation) -> Path:
+    journal = Journal.path_for(ctx.settings.state_dir, ctx.db.label)
+    return journal.with_name(journal.name.replace(".journal.json", ".rescue.json"))
+
+
+def pending(ctx: Rotation) -> str | None:
+    """The id of a database an earlier rescue upgraded but did not finish moving."""
+    try:
+        return str(json.loads(_marker(ctx).read_text())["postgres_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember_pending(ctx: Rotation) -> None:
+    """After landing back on an upgraded database: `rotate --rescue` may finish it."""
+    rescue = ctx.state.get("rescue") or {}
+    if rescue.get("upgraded") or rescue.get("upgrading"):
+        path = _marker(ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps({"postgres_id": ctx.state["old_id"], "plan": rescue["upgrade_to"]}) + "\n"
+        )
+
+
+def forget_pending(ctx: Rotation) -> None:
+    if ctx.state.get("rescue"):
+        _marker(ctx).unlink(missing_ok=True)
 
 
 def upgrade(ctx: Rotation) -> Postgres:

@@ -40,6 +40,7 @@ from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation import guard, phases
 from render_rotator.rotation import lease as lease_mod
+from render_rotator.rotation import rescue as rescuing
 from render_rotator.rotation.context import LogUI, Rotation, RotationUI
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
@@ -724,6 +725,7 @@ def _land(
             report.message += "; but " + "; ".join(problems)
         rescue = state.get("rescue") or {}
         if rescue.get("upgraded") or rescue.get("upgrading"):
+            rescuing.remember_pending(ctx)
             report.message += (
                 f". It is on the paid plan {rescue['upgrade_to']} now (readable again, billed "
                 "until deleted): run `render-rotator rotate --rescue` again to move it into a "
@@ -787,6 +789,7 @@ def _finish(ctx: Rotation) -> None:
     report, journal = ctx.report, ctx.journal
     report.ok = True
     report.rotated = True
+    rescuing.forget_pending(ctx)
     journal.close("done")
     phases.fill_report(ctx)
     archived = journal.archive()

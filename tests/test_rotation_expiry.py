@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -123,15 +123,22 @@ def test_the_wait_ends_at_its_deadline_and_a_later_resume_waits_again(
     assert_rotated(app, report_of(done), before, config=config)
 
 
-def _rotate_and_kill_in_wait(emu: RenderEmulator, app: App, config: Path) -> dict[str, Any]:
-    """Run the CLI in a process and SIGKILL it once the journal shows the free-slot wait."""
+def _rotate_and_kill(
+    emu: RenderEmulator,
+    app: App,
+    config: Path,
+    when: Callable[[dict[str, Any]], bool],
+    *extra: str,
+) -> dict[str, Any]:
+    """Run `rotate --yes [extra]` in a process and SIGKILL it (and its children) as soon as
+    the journal satisfies `when`; returns the journal as it was then."""
     env = {**os.environ, "RENDER_API_URL": emu.base_url, "RENDER_API_KEY": emu.api_key}
     env["PYTHONPATH"] = str(REPO)
     env.pop("GITHUB_ACTIONS", None)
     journal = journal_file(config, app)
     with (config.parent / "killed.log").open("w") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "render_rotator", "rotate", "-c", str(config), "--yes"],
+            [sys.executable, "-m", "render_rotator", "rotate", "-c", str(config), "--yes", *extra],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -145,7 +152,7 @@ def _rotate_and_kill_in_wait(emu: RenderEmulator, app: App, config: Path) -> dic
                     data = json.loads(journal.read_text())
                 except (FileNotFoundError, ValueError):
                     data = None
-                if data and data["state"].get("free_slot_wait"):
+                if data and when(data):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
                     return data
@@ -165,7 +172,7 @@ def test_killed_while_waiting_for_the_slot_resumes_into_the_same_wait(
     config = write_config(tmp_path, app, strategy="delete-first")
     before = inventory(app.external_url)
     emu.faults.refuse_free_after_delete(n=4)
-    at_kill = _rotate_and_kill_in_wait(emu, app, config)
+    at_kill = _rotate_and_kill(emu, app, config, lambda j: bool(j["state"].get("free_slot_wait")))
     assert at_kill["state"]["old_deleted"] is True and "new_id" not in at_kill["state"]
     waiting = at_kill["state"]["free_slot_wait"]
     result = run_cli(emu, "resume", "-c", str(config), "--json")
@@ -280,6 +287,11 @@ def test_rescue_upgrades_an_expired_database_and_rotates_it_into_a_new_free_one(
     assert any("plan free" in s for s in steps)
     assert emu.postgres(app.postgres_id)["plan"] == "free"  # the dry run changed nothing
 
+    # it costs money: without --yes (and no terminal to ask on) nothing happens
+    refused = run_cli(emu, "rotate", "-c", str(config), "--rescue")
+    assert refused.exit_code == 2 and "not confirmed" in error_lines(refused)[0]
+    assert emu.postgres(app.postgres_id)["plan"] == "free"
+
     emu.clear_requests()
     result = run_cli(emu, "rotate", "-c", str(config), "--rescue", "--yes", "--json")
     assert result.exit_code == 0, result.output
@@ -294,6 +306,33 @@ def test_rescue_upgrades_an_expired_database_and_rotates_it_into_a_new_free_one(
     assert new["plan"] == "free" and "expiresAt" in new
     assert app.postgres_id not in emu.postgres_ids()
     execute(info["externalConnectionString"], "INSERT INTO writes (note) VALUES ('rescued')")
+
+
+@pytest.mark.parametrize("phase", ["upgrade", "provision"])
+def test_a_rescue_killed_after_a_phase_resumes_into_a_free_database(
+    emu: RenderEmulator, tmp_path: Path, phase: str
+) -> None:
+    app = make_app(emu, rows=50)
+    config = write_config(tmp_path, app)
+    before = inventory(app.external_url)
+    emu.set_expires_at(app.postgres_id, expires_in(-1))
+    emu.clear_requests()
+    at_kill = _rotate_and_kill(
+        emu,
+        app,
+        config,
+        lambda j: j["phases"].get(phase, {}).get("status") == "done",
+        "--rescue",
+    )
+    assert at_kill["state"]["rescue"]["upgraded"] is True
+    result = run_cli(emu, "resume", "-c", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert [r for r in emu.requests if r[0] == "PATCH"] == [
+        ("PATCH", f"/postgres/{app.postgres_id}", 200)
+    ]  # upgraded once, by the killed run
+    assert emu.postgres(report["new"]["id"])["plan"] == "free"
+    assert_rotated(app, report, before, config=config)
 
 
 def test_rescue_that_fails_after_the_upgrade_lands_on_the_readable_paid_database(

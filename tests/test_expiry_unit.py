@@ -161,3 +161,20 @@ def test_the_client_sends_an_empty_allow_list_as_is() -> None:
 def test_the_rescue_plan_is_a_paid_plan_new_databases_may_use() -> None:
     assert RESCUE_PLAN in POSTGRES_PLANS and RESCUE_PLAN not in LEGACY_POSTGRES_PLANS
     assert RESCUE_PLAN != "free"
+
+
+def test_the_actions_status_summary_shows_when_render_deletes_an_expired_database() -> None:
+    from render_rotator.github import status_markdown
+
+    entry = {
+        "name": "app-db",
+        "id": "dpg-a",
+        "status": "expired",
+        "plan": "free",
+        "expired": True,
+        "deleted_at": "2026-06-05T12:00:00+00:00",
+        "days_left": -10.0,
+        "due": True,
+    }
+    row = status_markdown({"databases": [entry]}).splitlines()[-1]
+    assert "| expired (deleted on 2026-06-05; rotate --rescue) |" in row

@@ -11,6 +11,7 @@ database under the new name before any create, so a resumed wait never makes two
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -27,8 +28,14 @@ MAX_RETRY = 30.0
 
 def create_when_slot_frees(ctx: Rotation, fields: dict[str, Any]) -> Postgres:
     """``create_postgres(**fields)``, waiting out Render's free-database refusals."""
+    with contextlib.ExitStack() as waiting:
+        return _create(ctx, fields, waiting)
+
+
+def _create(ctx: Rotation, fields: dict[str, Any], waiting: contextlib.ExitStack) -> Postgres:
     state = ctx.state
     delay = FIRST_RETRY
+    shown = False
     while True:
         try:
             created = ctx.client.create_postgres(**fields)
@@ -50,14 +57,17 @@ def create_when_slot_frees(ctx: Rotation, fields: dict[str, Any]) -> Postgres:
                     f"Render still refuses a new free database {now - wait['since']:.0f}s "
                     f"after the first refusal ({wait['refusals']} attempts): {exc.message}",
                     hint="Render frees the slot of a deleted free database after a while: run "
-                    "`render-rotator resume` later (it waits again), or raise provision_timeout",
+                    "`render-rotator resume` later (it waits again), or raise provision_timeout; "
+                    "check that no other free database holds the workspace's one free slot",
                 ) from None
-            if wait["refusals"] == 1:
+            if not shown:
+                shown = True
                 log.warning(
                     "Render refuses a new free database for now (%s); retrying for up to %gs",
                     exc.message,
                     timeout,
                 )
+                waiting.enter_context(ctx.ui.waiting("Render to free the free-database slot"))
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_RETRY)
             continue

@@ -54,8 +54,18 @@ ExpiryThreshold = int | str | None
 
 # Phases before which a failure lands back on the old database (when it still exists).
 _BEFORE_CUTOVER = frozenset(
-    {"upgrade", "freeze", "backup", "delete-old", "provision", "copy", "verify", "repoint"}
-) | {"deploy"}
+    {
+        "upgrade",
+        "freeze",
+        "backup",
+        "delete-old",
+        "provision",
+        "copy",
+        "verify",
+        "repoint",
+        "deploy",
+    }
+)
 
 
 def _config(config: Config | str | Path | None) -> Config:

@@ -332,6 +332,9 @@ def test_a_rescue_killed_after_a_phase_resumes_into_a_free_database(
         ("PATCH", f"/postgres/{app.postgres_id}", 200)
     ]  # upgraded once, by the killed run
     assert emu.postgres(report["new"]["id"])["plan"] == "free"
+    # the report still says when the old one had expired (its upgrade cleared expiresAt)
+    expired = datetime.fromisoformat(report["old"]["expires_at"])
+    assert expired < datetime.now(UTC) - timedelta(hours=23)
     assert_rotated(app, report, before, config=config)
 
 

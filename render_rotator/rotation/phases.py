@@ -243,8 +243,11 @@ def inspect(ctx: Rotation) -> bool:
             "database_user": old.database_user,
             "ip_allow_list": [e.to_api() for e in old.ip_allow_list],
             "environment_id": old.environment_id,
-            # without expiresAt, a free database expires 30 days after it was created
-            "expires_at": expiry.expires_at.isoformat() if expiry else None,
+            # without expiresAt, a free database expires 30 days after it was created; a
+            # rescued one keeps the expiry it had before its upgrade
+            "expires_at": expiry.expires_at.isoformat()
+            if expiry
+            else (state.get("rescue") or {}).get("expired_at"),
         }
     spec = state.get("old_spec") or {}
     _refuse_downgrade(ctx, spec.get("version"))

@@ -52,7 +52,13 @@ def _login_error(emu: RenderEmulator, postgres_id: str) -> str | None:
 
 
 def _body(api: httpx.Client, emu: RenderEmulator, **fields: Any) -> dict[str, Any]:
-    return {"name": "x", "ownerId": emu.default_owner_id, "plan": "free", "version": "16", **fields}
+    return {
+        "name": "x",
+        "ownerId": emu.default_owner_id,
+        "plan": "free",
+        "version": str(emu.cluster.major),
+        **fields,
+    }
 
 
 # -- expiry ------------------------------------------------------------------------------------
@@ -187,6 +193,9 @@ def test_allow_list_omitted_is_everywhere_and_empty_shuts_out(
     emu.wait_for_postgres(opened["id"], "available", 10)
     assert _login_error(emu, opened["id"]) is None
     assert "pg_hba.conf rejects" in (_login_error(emu, closed_id) or "")
+    # the internal URL (the sandbox's private network) still connects, as inside Render
+    internal = emu.connection_info(closed_id)["internalConnectionString"]
+    psycopg2.connect(internal, connect_timeout=5).close()
 
     # a list that admits this machine lets it in; one that does not shuts it out again
     here = [{"cidrBlock": "127.0.0.1/32", "description": "this machine"}]

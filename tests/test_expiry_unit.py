@@ -92,6 +92,8 @@ def test_the_error_names_the_allow_list_only_when_it_can_be_the_cause() -> None:
     assert empty.hint and "GitHub Actions" in empty.hint
     office = _pg(ipAllowList=[{"cidrBlock": "203.0.113.0/24", "description": "office"}])
     assert "(203.0.113.0/24)" in explain_unreachable(office, error).message
+    plain = AuthenticationError("postgresql://u:***@h/d accepts only TLS connections, and ...")
+    assert explain_unreachable(office, plain) is plain  # its own cause and fix are named
 
 
 # -- the new database's fields -------------------------------------------------------------------

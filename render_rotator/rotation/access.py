@@ -28,8 +28,8 @@ def admits_everyone(entries: Iterable[IPAllowEntry]) -> bool:
 def explain_unreachable(pg: Postgres, error: ConnectError) -> RenderRotatorError:
     """`error` reworded when `pg`'s allow list may be what shut this machine out."""
     entries = pg.ip_allow_list
-    if admits_everyone(entries):
-        return error
+    if admits_everyone(entries) or "accepts only TLS connections" in error.message:
+        return error  # open to all, or refused for another named reason
     if entries:
         why = (
             "its IP allow list ("

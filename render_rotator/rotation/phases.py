@@ -401,6 +401,8 @@ def upgrade(ctx: Rotation) -> bool:
     if not ctx.state.get("rescue"):
         return False
     rescuing.upgrade(ctx)
+    if ctx.lease is not None:  # readable again: it carries the lease from now on
+        ctx.lease.acquire(ctx.state["old_id"], ctx.old_url())
     if not ctx.journal.is_done("backup"):
         _check_client(ctx)
     ctx.save()

@@ -427,7 +427,9 @@ def _rerun(journal: Journal, name: str) -> bool:
 def _lease_homes(ctx: Rotation) -> list[tuple[str, str]]:
     """The databases that carry the lease now: the old one and an available new one."""
     homes = []
-    if ctx.old is not None:
+    # an expired database cannot be read before its rescue upgrade: the upgrade takes it
+    unreadable = ctx.state.get("rescue") and not ctx.journal.is_done("upgrade")
+    if ctx.old is not None and not unreadable:
         homes.append((ctx.state["old_id"], ctx.old_url()))
     new = ctx.new if ctx.state.get("new_id") else None
     if new is not None and new.status_raw == "available":

@@ -613,6 +613,14 @@ def _load(config_path: Path | None) -> Any:
 @click.option("--yes", is_flag=True, help="Do not ask before deleting the old database.")
 @click.option("--restart", is_flag=True, help="Discard an unfinished journal and start over.")
 @backup_option
+@click.option(
+    "--rescue",
+    is_flag=True,
+    help="An expired free database (suspended by Render, deleted 14 days later) is upgraded "
+    "to the cheapest paid plan (basic_256mb) to regain access, rotated into a new free one, "
+    "then deleted. Costs cents, so only on request. A database that has not expired is "
+    "rotated as usual.",
+)
 @pg_bin_option
 @json_option
 @handle_errors
@@ -624,10 +632,15 @@ def rotate(
     yes: bool,
     restart: bool,
     backup: Path | None,
+    rescue: bool,
     pg_bin: str | None,
     as_json: bool,
 ) -> None:
-    """Replace an expiring Render Postgres with a new one and move every service over."""
+    """Replace an expiring Render Postgres with a new one and move every service over.
+
+    A free database that has already expired cannot be read: rotate stops and explains the
+    way out (--rescue, or restoring a backup from backup_dir).
+    """
     from render_rotator.rotation.workflow import rotate as rotate_fn
 
     cfg = _load(config_path)
@@ -642,6 +655,7 @@ def rotate(
             pg_bin=pg_bin,
             ui=ui,
             backup=backup,
+            rescue=rescue,
         )
     _emit_rotation(result, as_json, ui, cfg)
 

@@ -430,9 +430,12 @@ def status_markdown(status: Mapping[str, Any]) -> str:
     for e in status.get("databases") or []:
         days = e.get("days_left")
         targets = ", ".join(str(t.get("target")) for t in e.get("targets") or [])
+        shown = str(e.get("status") or "")
+        if e.get("deleted_at"):  # expired: when Render deletes it
+            shown += f" (deleted on {str(e['deleted_at'])[:10]}; rotate --rescue)"
         lines.append(
             f"| {_cell(e.get('postgres_name') or e.get('name'))} | {_code(e.get('id'))} "
-            f"| {_cell(e.get('status'))} | {_cell(e.get('version'))} | {_cell(e.get('plan'))} "
+            f"| {_cell(shown or None)} | {_cell(e.get('version'))} | {_cell(e.get('plan'))} "
             f"| {_cell(e.get('expires_at'))} "
             f"| {_cell(f'{days:.1f}' if isinstance(days, int | float) else None)} "
             f"| {'⏰ yes' if e.get('due') else 'no'} | {_cell(targets)} |"

@@ -184,7 +184,9 @@ def test_free_postgres_is_real_and_owned_by_a_non_superuser(
         "shop_"
     )
     assert _parse_ts(created["expiresAt"]) - _parse_ts(created["createdAt"]) == timedelta(days=30)
-    assert created["ipAllowList"] is None and created["suspended"] == "not_suspended"
+    # no ipAllowList given: Render's default opens the database to everywhere
+    assert created["ipAllowList"] == [{"cidrBlock": "0.0.0.0/0", "description": "everywhere"}]
+    assert created["suspended"] == "not_suspended"
 
     ready = _wait_available(api, created["id"])
     assert ready["createdAt"] == created["createdAt"]

@@ -85,6 +85,7 @@ class Rotation:
     #: ``--backup PATH``: the backup to finish from when the old database is gone and no
     #: journal knows where its backup is (see rotation/recovery.py)
     backup_hint: Path | None = None
+    rescue: bool = False  # rotate --rescue: an expired free database may be upgraded
 
     _old: Postgres | None = None
     _new: Postgres | None = None

@@ -1,8 +1,9 @@
 """The rotation's phases, in order; each is idempotent so a crashed run can re-run it.
 
-inspect -> freeze -> backup -> delete-old -> provision -> copy -> verify -> repoint -> deploy
--> retire -> report. `delete-old` runs only for the delete-first strategy (after a verified
-backup exists); `retire` only for create-first without keep_old.
+inspect -> upgrade -> freeze -> backup -> delete-old -> provision -> copy -> verify -> repoint
+-> deploy -> retire -> report. `upgrade` runs only for `rotate --rescue` of an expired free
+database; `delete-old` only for the delete-first strategy (after a verified backup exists);
+`retire` only for create-first without keep_old.
 
 Each phase may be cut off at any point (a crash, a kill, Ctrl-C) and run again from the start
 by `resume`: progress inside a phase is written to the journal before each step that changes
@@ -26,6 +27,7 @@ from typing import Any
 from render_rotator.errors import (
     APITimeoutError,
     ConflictError,
+    ConnectError,
     DriftError,
     RenderAPIError,
     RenderRotatorError,
@@ -48,10 +50,14 @@ from render_rotator.postgres.inventory import Inventory, compare
 from render_rotator.postgres.size import user_data_bytes
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
+from render_rotator.render.expiry import expiry_of
 from render_rotator.rotation import blueprints, guard, recovery, services
 from render_rotator.rotation import freeze as freezing
+from render_rotator.rotation import rescue as rescuing
+from render_rotator.rotation.access import explain_unreachable
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.drift import old_database_changes
+from render_rotator.rotation.free_slot import create_when_slot_frees
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import PhaseRecord
 from render_rotator.rotation.targets import (
@@ -236,6 +242,8 @@ def inspect(ctx: Rotation) -> bool:
             ctx.set_new(new)
         ctx.set_old(old)
     if old is not None:
+        expiry = expiry_of(old)
+        rescuing.check_expiry(ctx, old, expiry)
         state["old_spec"] = {
             "name": old.name,
             "plan": old.plan,
@@ -245,7 +253,11 @@ def inspect(ctx: Rotation) -> bool:
             "database_user": old.database_user,
             "ip_allow_list": [e.to_api() for e in old.ip_allow_list],
             "environment_id": old.environment_id,
-            "expires_at": old.expires_at.isoformat() if old.expires_at else None,
+            # without expiresAt, a free database expires 30 days after it was created; a
+            # rescued one keeps the expiry it had before its upgrade
+            "expires_at": expiry.expires_at.isoformat()
+            if expiry
+            else (state.get("rescue") or {}).get("expired_at"),
         }
     spec = state.get("old_spec") or {}
     _refuse_downgrade(ctx, spec.get("version"))
@@ -259,7 +271,9 @@ def inspect(ctx: Rotation) -> bool:
     _inspect_targets(ctx, new, values)
     if fresh:
         _preflight(ctx)
-    if old is not None and not ctx.journal.is_done("backup"):
+    # an expired database cannot be reached before its rescue upgrade (the upgrade phase checks)
+    upgrading = state.get("rescue") and not ctx.journal.is_done("upgrade")
+    if old is not None and not ctx.journal.is_done("backup") and not upgrading:
         _check_client(ctx)
         _check_backup_dir(ctx)
     ctx.save()
@@ -375,13 +389,34 @@ def _check_client(ctx: Rotation) -> None:
     """The version rule, checked against the real server before anything changes."""
     manager = ctx.manager()
     old_url = parse_url(ctx.old_url())
-    with connection(
-        old_url,
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    ) as conn:
-        major = server_major_from_num(int(conn.server_version))
+    try:
+        with connection(
+            old_url,
+            connect_timeout=ctx.settings.connect_timeout,
+            statement_timeout=ctx.settings.command_timeout,
+        ) as conn:
+            major = server_major_from_num(int(conn.server_version))
+    except ConnectError as exc:
+        old = ctx.old
+        raise (explain_unreachable(old, exc) if old is not None else exc) from None
     manager.use_client_for(old_url, major)
+
+
+# -- upgrade (rotate --rescue) ------------------------------------------------------------
+
+
+def upgrade(ctx: Rotation) -> bool:
+    """Rescue only: upgrade the expired database to the cheapest paid plan so it can be read
+    again, wait until it is available, then check the client against it."""
+    if not ctx.state.get("rescue"):
+        return False
+    rescuing.upgrade(ctx)
+    if ctx.lease is not None:  # readable again: it carries the lease from now on
+        ctx.lease.acquire(ctx.state["old_id"], ctx.old_url())
+    if not ctx.journal.is_done("backup"):
+        _check_client(ctx)
+    ctx.save()
+    return True
 
 
 # -- freeze -----------------------------------------------------------------------------
@@ -495,17 +530,20 @@ def delete_old(ctx: Rotation) -> bool:
 
 def _new_fields(ctx: Rotation, name: str) -> dict[str, object]:
     spec = ctx.state["old_spec"]
+    rescue = ctx.state.get("rescue") or {}
     fields: dict[str, object] = {
         "name": name,
         "ownerId": ctx.state["owner_id"],
-        "plan": spec["plan"],
+        # a rescued database is on a paid plan only to be read: the new one is free again
+        "plan": rescue.get("plan") or spec["plan"],
         "version": ctx.db.version or spec["version"],
         "region": spec["region"],
         "databaseName": spec["database_name"],
         "databaseUser": spec["database_user"],
     }
-    if spec.get("ip_allow_list"):
-        fields["ipAllowList"] = spec["ip_allow_list"]
+    # exactly, empty included: Render opens a database created without a list to everyone,
+    # while an empty list admits no connection from outside Render
+    fields["ipAllowList"] = list(spec.get("ip_allow_list") or [])
     if spec.get("environment_id"):
         fields["environmentId"] = spec["environment_id"]
     return fields
@@ -580,6 +618,9 @@ def _drop_new(ctx: Rotation, why: str) -> None:
 
 
 def _create(ctx: Rotation, name: str) -> Postgres:
+    if ctx.state.get("old_deleted") or ctx.state.get("rescue"):
+        # the slot of the deleted (or upgraded) free database may take a while to free
+        return create_when_slot_frees(ctx, _new_fields(ctx, name))
     try:
         return ctx.client.create_postgres(**_new_fields(ctx, name))
     except ConflictError as exc:
@@ -605,7 +646,7 @@ def _create(ctx: Rotation, name: str) -> Postgres:
     for record in ctx.report.phases:
         if record.name == "delete-old":
             record.status, record.seconds = "done", seconds
-    return ctx.client.create_postgres(**_new_fields(ctx, name))
+    return create_when_slot_frees(ctx, _new_fields(ctx, name))
 
 
 # -- copy / restore ----------------------------------------------------------------------
@@ -979,6 +1020,12 @@ def retire(ctx: Rotation) -> bool:
         return False
     if ctx.settings.keep_old:
         ctx.report.notes.append(f"kept the old database {ctx.state['old_id']} (keep_old)")
+        rescue = ctx.state.get("rescue")
+        if rescue:
+            ctx.report.notes.append(
+                f"{ctx.state['old_id']} is on the paid plan {rescue['upgrade_to']}: Render "
+                "bills it until you delete it"
+            )
         return False
     if not ctx.state.get("verified"):
         raise RotationError("refusing to delete the old database: the copy was not verified")
@@ -1082,6 +1129,7 @@ def fill_report(ctx: Rotation) -> None:
 
 PHASES: tuple[tuple[str, Phase], ...] = (
     ("inspect", inspect),
+    ("upgrade", upgrade),
     ("freeze", freeze),
     ("backup", backup),
     ("delete-old", delete_old),

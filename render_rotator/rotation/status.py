@@ -14,6 +14,7 @@ from typing import Any
 from render_rotator.config import Config, DatabaseConfig, load_config
 from render_rotator.errors import NotFoundError, RenderRotatorError
 from render_rotator.render import Postgres, RenderClient
+from render_rotator.render.expiry import expiry_of
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.targets import points_at, read_target
@@ -86,20 +87,25 @@ def status(
                     for v in values
                     if (kind := points_at(v.value, info))
                 ]
-                days = None
-                if pg.expires_at is not None:
-                    days = round((pg.expires_at - datetime.now(UTC)).total_seconds() / 86400, 1)
+                # without expiresAt, a free database expires 30 days after it was created
+                expiry = expiry_of(pg)
+                days = round(expiry.days_left, 1) if expiry else None
+                expired = bool(expiry and expiry.expired)
                 within = db.settings.rotate_within_days
                 entries.append(
                     {
                         "name": db.label,
                         "postgres_name": pg.name,
                         "id": pg.id,
-                        "status": pg.status_raw,
+                        # suspended by Render at expiry, deleted 14 days later
+                        "status": "expired" if expired else pg.status_raw,
+                        "render_status": pg.status_raw,
                         "version": pg.version,
                         "plan": pg.plan,
-                        "expires_at": pg.expires_at.isoformat() if pg.expires_at else None,
+                        "expires_at": expiry.expires_at.isoformat() if expiry else None,
                         "days_left": days,
+                        "expired": expired,
+                        "deleted_at": expiry.deleted_at.isoformat() if expired and expiry else None,
                         "targets": pointing,
                         "current": bool(pointing),
                         "due": bool(pointing) and days is not None and days <= within,
@@ -126,6 +132,11 @@ def status_lines(data: dict[str, Any]) -> list[str]:
         flags = [
             flag
             for flag, on in (
+                (
+                    f"expired: Render deletes it on {(e.get('deleted_at') or '')[:10]}; "
+                    "see rotate --rescue",
+                    e.get("expired"),
+                ),
                 ("due", e.get("due")),
                 ("rotation in progress", e.get("rotation_in_progress")),
             )

@@ -41,6 +41,7 @@ from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
 from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation import guard, phases, recovery
 from render_rotator.rotation import lease as lease_mod
+from render_rotator.rotation import rescue as rescuing
 from render_rotator.rotation.context import LogUI, Rotation, RotationUI
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
@@ -54,7 +55,17 @@ ExpiryThreshold = int | str | None
 
 # Phases before which a failure lands back on the old database (when it still exists).
 _BEFORE_CUTOVER = frozenset(
-    {"freeze", "backup", "delete-old", "provision", "copy", "verify", "repoint", "deploy"}
+    {
+        "upgrade",
+        "freeze",
+        "backup",
+        "delete-old",
+        "provision",
+        "copy",
+        "verify",
+        "repoint",
+        "deploy",
+    }
 )
 
 
@@ -137,6 +148,7 @@ def rotate(
     pg_bin: str | None = None,
     today: date | None = None,
     backup: Path | None = None,
+    rescue: bool = False,
 ) -> RotationResult:
     """Rotate each configured database (or just `database`) that is due.
 
@@ -144,6 +156,8 @@ def rotate(
     each database's ``rotate_within_days``); the others get a "not due" report (exit 0).
     `backup`: the backup to finish from when an interrupted delete-first rotation deleted
     the old database and its journal is lost (default: search `backup_dir`).
+    `rescue`: an expired free database is upgraded to the cheapest paid plan to regain
+    access, rotated into a new free one, then deleted (costs cents, so only on request).
     """
     cfg = _config(config)
     dbs = _databases(cfg, database)
@@ -186,6 +200,7 @@ def rotate(
                         pg_bin=pg_bin,
                         today=today,
                         backup=backup,
+                        rescue=rescue,
                     )
                 )
     finally:
@@ -316,6 +331,7 @@ def _run(
     pg_bin: str | None = None,
     today: date | None = None,
     backup: Path | None = None,
+    rescue: bool = False,
 ) -> RotationReport:
     resuming = journal is not None
     if journal is None:
@@ -335,6 +351,7 @@ def _run(
         pg_bin=pg_bin,
         today=today,
         backup_hint=backup,
+        rescue=rescue,
     )
     if dry_run:
         return _dry_run(ctx, if_expiring_within)
@@ -430,7 +447,9 @@ def _rerun(journal: Journal, name: str) -> bool:
 def _lease_homes(ctx: Rotation) -> list[tuple[str, str]]:
     """The databases that carry the lease now: the old one and an available new one."""
     homes = []
-    if ctx.old is not None:
+    # an expired database cannot be read before its rescue upgrade: the upgrade takes it
+    unreadable = ctx.state.get("rescue") and not ctx.journal.is_done("upgrade")
+    if ctx.old is not None and not unreadable:
         homes.append((ctx.state["old_id"], ctx.old_url()))
     new = ctx.new if ctx.state.get("new_id") else None
     if new is not None and new.status_raw == "available":
@@ -595,6 +614,14 @@ def _destroys(ctx: Rotation) -> list[str]:
     if state.get("recovered"):
         return []  # the old database is already gone; only what this rotation made is reused
     old = f"{state['old_id']} ({state['old_name']})"
+    rescue = state.get("rescue")
+    if rescue:
+        upgrade = (
+            []
+            if rescue.get("upgraded")
+            else [f"upgrade {old} to the paid plan {rescue['upgrade_to']} (a few cents)"]
+        )
+        return [*upgrade, f"delete {old} once the new free database is live"]
     if state.get("strategy") == "delete-first" or ctx.settings.strategy == "delete-first":
         return [
             f"delete {old} after a verified backup, BEFORE the new database exists "
@@ -638,10 +665,20 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     due = within is None or state.get("new_id") is not None or (days is not None and days <= within)
     report.due = due
     strategy = ctx.settings.strategy
+    rescue = state.get("rescue")
     plan = [
         f"inspect {state['old_id']} ({spec['name']}, {spec['plan']}, PostgreSQL "
         f"{spec['version']}, expires {spec.get('expires_at') or 'never'}"
         + (f", {days:.1f} days left)" if days is not None else ")"),
+    ]
+    if rescue:
+        strategy = "create-first"
+        if not rescue.get("upgraded"):
+            plan.append(
+                f"UPGRADE {state['old_id']} to {rescue['upgrade_to']} (paid, a few cents) to "
+                "regain access; wait until it is available"
+            )
+    plan += [
         f"freeze writes: {describe_freeze(ctx, ctx.settings.freeze)}",
         f"back up to {ctx.settings.backup_dir} (checked with pg_restore --list, sha256, inventory)",
     ]
@@ -660,7 +697,7 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     else:
         new_name = ctx.db.render_new_name(spec["name"], ctx.today or date.today())
         plan.append(
-            f"create {new_name} (plan {spec['plan']}, version "
+            f"create {new_name} (plan {(rescue or {}).get('plan') or spec['plan']}, version "
             f"{ctx.db.version or spec['version']}, region {spec['region']})"
             + (
                 " - or, if Render refuses a second free database, DELETE "
@@ -792,6 +829,14 @@ def _land(
         )
         if problems:
             report.message += "; but " + "; ".join(problems)
+        rescue = state.get("rescue") or {}
+        if rescue.get("upgraded") or rescue.get("upgrading"):
+            rescuing.remember_pending(ctx)
+            report.message += (
+                f". It is on the paid plan {rescue['upgrade_to']} now (readable again, billed "
+                "until deleted): run `render-rotator rotate --rescue` again to move it into a "
+                "new free database"
+            )
     elif journal.is_done("deploy") and isinstance(exc, DriftError):
         journal.error = message
         journal.save()
@@ -854,6 +899,7 @@ def _finish(ctx: Rotation) -> None:
     report, journal = ctx.report, ctx.journal
     report.ok = True
     report.rotated = True
+    rescuing.forget_pending(ctx)
     journal.close("done")
     phases.fill_report(ctx)
     archived = journal.archive()

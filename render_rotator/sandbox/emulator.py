@@ -54,12 +54,23 @@ report and the tests can name them):
   `RenderEmulator.add_blueprint` marks databases, services and env groups as managed; nothing
   ever syncs.
 * The database really exists (and accepts logins) while its record still says ``creating``.
-* Free databases get ``expiresAt`` = createdAt + 30 days; passing it changes nothing locally.
+* Free databases get ``expiresAt`` = createdAt + 30 days (without one, createdAt + 30 days
+  counts). Past it (on the emulator's clock, `RenderEmulator.now`, which tests move with
+  `advance_clock` or by `set_expires_at` in the past) the database is suspended: status
+  ``suspended`` with suspender ``billing``, its role may not log in. 14 days later it is deleted.
+  A PATCH to a paid plan clears ``expiresAt`` and restores access (``updating_instance`` for
+  ``provision_delay`` seconds, then ``available``).
+* ``ipAllowList``: omitted or null on create gives Render's default ``0.0.0.0/0``
+  ("everywhere"); ``[]`` means no access from outside Render (answered as ``null``, as
+  recorded). A list that does not admit this machine (the external URL's address) makes the
+  server reject the database's role over TCP (a ``reject`` line in pg_hba.conf); the internal
+  URL (the Unix socket) still connects, as services inside Render's network do.
 
 Fault injection (``emulator.faults`` or the control endpoint, see `Faults.apply`) makes the
 next requests answer 429/5xx (or every n-th request: ``flaky``), adds latency, drops
-connections, fails or queues deploys, keeps new databases ``creating`` forever, or seeds
-unexpected objects into new databases.
+connections, fails or queues deploys, keeps new databases ``creating`` forever, seeds
+unexpected objects into new databases, or refuses a new free database for a while after a
+free one was deleted (``refuse_free_after_delete``).
 """
 
 from __future__ import annotations
@@ -139,6 +150,7 @@ MAX_PAGE_LIMIT = 100
 RATE_BUCKETS = {"read": 400, "write": 100, "create": 20, "deploy": 10}
 RATE_WINDOW = 60.0
 
+_HBA_LOCK = threading.Lock()  # emulators sharing a cluster edit one pg_hba.conf
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"  # the base32hex of Render's xid-style ids
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -323,6 +335,8 @@ class Faults:
         self._flaky: list[_Flaky] = []
         self._seeds: list[_Seed] = []
         self._hooks: list[_Hook] = []
+        self._free_slot: tuple[int | None, float | None] | None = None
+        self._free_slot_blocked: dict[str, list[Any]] = {}  # owner -> [attempts, until]
 
     def rate_limit(
         self,
@@ -471,6 +485,17 @@ class Faults:
                 _Hook(callback, _norm_method(method), _norm_prefix(path_prefix), _count(n))
             )
 
+    def refuse_free_after_delete(self, n: int | None = None, seconds: float | None = None) -> None:
+        """After a free database is deleted, its workspace's next `n` requests for a new free
+        database (or all of them for `seconds` on the emulator's clock) are refused exactly as
+        Render refuses a second free database: Render frees the slot only after a while."""
+        if n is None and seconds is None:
+            raise ValueError("give n (attempts) or seconds")
+        if seconds is not None and seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        with self._lock:
+            self._free_slot = (_count(n), None if seconds is None else float(seconds))
+
     def never_available(self, enabled: bool = True) -> None:
         """While enabled, databases created stay ``creating``; disabling releases them."""
         with self._lock:
@@ -487,6 +512,8 @@ class Faults:
             self._flaky.clear()
             self._seeds.clear()
             self._hooks.clear()
+            self._free_slot = None
+            self._free_slot_blocked.clear()
 
     def describe(self) -> dict[str, Any]:
         """What is armed right now (the control endpoint's answer)."""
@@ -505,6 +532,11 @@ class Faults:
                 "never_available": self._never_available,
                 "flaky": [f.describe() for f in self._flaky],
                 "seed_new_databases": [s.remaining for s in self._seeds],
+                "refuse_free_after_delete": (
+                    {"n": self._free_slot[0], "seconds": self._free_slot[1]}
+                    if self._free_slot
+                    else None
+                ),
             }
 
     def apply(self, spec: Mapping[str, Any]) -> None:
@@ -528,6 +560,7 @@ class Faults:
             "never_available": self.never_available,
             "flaky": self.flaky,
             "seed_new_databases": self.seed_new_databases,
+            "refuse_free_after_delete": self.refuse_free_after_delete,
             "clear": self.clear,
         }
         kwargs = dict(spec)
@@ -638,6 +671,31 @@ class Faults:
                 return True
         return False
 
+    def _free_deleted(self, owner_id: str, now: float) -> None:
+        """A free database of `owner_id` was deleted: start refusing its slot, if armed."""
+        with self._lock:
+            if self._free_slot is not None:
+                n, seconds = self._free_slot
+                until = None if seconds is None else now + seconds
+                self._free_slot_blocked[owner_id] = [n, until]
+
+    def _take_free_refusal(self, owner_id: str, now: float) -> bool:
+        """Whether this request for a new free database of `owner_id` is refused."""
+        with self._lock:
+            blocked = self._free_slot_blocked.get(owner_id)
+            if blocked is None:
+                return False
+            attempts, until = blocked
+            if until is not None and now >= until:
+                del self._free_slot_blocked[owner_id]
+                return False
+            if attempts is not None:
+                if attempts <= 0:
+                    del self._free_slot_blocked[owner_id]
+                    return False
+                blocked[0] = attempts - 1
+            return True
+
     @property
     def never_available_enabled(self) -> bool:
         with self._lock:
@@ -683,11 +741,24 @@ class _Postgres:
     disk_autoscaling: bool = False
     environment_id: str | None = None
     expires_at: float | None = None
+    expired: bool = False  # suspended by its expiry (a free plan past expiresAt)
+    updating_until: float = 0.0  # a plan change in progress
+
+    def expiry(self) -> float | None:
+        """When a free database expires: expiresAt, else createdAt + 30 days."""
+        if self.plan != FREE_PLAN:
+            return None
+        return self.expires_at if self.expires_at is not None else self.created + FREE_DAY_SPAN
 
     @property
     def major(self) -> int:
         """The server major this database runs on (its reported ``version``)."""
         return int(self.version)
+
+
+FREE_DAY_SPAN = FREE_TIER_DAYS * 86400.0
+DELETION_GRACE = 14 * 86400.0  # Render deletes an expired free database 14 days later
+EVERYWHERE = {"cidrBlock": "0.0.0.0/0", "description": "everywhere"}
 
 
 @dataclass
@@ -1023,6 +1094,7 @@ class RenderEmulator:
         self.internal_reachable = internal_reachable
         self.enforce_rate_limits = enforce_rate_limits
         self.faults = Faults()
+        self.clock_offset = 0.0  # seconds added to the wall clock: see advance_clock()
         self.requests: list[tuple[str, str, int]] = []
         self._requested_port = port
         self._server: _Server | None = None
@@ -1035,6 +1107,9 @@ class RenderEmulator:
         self._services: dict[str, _Service] = {}
         self._env_groups: dict[str, _EnvGroup] = {}
         self._blueprints: dict[str, _Blueprint] = {}
+        # per cluster (by data directory): roles whose allow list shuts this machine out
+        self._shut_out: dict[str, tuple[Cluster, set[str]]] = {}
+        self._hba_tag = f"render-emulator {uuid.uuid4().hex[:12]}"
         self.default_owner_id: str | None = None
         if default_owner:
             self.default_owner_id = self.add_owner()
@@ -1093,9 +1168,14 @@ class RenderEmulator:
         with self._lock:
             leftovers = list(self._postgres.values())
             self._postgres.clear()
+            shut_out, self._shut_out = list(self._shut_out.values()), {}
         for pg in leftovers:
             with contextlib.suppress(Exception):
                 self._drop_database(pg)
+        for cluster, users in shut_out:
+            if users:
+                with contextlib.suppress(Exception):
+                    self._write_hba(cluster, [])
         self._stop_started_clusters()
 
     def __enter__(self) -> RenderEmulator:
@@ -1222,7 +1302,7 @@ class RenderEmulator:
             body["ownerId"] = self.default_owner_id
         pg = self._create_postgres(body)
         with self._lock:
-            return self._postgres_json(pg, time.time())
+            return self._postgres_json(pg, self.now())
 
     def wait_for_postgres(
         self, postgres_id: str, status: str = "available", timeout: float = 60.0
@@ -1242,10 +1322,59 @@ class RenderEmulator:
         self._delete_postgres(postgres_id)
 
     def set_expires_at(self, postgres_id: str, when: datetime | None) -> None:
-        """Move a database's ``expiresAt`` (e.g. to test "expiring within N days")."""
+        """Move a database's ``expiresAt`` (e.g. to test "expiring within N days"); a time
+        already past expires a free database at once. None: Render gave no expiresAt (a free
+        database then expires 30 days after its createdAt)."""
         with self._lock:
             pg = self._get_pg(postgres_id)
             pg.expires_at = when.timestamp() if when is not None else None
+        self._tick()
+
+    def set_created_at(self, postgres_id: str, when: datetime) -> None:
+        """Move a database's ``createdAt`` (its expiry, without expiresAt, counts from it)."""
+        with self._lock:
+            self._get_pg(postgres_id).created = when.timestamp()
+        self._tick()
+
+    # -- the clock and expiry --------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The emulator's clock for databases (epoch seconds): the wall clock plus
+        `clock_offset`, so tests can move past an expiry without waiting for it."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the emulator's clock forward; expiries and deletions that fall due happen."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            self.clock_offset += float(seconds)
+        self._tick()
+
+    def _tick(self) -> None:
+        """Apply what the clock says, as Render does: a free database past its expiry is
+        suspended (its role may no longer log in); 14 days later it is deleted."""
+        now = self.now()
+        to_suspend, to_delete = [], []
+        with self._lock:
+            for pg in list(self._postgres.values()):
+                expiry = pg.expiry()
+                if expiry is None or now < expiry:
+                    continue
+                if now >= expiry + DELETION_GRACE:
+                    del self._postgres[pg.id]
+                    to_delete.append(pg)
+                elif not pg.expired:
+                    pg.expired = True
+                    to_suspend.append(pg)
+        for pg in to_suspend:
+            self._set_login(pg, False)
+            log.info("%s (%s) expired: suspended", pg.id, pg.name)
+        for pg in to_delete:
+            with contextlib.suppress(Exception):
+                self._drop_database(pg)
+                self._apply_allow_list(pg, dropped=True)
+            log.info("%s (%s) deleted 14 days after it expired", pg.id, pg.name)
 
     def resolve_internal_url(self, url: str) -> str:
         """A URL that really connects for an internal connection string of this emulator.
@@ -1321,11 +1450,12 @@ class RenderEmulator:
 
     def postgres(self, postgres_id: str) -> dict[str, Any]:
         """The database's JSON as ``GET /postgres/{id}`` answers it (KeyError if unknown)."""
+        self._tick()
         with self._lock:
             pg = self._postgres.get(postgres_id)
             if pg is None:
                 raise KeyError(postgres_id)
-            return self._postgres_json(pg, time.time())
+            return self._postgres_json(pg, self.now())
 
     def connection_info(self, postgres_id: str) -> dict[str, str]:
         with self._lock:
@@ -1363,12 +1493,13 @@ class RenderEmulator:
     def state_snapshot(self) -> dict[str, Any]:
         """Everything, as plain data: owners, databases, services, env groups (no passwords
         except inside env var values, which hold connection strings by design)."""
-        now = time.time()
+        self._tick()
+        now, pg_now = time.time(), self.now()
         with self._lock:
             return {
                 "owners": [o.json() for o in self._owners.values()],
                 "postgres": {
-                    pg.id: self._postgres_json(pg, now)
+                    pg.id: self._postgres_json(pg, pg_now)
                     for pg in sorted(self._postgres.values(), key=lambda p: p.seq)
                 },
                 "services": {
@@ -1444,6 +1575,7 @@ class RenderEmulator:
             reply.headers.append(("Retry-After", str(limits[2])))
             return self._finish(method, path, reply, limits)
         try:
+            self._tick()
             reply = self._dispatch(req)
         except EmulatorAPIError as err:
             reply = _error_reply(err)
@@ -1632,8 +1764,10 @@ class RenderEmulator:
         return pg
 
     def _pg_status(self, pg: _Postgres, now: float) -> str:
-        if pg.suspended:
+        if pg.suspended or pg.expired:
             return "suspended"
+        if now < pg.updating_until:
+            return "updating_instance"
         if not pg.provisioned:
             return "creating"
         if pg.held:
@@ -1670,8 +1804,9 @@ class RenderEmulator:
                 "region": pg.region,
                 "role": "primary",
                 "status": self._pg_status(pg, now),
-                "suspended": "suspended" if pg.suspended else "not_suspended",
-                "suspenders": ["user"] if pg.suspended else [],
+                "suspended": "suspended" if pg.suspended or pg.expired else "not_suspended",
+                "suspenders": (["user"] if pg.suspended else [])
+                + (["billing"] if pg.expired else []),
                 "updatedAt": iso(pg.updated),
                 "version": pg.version,
             }
@@ -1704,11 +1839,11 @@ class RenderEmulator:
         envs = set(req.param("environmentId"))
         created_before = self._time_param(req, "createdBefore")
         created_after = self._time_param(req, "createdAfter")
-        now = time.time()
+        now = self.now()
         with self._lock:
             items = []
             for pg in sorted(self._postgres.values(), key=lambda p: p.seq):
-                state = "suspended" if pg.suspended else "not_suspended"
+                state = "suspended" if pg.suspended or pg.expired else "not_suspended"
                 if (
                     (names and pg.name not in names)
                     or (owners and pg.owner_id not in owners)
@@ -1735,7 +1870,7 @@ class RenderEmulator:
     def _h_create_postgres(self, req: _Request) -> _Reply:
         pg = self._create_postgres(req.obj())
         with self._lock:
-            return _Reply(201, self._postgres_json(pg, time.time()))
+            return _Reply(201, self._postgres_json(pg, self.now()))
 
     @staticmethod
     def _validate_allow_list(value: Any) -> list[dict[str, str]]:
@@ -1789,15 +1924,18 @@ class RenderEmulator:
     def _create_postgres(self, body: dict[str, Any]) -> _Postgres:
         self._validate_create(body)
         self._cluster_for_version(body["version"])  # serve the major it reports, or refuse
-        allow_list = self._validate_allow_list(body.get("ipAllowList"))
-        now = time.time()
+        # omitted (or null): Render's default, open to everywhere; [] means no outside access
+        given = body.get("ipAllowList")
+        allow_list = [dict(EVERYWHERE)] if given is None else self._validate_allow_list(given)
+        now = self.now()
         plan = body["plan"]
         with self._lock:
             owner_id = body["ownerId"]
             if owner_id not in self._owners:
                 raise _not_found(owner_id)
-            if plan == FREE_PLAN and any(
-                p.plan == FREE_PLAN and p.owner_id == owner_id for p in self._postgres.values()
+            if plan == FREE_PLAN and (
+                any(p.plan == FREE_PLAN and p.owner_id == owner_id for p in self._postgres.values())
+                or self.faults._take_free_refusal(owner_id, now)
             ):
                 raise _bad_request(FREE_TIER_LIMIT_MESSAGE)
             taken = {p.database_user for p in self._postgres.values()}
@@ -1835,16 +1973,18 @@ class RenderEmulator:
             seed = self.faults._take_seed()
             if seed is not None:
                 self._run_as_owner(pg, seed)
+            self._apply_allow_list(pg)
         except Exception as exc:
             with self._lock:
                 self._postgres.pop(pg.id, None)
             with contextlib.suppress(Exception):
                 self._drop_database(pg)
+                self._apply_allow_list(pg, dropped=True)
             log.error("provisioning %s failed: %s", pg.id, type(exc).__name__)
             raise EmulatorAPIError(500, "failed to provision the database") from exc
         with self._lock:  # the delay counts from when the database really exists
             pg.provisioned = True
-            pg.ready_at = time.time() + self.provision_delay
+            pg.ready_at = self.now() + self.provision_delay
         log.info("created %s (%s, plan %s)", pg.id, pg.name, pg.plan)
         return pg
 
@@ -1932,11 +2072,83 @@ class RenderEmulator:
             if not allowed:
                 self._terminate(cur, pg)
 
+    # -- the IP allow list -------------------------------------------------------------------------
+
+    def _admits_this_machine(self, pg: _Postgres) -> bool:
+        """Whether `pg`'s allow list admits connections from this machine (they come from the
+        address of the external URL). Empty admits no one from outside Render."""
+        here = ipaddress.ip_address(self._cluster_of(pg).host)
+        for entry in pg.ip_allow_list:
+            net = ipaddress.ip_network(entry["cidrBlock"], strict=False)
+            if net.version == here.version and here in net:
+                return True
+        return False
+
+    def _apply_allow_list(self, pg: _Postgres, *, dropped: bool = False) -> None:
+        """Make the server refuse `pg`'s role over TCP, the external URL's way in, while its
+        allow list shuts this machine out (a ``reject`` line in pg_hba.conf), and admit it
+        again when the list allows it. The internal URL (the Unix socket, the sandbox's
+        private network) is not affected, as on Render."""
+        shut = not dropped and not self._admits_this_machine(pg)
+        cluster = self._cluster_of(pg)
+        key = str(cluster.data_dir)
+        with self._lock:
+            users = self._shut_out.setdefault(key, (cluster, set()))[1]
+            if (pg.database_user in users) == shut:
+                return
+            if shut:
+                users.add(pg.database_user)
+            else:
+                users.discard(pg.database_user)
+            listed = sorted(users)
+        self._write_hba(cluster, listed)
+        if not dropped:
+            self._await_hba(pg, shut)
+
+    def _write_hba(self, cluster: Cluster, users: list[str]) -> None:
+        """Rewrite this emulator's block at the top of pg_hba.conf and reload the server."""
+        path = cluster.data_dir / "pg_hba.conf"
+        begin, end = f"# {self._hba_tag} begin", f"# {self._hba_tag} end"
+        with _HBA_LOCK:
+            text = path.read_text()
+            if begin in text:
+                head, _, rest = text.partition(begin)
+                text = head + rest.partition(end + "\n")[2]
+            block = [begin, *(f'host all "{user}" all reject' for user in users), end]
+            path.write_text("\n".join(block) + "\n" + text if users else text)
+            with self._admin(cluster) as cur:
+                cur.execute("SELECT pg_reload_conf()")
+
+    def _await_hba(self, pg: _Postgres, shut: bool, timeout: float = 10.0) -> None:
+        """A reload takes effect a moment later: poll until a login shows the new rule."""
+        cluster = self._cluster_of(pg)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                conn = psycopg2.connect(
+                    host=cluster.host,
+                    port=cluster.port,
+                    dbname=pg.database_name,
+                    user=pg.database_user,
+                    password=pg.password,
+                    sslmode="require",
+                    connect_timeout=5,
+                )
+            except psycopg2.OperationalError as exc:
+                rejected = "pg_hba.conf rejects" in str(exc)
+            else:
+                conn.close()
+                rejected = False
+            if rejected == shut:
+                return
+            time.sleep(0.02)
+        raise EmulatorAPIError(500, "the allow list did not take effect")
+
     # -- postgres handlers ---------------------------------------------------------------------
 
     def _h_get_postgres(self, req: _Request, postgres_id: str) -> _Reply:
         with self._lock:
-            return _Reply(200, self._postgres_json(self._get_pg(postgres_id), time.time()))
+            return _Reply(200, self._postgres_json(self._get_pg(postgres_id), self.now()))
 
     def _h_update_postgres(self, req: _Request, postgres_id: str) -> _Reply:
         body = req.obj()
@@ -1960,10 +2172,14 @@ class RenderEmulator:
                 raise _bad_request("diskSizeGB must be an integer no smaller than the current size")
             if "name" in body:
                 pg.name = body["name"]
+            regained = False
             if "plan" in body and body["plan"] != pg.plan:
                 pg.plan = body["plan"]
+                pg.updating_until = self.now() + self.provision_delay
                 if pg.plan != FREE_PLAN:
+                    # a paid plan never expires; an expired database is reachable again
                     pg.expires_at = None
+                    regained, pg.expired = pg.expired, False
             if allow_list is not None:
                 pg.ip_allow_list = allow_list
             if disk is not None:
@@ -1972,14 +2188,22 @@ class RenderEmulator:
                 pg.high_availability = body["enableHighAvailability"]
             if isinstance(body.get("enableDiskAutoscaling"), bool):
                 pg.disk_autoscaling = body["enableDiskAutoscaling"]
-            pg.updated = time.time()
-            return _Reply(200, self._postgres_json(pg, pg.updated))
+            pg.updated = self.now()
+            reply = _Reply(200, self._postgres_json(pg, pg.updated))
+        if regained and not pg.suspended:
+            self._set_login(pg, True)
+        if allow_list is not None:
+            self._apply_allow_list(pg)
+        return reply
 
     def _delete_postgres(self, postgres_id: str) -> None:
         with self._lock:
             pg = self._get_pg(postgres_id)
             del self._postgres[postgres_id]
+        if pg.plan == FREE_PLAN:
+            self.faults._free_deleted(pg.owner_id, self.now())
         self._drop_database(pg)
+        self._apply_allow_list(pg, dropped=True)
         log.info("deleted %s (%s)", pg.id, pg.name)
 
     def _h_delete_postgres(self, req: _Request, postgres_id: str) -> _Reply:
@@ -1996,16 +2220,17 @@ class RenderEmulator:
         self._set_login(pg, False)
         with self._lock:
             pg.suspended = True
-            pg.updated = time.time()
+            pg.updated = self.now()
         return _Reply(202, empty=True)
 
     def _h_resume_postgres(self, req: _Request, postgres_id: str) -> _Reply:
         with self._lock:
             pg = self._get_pg(postgres_id)
-        self._set_login(pg, True)
+        if not pg.expired:  # only an upgrade brings an expired database back
+            self._set_login(pg, True)
         with self._lock:
             pg.suspended = False
-            pg.updated = time.time()
+            pg.updated = self.now()
         return _Reply(202, empty=True)
 
     # -- services ------------------------------------------------------------------------------

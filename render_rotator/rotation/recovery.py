@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from render_rotator.errors import NotFoundError, RenderRotatorError, RotationError, UsageError
 from render_rotator.postgres.archive import sha256_path
+from render_rotator.postgres.fingerprint import Fingerprint
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.url import require_tls
 from render_rotator.render import Postgres
@@ -496,6 +497,7 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
                 "format": backup.manifest["archive"].get("format"),
             },
             "inventory": backup.inventory,
+            **_fingerprint_of(backup),
             "recovered": {"backup": str(backup.archive.resolve()), "new_id": new and new.id},
         }
     )
@@ -531,6 +533,15 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
     log.warning("%s", message)
     ctx.report.notes.append(message)
     return new, lost.values
+
+
+def _fingerprint_of(backup: Backup) -> dict[str, Any]:
+    """The content fingerprint the backup's manifest holds (taken in the dump's snapshot), as
+    the journal keeps it (definitions and settings as digests); none in an older manifest."""
+    stored = (backup.manifest.get("archive") or {}).get("fingerprint")
+    if not stored:
+        return {}
+    return {"fingerprint": Fingerprint.from_dict(stored).to_dict(digests=True)}
 
 
 def _keep_used_new(ctx: Rotation, new: Postgres, used: list[str]) -> None:

@@ -107,7 +107,10 @@ def test_a_writer_outside_the_freeze_keeps_the_old_database(
     assert report["ok"] is False and report["rotated"] is False
     # the old database exists, holds every committed write, and is in use again
     assert [pg["id"] for pg in app.databases()] == [app.postgres_id]
-    assert _note(app.external_url) == "n" + "." * updater.committed
+    # every write the updater saw commit is there; one more may be, whose commit reached the
+    # server as its session was ended (the fence) and was never acknowledged
+    note = _note(app.external_url)
+    assert note.strip(".") == "n" and len(note) - 1 in (updater.committed, updater.committed + 1)
     assert "No cutover" in report["message"]
     assert "public.writes" in report["message"], report["message"]
     if strategy == "delete-first":

@@ -462,7 +462,10 @@ def test_an_unexpected_error_mid_rotation_thaws_and_says_what_failed(
     config = write_config(tmp_path, app, strategy="create-first")
     backups = tmp_path / "backups"
     for stamp in _stamps(120):
-        (backups / f"{app.name}-{app.postgres_id}-{stamp}.dump.json").mkdir(parents=True)
+        # also the names a second run in the same second takes (-2, -3: its archive exists)
+        for suffix in ("", "-2", "-3", "-4"):
+            name = f"{app.name}-{app.postgres_id}-{stamp}{suffix}.dump.json"
+            (backups / name).mkdir(parents=True)
     before = emu.state_snapshot()
     result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
     assert result.exit_code == 1, result.output

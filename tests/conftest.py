@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from render_rotator.sandbox.cluster import Cluster, server_bins
+from render_rotator.sandbox.emulator import RenderEmulator
 
 _BINS = server_bins()
 
@@ -56,3 +57,21 @@ def fresh_db(pg: Cluster) -> Iterator[str]:
 def unique_name(prefix: str = "t") -> str:
     """A database/role name no other test uses."""
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def emu(pg: Cluster) -> Iterator[RenderEmulator]:
+    """The Render emulator on the default cluster, shared by a test module's tests (a module
+    that needs other delays or seed data defines its own)."""
+    from tests.test_rotation_support import start_emulator
+
+    with start_emulator(pg) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def no_faults_left(emu: RenderEmulator) -> Iterator[None]:
+    """No fault armed by one test reaches the next (modules opt in with usefixtures)."""
+    emu.faults.clear()
+    yield
+    emu.faults.clear()

@@ -43,7 +43,6 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
 
@@ -56,19 +55,6 @@ def fragments(password: str) -> list[str]:
     ?, # or space), down to 3 characters."""
     tails = [password[i + 1 :] for i, c in enumerate(password) if c in "@:/?# %"]
     return [password, *(t for t in tails if len(t) >= 3)]
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
-
-
-@pytest.fixture(autouse=True)
-def _no_faults_left(emu: RenderEmulator) -> Iterator[None]:
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
 
 
 @pytest.fixture
@@ -582,3 +568,6 @@ def test_a_journal_that_cannot_be_written_still_lands_and_resume_finishes(
     assert_rotated(app, report_of(resumed), before_data)
     assert not journal.exists()
     assert_no_secret(all_text(result, tmp_path, state), *app_secrets(app))
+
+
+pytestmark = pytest.mark.usefixtures("no_faults_left")

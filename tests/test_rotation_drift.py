@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 
 from render_rotator.postgres.url import PgURL
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.test_rotation_support import (
     PAID_PLAN,
@@ -26,22 +24,8 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
-
-
-@pytest.fixture(autouse=True)
-def _no_faults_left(emu: RenderEmulator) -> Iterator[None]:
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
 
 
 class Updater(threading.Thread):
@@ -169,3 +153,6 @@ def test_database_settings_travel_with_the_rotation(
     assert execute(new_url, "SHOW work_mem") == [("6MB",)]
     assert execute(new_url, "SHOW search_path") == [("app, public",)]
     assert execute(new_url, "SHOW default_transaction_read_only") == [("off",)]
+
+
+pytestmark = pytest.mark.usefixtures("no_faults_left")

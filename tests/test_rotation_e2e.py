@@ -10,7 +10,6 @@ kept with keep_old). Also: the daily no-op, the dry run, confirmation, status, a
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from render_rotator import rotate
 from render_rotator.cli import cli
 from render_rotator.errors import UsageError
 from render_rotator.render import RenderClient
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator, expires_in
 from tests.test_rotation_support import (
     PAID_PLAN,
@@ -35,16 +33,9 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     wait_for_rows,
     write_config,
 )
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 def _status(emu: RenderEmulator, config: Path) -> list[dict]:

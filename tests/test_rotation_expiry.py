@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator, expires_in
 from tests.test_rotation_support import (
     PAID_PLAN,
@@ -33,17 +32,10 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 @pytest.fixture(autouse=True)

@@ -9,12 +9,10 @@ or, when the old database is already gone, a backup and a `resume` that finishes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.test_rotation_support import (
     PAID_PLAN,
@@ -28,23 +26,9 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     wait_for_rows,
     write_config,
 )
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
-
-
-@pytest.fixture(autouse=True)
-def _no_faults_left(emu: RenderEmulator) -> Iterator[None]:
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
 
 
 def assert_back_on_old(app: App, untouched: dict, config: Path) -> None:
@@ -258,3 +242,6 @@ def test_writes_that_get_past_the_freeze_block_the_cutover(
     assert "the old database changed after the backup was taken" in report["message"]
     assert any("old database since the backup: table public.writes" in n for n in report["notes"])
     assert_back_on_old(app, untouched, config)
+
+
+pytestmark = pytest.mark.usefixtures("no_faults_left")

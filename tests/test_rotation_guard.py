@@ -20,7 +20,6 @@ from render_rotator.postgres.inventory import compare_inventories
 from render_rotator.postgres.stamp import read_stamp
 from render_rotator.render import RenderClient
 from render_rotator.rotation.context import LogUI
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import create_postgres
 from tests.test_rotation_support import (
@@ -32,15 +31,8 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 @pytest.fixture(autouse=True)

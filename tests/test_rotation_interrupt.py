@@ -9,24 +9,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 
 from render_rotator.postgres.url import PgURL
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import execute, make_app, start_emulator, write_config
+from tests.test_rotation_support import execute, make_app, write_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 def _children(pid: int) -> list[int]:

@@ -29,7 +29,6 @@ from render_rotator.postgres.stamp import Stamp, read_stamp, split_comment, upda
 from render_rotator.render import RenderClient
 from render_rotator.rotation.context import LogUI
 from render_rotator.rotation.lease import _machine
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.test_rotation_support import (
     PAID_PLAN,
@@ -41,17 +40,10 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 # -- the record on the database -----------------------------------------------------------

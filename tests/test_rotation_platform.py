@@ -23,7 +23,6 @@ from render_rotator import load_config, rotate
 from render_rotator.errors import ConfigError
 from render_rotator.render import RenderClient
 from render_rotator.rotation.context import LogUI
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import DEPLOY_ONLY_NO_BUILD_MESSAGE, RenderEmulator
 from tests.test_rotation_support import (
     PAID_PLAN,
@@ -35,17 +34,10 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
 
 DEPLOY_ONLY = {"deployMode": "deploy_only"}
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 class SnapshotUI(LogUI):

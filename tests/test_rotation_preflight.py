@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import error_lines, make_app, run_cli, start_emulator, write_config
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
+from tests.test_rotation_support import error_lines, make_app, run_cli, write_config
 
 
 @pytest.mark.parametrize("where", ["a-file", "/proc/sys"])

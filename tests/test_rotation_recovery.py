@@ -16,7 +16,6 @@ import pytest
 
 from render_rotator.postgres.inventory import compare_inventories
 from render_rotator.render import RenderClient
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import create_postgres
 from tests.test_rotation_resume import DONE, rotate_and_kill
@@ -28,15 +27,8 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from render_rotator.rotation.phases import PHASE_NAMES
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.test_rotation_support import (
     PAID_PLAN,
@@ -32,18 +31,11 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 DONE = ("done", "skipped")
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 @pytest.fixture(autouse=True)

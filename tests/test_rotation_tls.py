@@ -8,13 +8,11 @@ PATH), and a client built without TLS is refused before anything changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from render_rotator.postgres.binaries import DEBIAN_ROOT_ENV, PG_BIN_ENV
-from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.test_binaries import fake_client_without_tls
 from tests.test_rotation_support import (
@@ -26,7 +24,6 @@ from tests.test_rotation_support import (
     make_app,
     report_of,
     run_cli,
-    start_emulator,
     write_config,
 )
 
@@ -36,12 +33,6 @@ STRATEGIES = [
     ("create-first", PAID_PLAN, "create-first"),
     ("delete-first", "free", "delete-first"),
 ]
-
-
-@pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with start_emulator(pg) as emulator:
-        yield emulator
 
 
 @pytest.fixture

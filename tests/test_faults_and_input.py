@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -225,6 +226,21 @@ def test_an_api_key_with_control_characters_is_refused_without_printing_it(
     assert emu.state_snapshot() == before
 
 
+def settled_exec(pid: int) -> tuple[list[bytes], bytes]:
+    """The child's environment and argv once exec has finished.
+
+    Popen returns when the exec closes its error pipe, which the kernel does before it lays
+    out the new program's environment: reading /proc at once can see an empty one.
+    """
+    for _ in range(1000):
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if environ and argv.startswith(b"sleep\0"):
+            return environ.split(b"\0"), argv
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never finished exec")
+
+
 def test_child_processes_get_a_minimal_environment_and_a_private_passfile(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -236,8 +252,7 @@ def test_child_processes_get_a_minimal_environment_and_a_private_passfile(
     monkeypatch.setenv("PGPASSWORD", password)
     monkeypatch.setenv("PGSSLROOTCERT", "/nonexistent/root.crt")
     with spawn(["sleep", "30"], urls=[url]) as (proc, _):
-        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
-        argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        environ, argv = settled_exec(proc.pid)
         env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
         passfile = Path(env["PGPASSFILE"])
         assert passfile.stat().st_mode & 0o777 == 0o600

@@ -54,16 +54,11 @@ def fresh_db(pg: Cluster) -> Iterator[str]:
     pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def unique_name(prefix: str = "t") -> str:
-    """A database/role name no other test uses."""
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
 @pytest.fixture(scope="module")
 def emu(pg: Cluster) -> Iterator[RenderEmulator]:
     """The Render emulator on the default cluster, shared by a test module's tests (a module
     that needs other delays or seed data defines its own)."""
-    from tests.test_rotation_support import start_emulator
+    from tests.rotation_support import start_emulator
 
     with start_emulator(pg) as emulator:
         yield emulator

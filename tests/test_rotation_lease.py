@@ -30,7 +30,7 @@ from render_rotator.render import RenderClient
 from render_rotator.rotation.context import LogUI
 from render_rotator.rotation.lease import _machine
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import (
+from tests.rotation_support import (
     PAID_PLAN,
     assert_rotated,
     error_lines,

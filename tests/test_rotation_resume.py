@@ -6,13 +6,7 @@ rotation from Render and finish it instead of creating another database.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,21 +15,18 @@ import pytest
 
 from render_rotator.rotation.phases import PHASE_NAMES
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import (
+from tests.rotation_support import (
+    DONE,
     PAID_PLAN,
-    App,
     assert_rotated,
     error_lines,
     inventory,
-    journal_file,
     make_app,
     report_of,
+    rotate_and_kill,
     run_cli,
     write_config,
 )
-
-REPO = Path(__file__).resolve().parent.parent
-DONE = ("done", "skipped")
 
 
 @pytest.fixture(autouse=True)
@@ -46,53 +37,6 @@ def _slow_api(emu: RenderEmulator) -> Iterator[None]:
     emu.faults.latency(0.01)
     yield
     emu.faults.clear()
-
-
-def rotate_and_kill(
-    emu: RenderEmulator, app: App, config: Path, phase: str, statuses: tuple[str, ...]
-) -> dict[str, Any]:
-    """Run `python -m render_rotator rotate` and SIGKILL it as soon as the journal shows
-    `phase` in one of `statuses`; returns the journal as it was at that moment."""
-    env = {
-        **os.environ,
-        "RENDER_API_URL": emu.base_url,
-        "RENDER_API_KEY": emu.api_key,
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("GITHUB_ACTIONS", None)
-    journal = journal_file(config, app)
-    log = config.parent / f"rotate-killed-at-{phase}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "render_rotator", "rotate", "-c", str(config), "--yes"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=config.parent,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        try:
-            while True:
-                try:
-                    data = json.loads(journal.read_text())
-                except (FileNotFoundError, ValueError):
-                    data = None
-                if data and data["phases"].get(phase, {}).get("status") in statuses:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its pg_dump/pg_restore
-                    proc.wait(timeout=10)
-                    return data
-                if proc.poll() is not None:
-                    raise AssertionError(
-                        f"rotate ended ({proc.returncode}) before {phase} reached {statuses}:\n"
-                        + log.read_text()
-                    )
-                assert time.monotonic() < deadline, "rotate took too long"
-                time.sleep(0.002)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 CASES = [

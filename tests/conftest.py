@@ -70,3 +70,14 @@ def no_faults_left(emu: RenderEmulator) -> Iterator[None]:
     emu.faults.clear()
     yield
     emu.faults.clear()
+
+
+@pytest.fixture
+def slow_api(emu: RenderEmulator) -> Iterator[None]:
+    """Every API answer takes a little while, so a killer polling the journal (every 2 ms)
+    lands close to the phase boundary rather than somewhere in the next phase (modules that
+    kill a run at a boundary opt in with usefixtures)."""
+    emu.faults.clear()
+    emu.faults.latency(0.01)
+    yield
+    emu.faults.clear()

@@ -54,16 +54,11 @@ def fresh_db(pg: Cluster) -> Iterator[str]:
     pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def unique_name(prefix: str = "t") -> str:
-    """A database/role name no other test uses."""
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
 @pytest.fixture(scope="module")
 def emu(pg: Cluster) -> Iterator[RenderEmulator]:
     """The Render emulator on the default cluster, shared by a test module's tests (a module
     that needs other delays or seed data defines its own)."""
-    from tests.test_rotation_support import start_emulator
+    from tests.rotation_support import start_emulator
 
     with start_emulator(pg) as emulator:
         yield emulator
@@ -73,5 +68,16 @@ def emu(pg: Cluster) -> Iterator[RenderEmulator]:
 def no_faults_left(emu: RenderEmulator) -> Iterator[None]:
     """No fault armed by one test reaches the next (modules opt in with usefixtures)."""
     emu.faults.clear()
+    yield
+    emu.faults.clear()
+
+
+@pytest.fixture
+def slow_api(emu: RenderEmulator) -> Iterator[None]:
+    """Every API answer takes a little while, so a killer polling the journal (every 2 ms)
+    lands close to the phase boundary rather than somewhere in the next phase (modules that
+    kill a run at a boundary opt in with usefixtures)."""
+    emu.faults.clear()
+    emu.faults.latency(0.01)
     yield
     emu.faults.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 
 from render_rotator.sandbox.cluster import Cluster
 
@@ -55,3 +56,8 @@ def make_rich_database(cluster: Cluster, dbname: str, *, owner_role: str | None 
             dbname=dbname,
         )
     return url
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A database/role name no other test uses."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"

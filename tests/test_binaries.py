@@ -9,7 +9,6 @@ fails with libpq's own words for a build without TLS. It only ever fakes that fa
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
@@ -29,24 +28,9 @@ from render_rotator.postgres.binaries import (
 )
 from render_rotator.postgres.manager import DatabaseManager
 from render_rotator.postgres.url import PgURL, require_tls
+from tests.fake_clients import fake_client_without_tls
 
-NO_TLS = 'sslmode value "require" invalid when SSL support is not compiled in'
 DEBIAN_15 = Path("/usr/lib/postgresql/15/bin")
-
-
-def fake_client_without_tls(directory: Path, version: str) -> Path:
-    """pg_dump, pg_restore and psql that report `version` and cannot open TLS connections."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for program in ("pg_dump", "pg_restore", "psql"):
-        path = directory / program
-        path.write_text(
-            "#!/bin/sh\n"
-            f'if [ "$1" = "--version" ]; then echo "{program} (PostgreSQL) {version}"; exit 0; fi\n'
-            f"echo '{program}: error: invalid connection option: {NO_TLS}' >&2\n"
-            "exit 1\n"
-        )
-        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return directory
 
 
 @pytest.fixture

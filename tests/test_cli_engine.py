@@ -11,8 +11,7 @@ from click.testing import CliRunner
 
 from render_rotator.cli import cli
 from render_rotator.sandbox.cluster import Cluster
-from tests.conftest import unique_name
-from tests.sample_data import make_rich_database
+from tests.sample_data import make_rich_database, unique_name
 
 
 @pytest.fixture

@@ -517,6 +517,15 @@ def test_out_of_range_numbers_name_the_allowed_range(
     assert f"render-rotator.toml: defaults.{setting}: {expected}" in message
 
 
+def test_lease_ttl_is_validated(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[defaults]\nlease_ttl = 5\n\n[[database]]\nname = "db"\n')
+    with pytest.raises(ConfigError, match="lease_ttl: must be at least 10 seconds, got 5"):
+        load_config(path)
+    path.write_text('[defaults]\nlease_ttl = 30\n\n[[database]]\nname = "db"\n')
+    assert load_config(path).databases[0].settings.lease_ttl == 30
+
+
 def test_notify_url_must_be_http_and_is_not_echoed(tmp_path: Path) -> None:
     for bad in (
         "ftp://example.com/x",

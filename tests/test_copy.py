@@ -24,7 +24,7 @@ from render_rotator.postgres.copy import (
 from render_rotator.postgres.inventory import verify_copy
 from render_rotator.postgres.url import PgURL, passfile_for
 from render_rotator.sandbox.cluster import Cluster
-from tests.conftest import unique_name
+from tests.sample_data import unique_name
 
 # Everything the issue lists: foreign keys, a table without a primary key, a partitioned
 # table, large objects and bytea, a generated column, a view and a materialized view,

@@ -15,7 +15,7 @@ from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.cluster import Cluster
-from tests.conftest import unique_name
+from tests.sample_data import unique_name
 
 SCHEMA = """
 CREATE TABLE things (id int);

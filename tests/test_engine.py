@@ -29,8 +29,7 @@ from render_rotator.errors import (
 )
 from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.cluster import Cluster
-from tests.conftest import unique_name
-from tests.sample_data import make_rich_database
+from tests.sample_data import make_rich_database, unique_name
 
 SEED = shared_dir() / "seeds" / "database-management-feature.md"
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -32,8 +32,8 @@ from render_rotator.postgres.url import PgURL
 from render_rotator.render import RenderClient
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_resume import DONE, rotate_and_kill
-from tests.test_rotation_support import (
+from tests.rotation_support import (
+    DONE,
     PAID_PLAN,
     App,
     assert_rotated,
@@ -43,6 +43,7 @@ from tests.test_rotation_support import (
     journal_file,
     make_app,
     report_of,
+    rotate_and_kill,
     run_cli,
     write_config,
 )

@@ -20,8 +20,7 @@ from render_rotator.postgres.fingerprint import (
 )
 from render_rotator.postgres.inventory import verify_copy
 from render_rotator.sandbox.cluster import Cluster
-from tests.conftest import unique_name
-from tests.sample_data import make_rich_database
+from tests.sample_data import make_rich_database, unique_name
 
 EXTRA = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');

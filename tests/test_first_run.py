@@ -29,9 +29,8 @@ from render_rotator.rotation.report import RotationReport
 from render_rotator.rotation.workflow import _run_phase
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
-from render_rotator.ui import CopyProgress, PlainUI, _progress_fields, human_bytes, report_lines
-from tests.conftest import unique_name
-from tests.test_rotation_support import (
+from render_rotator.ui import PlainUI, human_bytes
+from tests.rotation_support import (
     PAID_PLAN,
     App,
     error_lines,
@@ -41,6 +40,7 @@ from tests.test_rotation_support import (
     run_cli,
     write_config,
 )
+from tests.sample_data import unique_name
 
 
 @pytest.fixture(scope="module")
@@ -174,24 +174,6 @@ def test_ctrl_c_during_a_rotation_says_what_state_things_are_in(
 # -- wording ---------------------------------------------------------------------------
 
 
-def test_report_headline_does_not_repeat_the_outcome() -> None:
-    rotated = {"database": "db", "ok": True, "rotated": True, "message": "rotated to dpg-2"}
-    not_due = {"database": "db", "ok": True, "due": False, "message": "not due: expires in 9"}
-    failed = {"database": "db", "ok": False, "exit_code": 1, "message": "boom in phase copy"}
-    assert report_lines(rotated)[0] == "db: rotated to dpg-2"
-    assert report_lines(not_due)[0] == "db: not due: expires in 9"
-    assert report_lines(failed)[0] == "db: failed - boom in phase copy"
-
-
-def test_the_database_is_called_old_only_beside_a_new_one() -> None:
-    old = {"id": "dpg-1", "name": "db", "expires_at": None}
-    alone = report_lines({"database": "db", "due": None, "old": old, "message": "nothing"})
-    assert any(line.startswith("  database:") and "never" in line for line in alone)
-    assert not any(line.startswith("  old:") for line in alone)
-    both = report_lines({"database": "db", "old": old, "new": {"id": "dpg-2", "name": "db-2"}})
-    assert any(line.startswith("  old:") for line in both)
-
-
 def test_resume_with_nothing_pending(emu: RenderEmulator, app: App, tmp_path: Path) -> None:
     result = run_cli(emu, "resume", "-c", str(write_config(tmp_path, app)))
     assert result.exit_code == 0, result.output
@@ -282,16 +264,6 @@ def test_a_phase_run_inside_another_is_timed_apart(tmp_path: Path, caplog) -> No
 
 
 # -- one measure of bytes ----------------------------------------------------------------
-
-
-def test_copy_progress_never_shows_done_above_the_total() -> None:
-    progress = CopyProgress(total_bytes=2_500_000, total_rows=10)
-    progress.measure_bytes(7_600_000)  # the source's size was an underestimate
-    assert progress.bytes_total == 7_600_000
-    assert "7.2 MiB of ~7.2 MiB (100%)" in progress.summary()
-    fields = _progress_fields(7_600_000, 5, 2_500_000, None)
-    assert fields["completed"] <= fields["total"]
-    assert progress.summary(final=True).startswith("7.2 MiB, ")  # measured, no estimate
 
 
 @pytest.mark.parametrize("plan", ["free", PAID_PLAN])

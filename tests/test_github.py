@@ -1,12 +1,8 @@
-"""GitHub Actions integration, notifications and the terminal UI, as users meet them.
+"""GitHub Actions integration as users meet it.
 
-- Under GITHUB_ACTIONS=true: masks precede every secret, phases are groups, the summary is a
-  markdown table, outputs use the runner's file format (a real rotation on the emulator, and
-  the `render-rotator rotate` command itself once the CLI exposes it).
-- Notifications: the POSTed body (captured with respx) is Slack/Discord-shaped, short, and
-  holds no secret; delivery failures never raise.
-- The terminal UI under a real pseudo-terminal shows live progress and a colored report;
-  piped, it prints plain lines without a single escape code.
+Under GITHUB_ACTIONS=true: masks precede every secret, phases are groups, the summary is a
+markdown table, outputs use the runner's file format (a real rotation on the emulator, and the
+`render-rotator rotate` command itself).
 """
 
 from __future__ import annotations
@@ -14,61 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import select
 import subprocess
 import sys
 import textwrap
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import respx
 
-from render_rotator import github, logs, notify, secrets
-from render_rotator.ui import CopyProgress, CopyWatcher, human_bytes, report_lines
-
-ROOT = Path(__file__).resolve().parent.parent
-
-REPORT: dict[str, Any] = {
-    "ok": True,
-    "rotated": True,
-    "dry_run": False,
-    "due": True,
-    "database": "myapp-db",
-    "strategy": "create-first",
-    "freeze": "suspend",
-    "old": {"id": "dpg-old-a", "name": "myapp-db", "expires_at": "2025-01-31T10:00:00+00:00"},
-    "new": {
-        "id": "dpg-new-a",
-        "name": "myapp-db-20250125",
-        "expires_at": "2025-02-24T10:00:00+00:00",
-        "version": "16",
-    },
-    "phases": [
-        {"name": "inspect", "status": "done", "seconds": 1.25},
-        {"name": "copy", "status": "done", "seconds": 3.5},
-        {"name": "retire", "status": "skipped", "seconds": 0.0},
-    ],
-    "freeze_seconds": 12.34,
-    "rows_copied": 5000,
-    "bytes_copied": 123456,
-    "backup": {"path": "backups/myapp.dump", "sha256": "ab12", "size_bytes": 2048},
-    "targets": [{"target": "srv-x:DATABASE_URL", "status": "repointed"}],
-    "deploys": [{"service_id": "srv-x", "deploy_id": "dep-x", "status": "live"}],
-    "plan": [],
-    "message": "rotated to dpg-new-a",
-    "exit_code": 0,
-    "notes": [],
-}
-
-
-def _secret() -> str:
-    return "pw-" + uuid.uuid4().hex
+from render_rotator import github, logs, secrets
+from tests.sample_report import REPORT, random_secret
 
 
 @pytest.fixture
@@ -131,11 +83,11 @@ def test_escaping_follows_the_runner() -> None:
 def test_registering_a_secret_masks_it_before_any_log_line(
     actions: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    early = _secret()
+    early = random_secret()
     logs.register_secret(early)  # learnt before install: masked by install itself
     logs.setup_logging(0)
     assert github.install() is True
-    secret = _secret()
+    secret = random_secret()
     log = logging.getLogger("render_rotator.test")
     logs.register_secret(secret)
     log.info("connecting with %s", secret)
@@ -164,7 +116,7 @@ def test_nothing_is_emitted_outside_actions(
 ) -> None:
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
-    github.mask(_secret())
+    github.mask(random_secret())
     github.annotate("error", "boom")
     with github.group("phase"):
         pass
@@ -244,7 +196,7 @@ def test_outputs_from_reports() -> None:
 
 
 def test_summary_is_a_markdown_table_without_secrets(actions: dict[str, Path]) -> None:
-    secret = _secret()
+    secret = random_secret()
     logs.register_secret(secret)
     report = {**REPORT, "message": f"rotated | with {secret}", "notes": ["used delete-first"]}
     github.write_summary(report)
@@ -333,264 +285,6 @@ def test_pg_client_major(tmp_path: Path) -> None:
         check=True,
     )
     assert run.stdout == "16\n"
-
-
-# --- notifications --------------------------------------------------------------------------
-
-HOOK = "https://hooks.example.test/services/T000/B000/tokentokentoken"
-
-
-@respx.mock
-def test_notify_posts_slack_and_discord_text_without_secrets() -> None:
-    route = respx.post(HOOK).mock(return_value=httpx.Response(200))
-    password = _secret()
-    logs.register_secret(password)
-    report = {
-        **REPORT,
-        "message": f"done; postgresql://u:{password}@dpg-new-a.oregon-postgres.render.com/db",
-    }
-    assert notify.notify(HOOK, report) is True
-    body = json.loads(route.calls.last.request.content)
-    assert set(body) == {"text", "content"} and body["text"] == body["content"]
-    assert body["text"] == (
-        "render-rotator: ✅ myapp-db rotated to dpg-new-a (myapp-db-20250125), "
-        "expires 2025-02-24T10:00:00+00:00, writes frozen 12.3s"
-    )
-    raw = route.calls.last.request.content.decode()
-    assert password not in raw and "postgresql://" not in raw
-
-
-@respx.mock
-def test_notify_on_failure_and_error_payloads() -> None:
-    route = respx.post(HOOK).mock(return_value=httpx.Response(204))
-    password = _secret()
-    logs.register_secret(password)
-    failed = {
-        **REPORT,
-        "ok": False,
-        "rotated": False,
-        "new": None,
-        "exit_code": 1,
-        "phases": [{"name": "copy", "status": "failed", "seconds": 2}],
-        "message": f"pg_restore failed for postgresql://u:{password}@h/db",
-    }
-    assert notify.notify(HOOK, failed) is True
-    text = json.loads(route.calls.last.request.content)["text"]
-    assert text.startswith("render-rotator: ❌ myapp-db: rotation failed in phase copy")
-    assert "dpg-old-a is still in use" in text
-    assert password not in text and "postgresql" not in text
-    error = {"ok": False, "exit_code": 2, "error": f"bad config near {password}"}
-    assert notify.notify(HOOK, error) is True
-    text = json.loads(route.calls.last.request.content)["text"]
-    assert "rotation failed: bad config near ***" in text
-
-
-@respx.mock
-def test_notify_skips_quiet_days_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    route = respx.post(HOOK)
-    assert notify.notify(HOOK, {"ok": True, "rotated": False, "due": False}) is False
-    assert notify.notify(None, REPORT) is False
-    assert route.call_count == 0
-    route.mock(return_value=httpx.Response(500))
-    with caplog.at_level(logging.WARNING, logger="render_rotator"):
-        assert notify.notify(HOOK, REPORT) is False
-    route.mock(side_effect=httpx.ConnectError("no route to " + HOOK))
-    with caplog.at_level(logging.WARNING, logger="render_rotator"):
-        assert notify.notify(HOOK, REPORT) is False
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("HTTP 500" in m for m in messages)
-    assert any("ConnectError" in m for m in messages)
-    assert all("tokentokentoken" not in logs.scrub(m) for m in messages)
-    assert all("tokentokentoken" not in m for m in messages)
-
-
-def test_long_fleet_messages_are_cut() -> None:
-    fleet = {"databases": [{**REPORT, "database": f"db-{i}"} for i in range(30)]}
-    assert len(notify.message_for(fleet)) <= 600
-
-
-# --- terminal UI ----------------------------------------------------------------------------
-
-UI_PROGRAM = textwrap.dedent(
-    """
-    import json, logging, sys, time
-    from render_rotator.logs import setup_logging
-    from render_rotator.ui import make_ui
-    as_json = "--json" in sys.argv
-    setup_logging(0)
-    report = json.loads(sys.argv[1])
-    log = logging.getLogger("render_rotator.demo")
-    with make_ui(as_json=as_json) as ui:
-        with ui.phase("inspect"):
-            log.info("found the old database")
-        with ui.phase("provision"), ui.waiting("dpg-new-a to become available"):
-            time.sleep(0.4)
-        with ui.phase("copy"), ui.copy_progress(total_bytes=200_000, total_rows=5000) as cp:
-            cp.start_table("public.users", 120_000)
-            for i in range(1, 9):
-                cp.update("public.users", 0, i * 375)
-                cp.update("public.orders", 0, i * 250)
-                cp.measure_bytes(i * 25_000)  # the target's size on disk
-                time.sleep(0.06)
-            cp.table_done("public.users")
-            cp.table_done("public.orders")
-        ui.final_report(report)
-    if as_json:
-        print(json.dumps(report))
-    """
-)
-
-ESC = "\x1b"
-COLOR_SGR = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-8]|9[0-7])(?:;[0-9]+)*m")
-
-
-def _program(tmp_path: Path) -> list[str]:
-    path = tmp_path / "ui_program.py"
-    path.write_text(UI_PROGRAM)
-    return [sys.executable, str(path), json.dumps(REPORT)]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "NO_COLOR")}
-    env.update(TERM="xterm-256color", COLUMNS="120", LINES="40", **extra)
-    env.pop("FORCE_COLOR", None)
-    return env
-
-
-def _run_in_pty(argv: list[str], env: dict[str, str], stdout_pipe: bool = False) -> tuple[str, str]:
-    """Run with stderr (and stdout unless `stdout_pipe`) on a pseudo-terminal."""
-    master, slave = os.openpty()
-    stdout: Any = subprocess.PIPE if stdout_pipe else slave
-    proc = subprocess.Popen(argv, stdin=slave, stdout=stdout, stderr=slave, env=env)
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1)
-        if not ready:
-            if proc.poll() is not None:
-                break
-            continue
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    piped = proc.stdout.read().decode() if stdout_pipe and proc.stdout else ""
-    assert proc.wait(timeout=10) == 0
-    os.close(master)
-    return b"".join(chunks).decode("utf-8", "replace"), piped
-
-
-def test_terminal_shows_live_progress_and_a_colored_report(tmp_path: Path) -> None:
-    screen, _ = _run_in_pty(_program(tmp_path), _env())
-    assert ESC + "[?25l" in screen  # the live display hides the cursor...
-    assert ESC + "[?25h" in screen  # ...and gives it back
-    assert "waiting for dpg-new-a to become available" in screen
-    assert re.search(r"0:00:0\d", screen)  # elapsed time while waiting
-    assert "public.users" in screen and "public.orders" in screen
-    assert re.search(r"[\d.]+ KiB / ~195\.3 KiB", screen)  # bytes done of the estimate
-    assert re.search(r"\d[\d,]* rows", screen)
-    assert "ETA " in screen
-    assert "found the old database" in screen  # log lines still shown, above the display
-    assert "copied 195.3 KiB, 5,000 of 5,000 rows, 2/2 tables done" in screen
-    assert COLOR_SGR.search(screen)  # a colored final report
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
-    assert "✓ myapp-db rotated" in plain
-    assert re.search(r"new\s+dpg-new-a \(myapp-db-20250125\), PostgreSQL 16", plain)
-    assert re.search(r"copy\s+done\s+3\.5s", plain)
-
-
-def test_no_color_is_honoured_on_a_terminal(tmp_path: Path) -> None:
-    screen, _ = _run_in_pty(_program(tmp_path), _env(NO_COLOR="1"))
-    assert "ETA " in screen  # still live progress...
-    assert not COLOR_SGR.search(screen)  # ...but no color
-
-
-def test_piped_output_is_plain_lines(tmp_path: Path) -> None:
-    run = subprocess.run(_program(tmp_path), capture_output=True, text=True, env=_env())
-    assert run.returncode == 0, run.stderr
-    assert ESC not in run.stdout and ESC not in run.stderr
-    assert run.stdout.splitlines() == report_lines(REPORT)
-    assert run.stdout.startswith("myapp-db: rotated to dpg-new-a\n")
-    err = run.stderr.splitlines()
-    for expected in (
-        "phase inspect: started",
-        "found the old database",
-        "waiting for dpg-new-a to become available",
-        "phase copy: done in",
-        "copy: 195.3 KiB, 5,000 of 5,000 rows, 2/2 tables done in",
-    ):
-        assert any(expected in line for line in err), expected
-    assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|DEBUG)", line) for line in err)
-
-
-def test_json_keeps_stdout_to_one_object_even_on_a_terminal(tmp_path: Path) -> None:
-    screen, stdout = _run_in_pty(_program(tmp_path) + ["--json"], _env(), stdout_pipe=True)
-    assert json.loads(stdout) == REPORT
-    assert "ETA " in screen  # progress still shown, on stderr
-    assert "✓ myapp-db rotated" not in screen  # the JSON is the report
-
-
-class _Recorder(CopyProgress):
-    def __init__(self) -> None:
-        super().__init__(total_rows=2000)
-        self.events: list[tuple[str, str, int, int]] = []
-
-    def update(self, table: str, bytes_done: int, rows_done: int) -> None:
-        super().update(table, bytes_done, rows_done)
-        self.events.append(("update", table, bytes_done, rows_done))
-
-    def table_done(self, table: str) -> None:
-        super().table_done(table)
-        self.events.append(("done", table, self.bytes_done, self.rows_done))
-
-
-class _SlowRows:
-    """A file-like COPY source handing over 100 rows (12 KB, past libpq's buffer) per 40 ms."""
-
-    def __init__(self, rows: int) -> None:
-        self.lines = [f"{i}\t{'x' * 110}\n" for i in range(rows)]
-
-    def read(self, size: int = -1) -> str:
-        if not self.lines:
-            return ""
-        time.sleep(0.04)
-        chunk, self.lines = self.lines[:100], self.lines[100:]
-        return "".join(chunk)
-
-    readline = read
-
-
-def test_copy_watcher_reports_a_running_copy_per_table(fresh_db: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(fresh_db)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute('CREATE TABLE "Users" (id int, name text)')
-    progress = _Recorder()
-    expected = {'public."Users"': 2000}
-    watcher = CopyWatcher(fresh_db, progress, interval=0.05, expected_rows=expected)
-    with watcher, conn.cursor() as cur:
-        cur.copy_expert('COPY "Users" FROM STDIN', _SlowRows(2000))
-    conn.close()
-    running = [e for e in progress.events if e[0] == "update" and 0 < e[3] < 2000]
-    assert running, "no progress seen while the COPY ran"
-    assert all(e[1] == 'public."Users"' for e in progress.events)
-    assert [e[3] for e in running] == sorted(e[3] for e in running)  # rows only grow
-    assert progress.measured_bytes is not None and progress.bytes_done > 0  # size on disk
-    assert progress.events[-1][0] == "done" and progress.rows_done == 2000
-    assert progress.summary().startswith(f"{human_bytes(progress.bytes_done)}, 2,000 of 2,000 rows")
-
-
-def test_copy_watcher_never_breaks_the_copy() -> None:
-    progress = CopyProgress()
-    with CopyWatcher("postgresql://nobody@127.0.0.1:1/none", progress, connect_timeout=1):
-        pass
-    assert progress.rows_done == 0
 
 
 # --- a real rotation under GITHUB_ACTIONS=true ----------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import (
+from tests.rotation_support import (
     PAID_PLAN,
     execute,
     journal_file,

@@ -21,7 +21,7 @@ from render_rotator.cli import cli
 from render_rotator.errors import UsageError
 from render_rotator.render import RenderClient
 from render_rotator.sandbox.emulator import RenderEmulator, expires_in
-from tests.test_rotation_support import (
+from tests.rotation_support import (
     PAID_PLAN,
     App,
     Writer,

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from render_rotator.sandbox.emulator import RenderEmulator, expires_in
-from tests.test_rotation_support import (
+from tests.rotation_support import (
     PAID_PLAN,
     App,
     assert_rotated,

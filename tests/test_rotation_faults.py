@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import (
+from tests.rotation_support import (
     PAID_PLAN,
     App,
     Writer,

@@ -22,7 +22,7 @@ from render_rotator.render import RenderClient
 from render_rotator.rotation.context import LogUI
 from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import create_postgres
-from tests.test_rotation_support import (
+from tests.rotation_support import (
     PAID_PLAN,
     error_lines,
     execute,

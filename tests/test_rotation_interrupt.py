@@ -16,7 +16,7 @@ import pytest
 
 from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import execute, make_app, write_config
+from tests.rotation_support import execute, make_app, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 

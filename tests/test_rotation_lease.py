@@ -30,7 +30,7 @@ from render_rotator.render import RenderClient
 from render_rotator.rotation.context import LogUI
 from render_rotator.rotation.lease import _machine
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import (
+from tests.rotation_support import (
     PAID_PLAN,
     assert_rotated,
     error_lines,
@@ -227,15 +227,3 @@ def test_a_run_whose_lease_was_taken_over_stops_before_deleting(
     assert new_id is not None
     new_url = emu.connection_info(new_id)["externalConnectionString"]
     assert compare_inventories(inventory(app.external_url), inventory(new_url)).equal
-
-
-def test_lease_ttl_is_validated(tmp_path: Path) -> None:
-    from render_rotator.config import load_config
-    from render_rotator.errors import ConfigError
-
-    path = tmp_path / "c.toml"
-    path.write_text('[defaults]\nlease_ttl = 5\n\n[[database]]\nname = "db"\n')
-    with pytest.raises(ConfigError, match="lease_ttl: must be at least 10 seconds, got 5"):
-        load_config(path)
-    path.write_text('[defaults]\nlease_ttl = 30\n\n[[database]]\nname = "db"\n')
-    assert load_config(path).databases[0].settings.lease_ttl == 30

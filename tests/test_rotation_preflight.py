@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import error_lines, make_app, run_cli, write_config
+from tests.rotation_support import error_lines, make_app, run_cli, write_config
 
 
 @pytest.mark.parametrize("where", ["a-file", "/proc/sys"])

@@ -18,14 +18,15 @@ from render_rotator.postgres.inventory import compare_inventories
 from render_rotator.render import RenderClient
 from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import create_postgres
-from tests.test_rotation_resume import DONE, rotate_and_kill
-from tests.test_rotation_support import (
+from tests.rotation_support import (
+    DONE,
     App,
     assert_rotated,
     error_lines,
     inventory,
     make_app,
     report_of,
+    rotate_and_kill,
     run_cli,
     write_config,
 )

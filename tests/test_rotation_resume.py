@@ -1,98 +1,30 @@
 """Crash a real `render-rotator rotate` process (SIGKILL) at every phase boundary, and in the
 middle of phases, then `resume`: the end state must be the one of an uninterrupted run, with
-exactly one new database. A fresh machine with no journal must rediscover the half-done
-rotation from Render and finish it instead of creating another database.
+exactly one new database. (A fresh machine without the journal: test_rotation_rediscovery.)
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from render_rotator.rotation.phases import PHASE_NAMES
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import (
+from tests.rotation_support import (
+    DONE,
     PAID_PLAN,
-    App,
     assert_rotated,
     error_lines,
     inventory,
-    journal_file,
     make_app,
     report_of,
+    rotate_and_kill,
     run_cli,
     write_config,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-DONE = ("done", "skipped")
-
-
-@pytest.fixture(autouse=True)
-def _slow_api(emu: RenderEmulator) -> Iterator[None]:
-    # every API answer takes a little while, so the killer's poll of the journal (every 2 ms)
-    # lands close to the phase boundary rather than somewhere in the next phase
-    emu.faults.clear()
-    emu.faults.latency(0.01)
-    yield
-    emu.faults.clear()
-
-
-def rotate_and_kill(
-    emu: RenderEmulator, app: App, config: Path, phase: str, statuses: tuple[str, ...]
-) -> dict[str, Any]:
-    """Run `python -m render_rotator rotate` and SIGKILL it as soon as the journal shows
-    `phase` in one of `statuses`; returns the journal as it was at that moment."""
-    env = {
-        **os.environ,
-        "RENDER_API_URL": emu.base_url,
-        "RENDER_API_KEY": emu.api_key,
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("GITHUB_ACTIONS", None)
-    journal = journal_file(config, app)
-    log = config.parent / f"rotate-killed-at-{phase}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "render_rotator", "rotate", "-c", str(config), "--yes"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=config.parent,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        try:
-            while True:
-                try:
-                    data = json.loads(journal.read_text())
-                except (FileNotFoundError, ValueError):
-                    data = None
-                if data and data["phases"].get(phase, {}).get("status") in statuses:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its pg_dump/pg_restore
-                    proc.wait(timeout=10)
-                    return data
-                if proc.poll() is not None:
-                    raise AssertionError(
-                        f"rotate ended ({proc.returncode}) before {phase} reached {statuses}:\n"
-                        + log.read_text()
-                    )
-                assert time.monotonic() < deadline, "rotate took too long"
-                time.sleep(0.002)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+pytestmark = pytest.mark.usefixtures("slow_api")
 
 
 CASES = [
@@ -169,57 +101,3 @@ def test_killed_then_resumed_ends_like_an_uninterrupted_run(
     # nothing left to resume
     again = run_cli(emu, "resume", "-c", str(config), "--json")
     assert again.exit_code == 0 and report_of(again)["message"].startswith("nothing to resume")
-
-
-@pytest.mark.parametrize(
-    ("phase", "command", "cut_repoint", "lose_state"),
-    [
-        ("provision", ["rotate", "--yes"], False, True),
-        ("verify", ["resume"], False, True),
-        ("verify", ["rotate", "--yes"], True, True),
-        ("copy", ["rotate", "--restart", "--yes"], False, False),
-    ],
-    ids=[
-        "rotate-after-provision",
-        "resume-after-verify",
-        "rotate-after-half-a-repoint",
-        "rotate-restart-after-copy",
-    ],
-)
-def test_a_fresh_machine_finishes_the_half_done_rotation_found_on_render(
-    emu: RenderEmulator,
-    tmp_path: Path,
-    phase: str,
-    command: list[str],
-    cut_repoint: bool,
-    lose_state: bool,
-) -> None:
-    """No journal (a fresh machine, or `rotate --restart` discarding it): Render itself shows
-    the half-done rotation (a newer rotation of the database that not every target uses)."""
-    app = make_app(emu, plan=PAID_PLAN)
-    config = write_config(tmp_path, app, strategy="create-first")
-    before = inventory(app.external_url)
-    at_kill = rotate_and_kill(emu, app, config, phase, DONE)
-    new_id = at_kill["state"]["new_id"]
-    if cut_repoint:  # the crash came between two targets of the repoint
-        internal = emu.connection_info(new_id)["internalConnectionString"]
-        emu.faults.clear()
-        with _client(emu) as client:
-            client.set_env_var(app.service_id, "DATABASE_URL", internal)
-    if lose_state:  # the journal is lost with the machine (the backup directory too)
-        shutil.rmtree(tmp_path / "state")
-        shutil.rmtree(tmp_path / "backups")
-    assert emu.service(app.service_id)["suspended"] == "suspended"  # frozen by the dead run
-
-    result = run_cli(emu, command[0], "-c", str(config), *command[1:], "--json")
-    assert result.exit_code == 0, result.output
-    report = report_of(result)
-    assert report["new"]["id"] == new_id  # finished, not another database
-    assert f"finished a half-done rotation found on Render ({new_id})" in report["notes"]
-    assert_rotated(app, report, before, config=config)
-
-
-def _client(emu: RenderEmulator) -> Any:
-    from render_rotator.render import RenderClient
-
-    return RenderClient(api_key=emu.api_key, base_url=emu.base_url)

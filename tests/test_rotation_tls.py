@@ -14,8 +14,8 @@ import pytest
 
 from render_rotator.postgres.binaries import DEBIAN_ROOT_ENV, PG_BIN_ENV
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_binaries import fake_client_without_tls
-from tests.test_rotation_support import (
+from tests.fake_clients import fake_client_without_tls
+from tests.rotation_support import (
     PAID_PLAN,
     assert_rotated,
     error_lines,

@@ -1,5 +1,6 @@
-"""Shared helpers for the rotation tests (no tests here): a seeded app on the Render emulator,
-configs, the CLI, a client writing rows during the rotation, and the final-state checks.
+"""Shared helpers for the rotation tests (a plain module, so pytest collects nothing here):
+a seeded app on the Render emulator, configs, the CLI, a client writing rows during the
+rotation, a CLI killed at a phase boundary, and the final-state checks.
 
 Everything is real: the emulator serves HTTP on 127.0.0.1 and provisions real databases on a
 real PostgreSQL cluster; the CLI is the one users run; data is compared by exact inventories.
@@ -11,6 +12,9 @@ import contextlib
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -29,6 +33,10 @@ from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import create_postgres, load_sample_data
+
+REPO = Path(__file__).resolve().parent.parent  # on PYTHONPATH for child CLIs
+DONE = ("done", "skipped")
+
 
 PAID_PLAN = "basic_256mb"
 READ_URL_QUERY = "sslmode=require&application_name=rotator%20test"  # as users paste it
@@ -335,3 +343,50 @@ def journal_file(config: Path, app: App) -> Path:
 
 def env_without(*names: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def rotate_and_kill(
+    emu: RenderEmulator, app: App, config: Path, phase: str, statuses: tuple[str, ...]
+) -> dict[str, Any]:
+    """Run `python -m render_rotator rotate` and SIGKILL it as soon as the journal shows
+    `phase` in one of `statuses`; returns the journal as it was at that moment."""
+    env = {
+        **os.environ,
+        "RENDER_API_URL": emu.base_url,
+        "RENDER_API_KEY": emu.api_key,
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("GITHUB_ACTIONS", None)
+    journal = journal_file(config, app)
+    log = config.parent / f"rotate-killed-at-{phase}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "render_rotator", "rotate", "-c", str(config), "--yes"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=config.parent,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        try:
+            while True:
+                try:
+                    data = json.loads(journal.read_text())
+                except (FileNotFoundError, ValueError):
+                    data = None
+                if data and data["phases"].get(phase, {}).get("status") in statuses:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its pg_dump/pg_restore
+                    proc.wait(timeout=10)
+                    return data
+                if proc.poll() is not None:
+                    raise AssertionError(
+                        f"rotate ended ({proc.returncode}) before {phase} reached {statuses}:\n"
+                        + log.read_text()
+                    )
+                assert time.monotonic() < deadline, "rotate took too long"
+                time.sleep(0.002)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

@@ -22,11 +22,12 @@ from typing import Any, TypeVar
 
 import click
 
-from render_rotator import __version__, faults, github, stopping
+from render_rotator import __version__, faults, github, secrets, stopping
 from render_rotator.config import MAX_JOBS, MAX_SECONDS
 from render_rotator.errors import RenderRotatorError, UsageError
-from render_rotator.logs import register_secret, scrub, setup_logging
+from render_rotator.logs import setup_logging
 from render_rotator.postgres.url import PgURL
+from render_rotator.secrets import scrub
 
 log = logging.getLogger("render_rotator")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -177,7 +178,7 @@ def url_argument(name: str, envvar: str) -> Callable[[F], F]:
             parsed = PgURL.parse(value)
         except RenderRotatorError as exc:
             raise click.BadParameter(str(exc)) from None
-        register_secret(parsed.password)
+        secrets.register(parsed.password)
         source = ctx.get_parameter_source(param.name or "")
         if parsed.password and source == click.core.ParameterSource.COMMANDLINE:
             log.warning(
@@ -290,7 +291,7 @@ def migrate(
             "--create-db needs --admin-url", hint="give a URL of a role that may create databases"
         )
     if admin_url:
-        register_secret(PgURL.parse(admin_url).password)
+        secrets.register(PgURL.parse(admin_url).password)
     result = migrate_mod.migrate(
         source_url,
         target_url,
@@ -344,7 +345,7 @@ def _url_and_file(first: str | None, file: str | None, name: str, envvar: str) -
         raise UsageError(
             f"{name} ({'from ' + envvar if source == 'env' else 'argument'}): {exc}"
         ) from None
-    register_secret(parsed.password)
+    secrets.register(parsed.password)
     if parsed.password and source == "argument":
         log.warning(
             "the %s password is on the command line, visible to other local users; set %s instead",
@@ -561,21 +562,13 @@ def _make_ui(as_json: bool) -> Any:
     return make_ui(as_json=as_json, quiet=verbosity < 0, verbose=max(0, verbosity))
 
 
-def _emit_rotation(result: Any, as_json: bool, ui: Any = None, cfg: Any = None) -> None:
-    """Report a rotation: Actions summary/outputs, notifications, then stdout; exit code."""
-    from render_rotator.notify import notify
+def _emit_rotation(result: Any, as_json: bool, ui: Any = None) -> None:
+    """Print a rotation's result (the library has already published and notified); exit."""
+    from render_rotator.ui import report_lines
 
     data = result.to_dict()
-    github.publish(data)
-    if cfg is not None:
-        for report in result.reports:
-            try:
-                url = cfg.find_database(report.database).settings.notify_url
-            except RenderRotatorError:
-                url = cfg.defaults.notify_url
-            notify(url, report.to_dict())
     if as_json or ui is None:
-        Output(as_json).result(data, [line for r in result.reports for line in r.lines()])
+        Output(as_json).result(data, report_lines(data))
     else:
         ui.final_report(data)
     if result.exit_code:
@@ -583,16 +576,6 @@ def _emit_rotation(result: Any, as_json: bool, ui: Any = None, cfg: Any = None) 
             if not report.ok:
                 click.echo(f"error: {scrub(report.message)}", err=True)
         sys.exit(result.exit_code)
-
-
-def _load(config_path: Path | None) -> Any:
-    """The config, with every notification URL registered as a secret."""
-    from render_rotator.config import load_config
-
-    cfg = load_config(config_path)
-    for db in cfg.databases:
-        register_secret(db.settings.notify_url)
-    return cfg
 
 
 @cli.command()
@@ -643,10 +626,9 @@ def rotate(
     """
     from render_rotator.rotation.workflow import rotate as rotate_fn
 
-    cfg = _load(config_path)
     with _make_ui(as_json) as ui:
         result = rotate_fn(
-            cfg,
+            config_path,
             database,
             dry_run=dry_run,
             if_expiring_within=if_expiring_within,
@@ -657,7 +639,7 @@ def rotate(
             backup=backup,
             rescue=rescue,
         )
-    _emit_rotation(result, as_json, ui, cfg)
+    _emit_rotation(result, as_json, ui)
 
 
 @cli.command()
@@ -677,10 +659,9 @@ def resume(
     """Continue an interrupted rotation from its journal."""
     from render_rotator.rotation.workflow import resume as resume_fn
 
-    cfg = _load(config_path)
     with _make_ui(as_json) as ui:
-        result = resume_fn(cfg, database, pg_bin=pg_bin, ui=ui, backup=backup)
-    _emit_rotation(result, as_json, ui, cfg)
+        result = resume_fn(config_path, database, pg_bin=pg_bin, ui=ui, backup=backup)
+    _emit_rotation(result, as_json, ui)
 
 
 @cli.command()

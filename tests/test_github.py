@@ -132,14 +132,14 @@ def test_registering_a_secret_masks_it_before_any_log_line(
     actions: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     early = _secret()
-    logs.register_secret(early)  # learnt before install: masked by install itself
+    secrets.register(early)  # learnt before install: masked by install itself
     logs.setup_logging(0)
     assert github.install() is True
     secret = _secret()
     log = logging.getLogger("render_rotator.test")
-    logs.register_secret(secret)
+    secrets.register(secret)
     log.info("connecting with %s", secret)
-    logs.register_secret(secret)  # a second registration does not mask twice
+    secrets.register(secret)  # a second registration does not mask twice
     err = capsys.readouterr().err
     assert_masked_before_shown(err, secret)
     assert_masked_before_shown(err, early)
@@ -245,7 +245,7 @@ def test_outputs_from_reports() -> None:
 
 def test_summary_is_a_markdown_table_without_secrets(actions: dict[str, Path]) -> None:
     secret = _secret()
-    logs.register_secret(secret)
+    secrets.register(secret)
     report = {**REPORT, "message": f"rotated | with {secret}", "notes": ["used delete-first"]}
     github.write_summary(report)
     github.write_summary(report)  # appends, as several steps may write
@@ -344,7 +344,7 @@ HOOK = "https://hooks.example.test/services/T000/B000/tokentokentoken"
 def test_notify_posts_slack_and_discord_text_without_secrets() -> None:
     route = respx.post(HOOK).mock(return_value=httpx.Response(200))
     password = _secret()
-    logs.register_secret(password)
+    secrets.register(password)
     report = {
         **REPORT,
         "message": f"done; postgresql://u:{password}@dpg-new-a.oregon-postgres.render.com/db",
@@ -364,7 +364,7 @@ def test_notify_posts_slack_and_discord_text_without_secrets() -> None:
 def test_notify_on_failure_and_error_payloads() -> None:
     route = respx.post(HOOK).mock(return_value=httpx.Response(204))
     password = _secret()
-    logs.register_secret(password)
+    secrets.register(password)
     failed = {
         **REPORT,
         "ok": False,
@@ -400,7 +400,7 @@ def test_notify_skips_quiet_days_and_never_raises(caplog: pytest.LogCaptureFixtu
     messages = [r.getMessage() for r in caplog.records]
     assert any("HTTP 500" in m for m in messages)
     assert any("ConnectError" in m for m in messages)
-    assert all("tokentokentoken" not in logs.scrub(m) for m in messages)
+    assert all("tokentokentoken" not in secrets.scrub(m) for m in messages)
     assert all("tokentokentoken" not in m for m in messages)
 
 

@@ -144,7 +144,7 @@ class PgURL:
 
     def redacted(self) -> str:
         """What we print: `postgresql://user:***@host:port/db`."""
-        return self._build("***" if self.password is not None else None)
+        return self._build(secrets.MASK if self.password is not None else None)
 
     def with_dbname(self, dbname: str) -> PgURL:
         return replace(self, dbname=dbname)
@@ -172,7 +172,7 @@ class PgURL:
 
     def scrub(self, text: str) -> str:
         """Remove this URL's password from arbitrary text (e.g. an error message)."""
-        return scrub_secrets(text, [self.password] if self.password else [])
+        return secrets.scrub(text, [self.password])
 
     @contextlib.contextmanager
     def passfile(self) -> Iterator[Path]:
@@ -181,16 +181,6 @@ class PgURL:
 
         with passfile_for([self]) as path:
             yield path
-
-
-def redact_url(text: str) -> str:
-    """Replace the password of every URL (any scheme) inside `text` with ***."""
-    return secrets.redact_urls(text)
-
-
-def scrub_secrets(text: str, extra: list[str]) -> str:
-    """Redact URLs, then blank every registered secret and each of `extra`."""
-    return secrets.scrub(text, extra)
 
 
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")

@@ -284,15 +284,9 @@ def migrate(
     as_json: bool,
 ) -> None:
     """Copy SOURCE_URL into TARGET_URL and prove the copy complete (no Render needed)."""
-    from render_rotator.postgres import migrate as migrate_mod
+    from render_rotator.postgres.migrate import migrate as migrate_fn
 
-    if create_db and not admin_url:
-        raise UsageError(
-            "--create-db needs --admin-url", hint="give a URL of a role that may create databases"
-        )
-    if admin_url:
-        secrets.register(PgURL.parse(admin_url).password)
-    result = migrate_mod.migrate(
+    result = migrate_fn(
         source_url,
         target_url,
         admin_url=admin_url,
@@ -305,13 +299,13 @@ def migrate(
         command_timeout=command_timeout,
         pg_bin=pg_bin,
     )
+    data = result.to_dict()
     lines = [
-        f"migrated {PgURL.parse(source_url).redacted()} -> {PgURL.parse(result.target).redacted()}"
-        f" in {result.seconds:.1f}s ({result.method})"
+        f"migrated {data['source']} -> {data['target']} in {result.seconds:.1f}s ({result.method})"
     ]
     if result.report is not None:
         lines += _report_lines(result.report)
-    Output(as_json).result({"ok": True, **result.to_dict()}, lines)
+    Output(as_json).result({"ok": True, **data}, lines)
 
 
 def url_and_file_arguments(url_name: str, envvar: str) -> Callable[[F], F]:

@@ -94,7 +94,7 @@ class Settings:
     jobs: int = 2
     # "content": rows compared by checksum; "counts": by count only (weaker, faster)
     verify: Verify = "content"
-    # Extensions beyond the product contract:
+    # where state is kept, how long to wait on Render, notifications, Blueprints, the lease
     state_dir: Path = Path(".render-rotator")
     deploy_timeout: float = 900.0
     provision_timeout: float = 900.0

@@ -54,7 +54,7 @@ def _drop(cluster: Cluster, name: str) -> None:
 
 
 def test_seed_examples_run_as_written(pg15: Cluster, pg18: Cluster, tmp_path, monkeypatch):
-    """Both examples of the original design, with real URLs: 15 -> 16, exact copy."""
+    """Both of the seed's examples, with real URLs: PostgreSQL 15 into 18, an exact copy."""
     require_shared(SEED)
     examples = seed_examples()
     assert len(examples) == 2

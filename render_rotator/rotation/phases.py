@@ -52,8 +52,8 @@ from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
 from render_rotator.render.expiry import expiry_of
 from render_rotator.rotation import blueprints, guard, naming, recovery, services
-from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation import rescue as rescuing
+from render_rotator.rotation import write_freeze as freezing
 from render_rotator.rotation.access import explain_unreachable
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.drift import old_database_changes

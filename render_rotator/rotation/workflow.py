@@ -36,10 +36,10 @@ from render_rotator.errors import (
     VerificationError,
 )
 from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
-from render_rotator.rotation import freeze as freezing
 from render_rotator.rotation import guard, naming, phases, recovery
 from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation import rescue as rescuing
+from render_rotator.rotation import write_freeze as freezing
 from render_rotator.rotation.announce import announce
 from render_rotator.rotation.context import LogUI, Rotation, RotationUI
 from render_rotator.rotation.journal import Journal

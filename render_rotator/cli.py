@@ -24,15 +24,13 @@ import click
 
 from render_rotator import __version__, faults, github, secrets, stopping
 from render_rotator.config import MAX_JOBS, MAX_SECONDS
-from render_rotator.errors import RenderRotatorError, UsageError
+from render_rotator.errors import RenderRotatorError, UsageError, VerificationError
 from render_rotator.logs import setup_logging
 from render_rotator.postgres.url import PgURL
 from render_rotator.secrets import scrub
 
 log = logging.getLogger("render_rotator")
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISMATCH = 0, 1, 2, 3
 
 
 class Output:
@@ -123,8 +121,8 @@ def handle_errors[F: Callable[..., Any]](func: F) -> F:
         except KeyboardInterrupt as exc:
             # a rotation says where it stopped and how to finish; anything else just stops
             message = getattr(exc, "message", None) or stopping.describe(exc)
-            out.error(RuntimeError(message), EXIT_FAILED)
-            sys.exit(EXIT_FAILED)
+            out.error(RuntimeError(message), RenderRotatorError.exit_code)
+            sys.exit(RenderRotatorError.exit_code)
         except Exception as exc:  # noqa: BLE001 - anything else: one line, traceback with -v
             error = faults.as_error(exc)  # logs the traceback at debug level (-v)
             github.annotate("error", scrub(str(error)), title="render-rotator")
@@ -505,7 +503,7 @@ def verify(
     )
     Output(as_json).result({"ok": report.equal, **report.to_dict()}, _report_lines(report))
     if not report.equal:
-        sys.exit(EXIT_MISMATCH)
+        sys.exit(VerificationError.exit_code)
 
 
 class _DaysOrConfig(click.ParamType):
@@ -680,7 +678,7 @@ def status(config_path: Path | None, database: str | None, as_json: bool) -> Non
             "config and that RENDER_API_KEY belongs to its workspace",
             err=True,
         )
-        sys.exit(EXIT_USAGE)
+        sys.exit(UsageError.exit_code)
 
 
 @cli.command()

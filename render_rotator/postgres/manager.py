@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from render_rotator.errors import (
 )
 from render_rotator.postgres import archive
 from render_rotator.postgres.binaries import (
-    PG_BIN_ENV,
     PgBin,
     rejection,
     resolve_client,
@@ -78,7 +76,7 @@ class BackupInfo:
         }
 
 
-def validate_database_name(name: str) -> str:
+def validate_database_name(name: str) -> None:
     """PostgreSQL's own limits, checked before anything is sent to a server."""
     if not isinstance(name, str) or not name:
         raise UsageError("database name is empty", hint="give a name such as myapp_db")
@@ -89,11 +87,10 @@ def validate_database_name(name: str) -> str:
             f"database name {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes",
             hint="PostgreSQL would truncate it silently; choose a shorter name",
         )
-    return name
 
 
 class DatabaseManager:
-    """Back up, create, restore and migrate PostgreSQL databases (the seed's engine)."""
+    """Back up, create and restore PostgreSQL databases (the seed's API)."""
 
     def __init__(
         self,
@@ -157,10 +154,9 @@ class DatabaseManager:
         current = self.client
         if rejection(current, server_major=server_major, needs_tls=needs_tls) is None:
             return current
-        if self.pg_bin or os.environ.get(PG_BIN_ENV):
-            # an explicit choice is never silently replaced: explain why it does not fit
-            resolve_client(self.pg_bin, server_major=server_major, needs_tls=needs_tls)
-        self._client = resolve_client(server_major=server_major, needs_tls=needs_tls)
+        # an explicit choice (pg_bin, RENDER_ROTATOR_PG_BIN) is never silently replaced:
+        # resolving it again explains why it does not fit
+        self._client = resolve_client(self.pg_bin, server_major=server_major, needs_tls=needs_tls)
         return self._client
 
     @contextlib.contextmanager

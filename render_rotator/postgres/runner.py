@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import IO
 
 from render_rotator.errors import CommandTimeoutError, ToolError
-from render_rotator.postgres.url import PgURL, passfile_for
+from render_rotator.postgres.passfiles import passfile_for
+from render_rotator.postgres.url import PgURL
 from render_rotator.secrets import scrub
 
 log = logging.getLogger("render_rotator.postgres")

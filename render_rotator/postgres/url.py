@@ -2,15 +2,12 @@
 
 A URL's password must never reach argv, logs or exceptions. `PgURL` keeps it apart:
 `public_url()` is safe to pass on a command line, `redacted()` is what we print, and
-`passfile()` writes a 0600 libpq password file that child tools read via PGPASSFILE.
+postgres/passfiles.py writes the 0600 libpq password file child tools read via PGPASSFILE.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -174,14 +171,6 @@ class PgURL:
         """Remove this URL's password from arbitrary text (e.g. an error message)."""
         return secrets.scrub(text, [self.password])
 
-    @contextlib.contextmanager
-    def passfile(self) -> Iterator[Path]:
-        """A 0600 libpq password file for this URL, deleted afterwards."""
-        from render_rotator.postgres.passfiles import passfile_for
-
-        with passfile_for([self]) as path:
-            yield path
-
 
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
 
@@ -205,10 +194,3 @@ def require_tls(url: str) -> str:
 def parse_url(url: str | PgURL) -> PgURL:
     """Accept a URL string or an already parsed PgURL."""
     return url if isinstance(url, PgURL) else PgURL.parse(url)
-
-
-def passfile_for(urls: list[PgURL]) -> contextlib.AbstractContextManager[Path]:
-    """One 0600 .pgpass for every URL given, in this process's private directory."""
-    from render_rotator.postgres import passfiles
-
-    return passfiles.passfile_for(urls)

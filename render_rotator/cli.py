@@ -118,6 +118,9 @@ def handle_errors[F: Callable[..., Any]](func: F) -> F:
             github.annotate("error", scrub(str(exc)), title="render-rotator")
             out.error(exc, exc.exit_code)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            # stdout's reader left (`status | head -1`): click exits quietly (code 1)
+            raise
         except KeyboardInterrupt as exc:
             # a rotation says where it stopped and how to finish; anything else just stops
             message = getattr(exc, "message", None) or stopping.describe(exc)
@@ -331,6 +334,15 @@ def _url_and_file(first: str | None, file: str | None, name: str, envvar: str) -
             )
     else:
         url, source = first, "argument"
+    if file.lower().startswith(("postgres://", "postgresql://")):
+        with contextlib.suppress(RenderRotatorError):
+            secrets.register(PgURL.parse(file).password)
+        raise UsageError(
+            f"FILE {secrets.scrub(file)} is a connection URL, not a file path",
+            hint=f"give the archive path as the last argument ({envvar} holds the URL)"
+            if source == "env"
+            else "give the URL first, then the archive path",
+        )
     try:
         parsed = PgURL.parse(url)
     except RenderRotatorError as exc:

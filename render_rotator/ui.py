@@ -41,7 +41,7 @@ from rich.table import Table
 from rich.text import Text
 
 from render_rotator import github
-from render_rotator.rotation.context import CopyMeter, PhaseShown
+from render_rotator.rotation.observer import CopyMeter, PhaseShown
 from render_rotator.secrets import scrub
 
 __all__ = [

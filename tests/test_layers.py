@@ -5,7 +5,7 @@ From the bottom: the foundation (errors, secrets, config, logging), then the lea
 Actions, chat notifications), the rotation, the presentations (terminal UI, sandbox), and at
 the top the entry points. A module may import its own unit and anything below; never a unit
 beside it in its layer or above it. The rotation sees the UI only through the `RotationUI`
-protocol in rotation/context.py.
+protocol in rotation/observer.py.
 """
 
 from __future__ import annotations

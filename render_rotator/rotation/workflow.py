@@ -41,8 +41,9 @@ from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation import rescue as rescuing
 from render_rotator.rotation import write_freeze as freezing
 from render_rotator.rotation.announce import announce
-from render_rotator.rotation.context import LogUI, Rotation, RotationUI
+from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.journal import Journal
+from render_rotator.rotation.observer import LogUI, RotationUI
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
 from render_rotator.rotation.services import describe_freeze, runtime_services
 from render_rotator.secrets import scrub

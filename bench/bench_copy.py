@@ -46,7 +46,8 @@ from profiles import PROFILES, generate  # noqa: E402
 from render_rotator.postgres import archive  # noqa: E402
 from render_rotator.postgres.binaries import PgBin, resolve_client  # noqa: E402
 from render_rotator.postgres.inventory import verify_copy  # noqa: E402
-from render_rotator.postgres.url import PgURL, passfile_for  # noqa: E402
+from render_rotator.postgres.passfiles import passfile_for  # noqa: E402
+from render_rotator.postgres.url import PgURL  # noqa: E402
 from render_rotator.sandbox.cluster import Cluster  # noqa: E402
 
 

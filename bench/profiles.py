@@ -52,7 +52,7 @@ def _finish(cluster: Cluster, dbname: str) -> None:
     cluster.execute("VACUUM (ANALYZE, FREEZE)", dbname=dbname)
 
 
-# -- many small tables plus a few large ones (the original benchmark's shape) ---------------
+# -- many small tables plus a few large ones ------------------------------------------------
 
 _MIXED_ROWS = {  # rows per 1.5 GB
     "accounts": 350_000,

@@ -2,7 +2,7 @@
 
 Public API (imported lazily so `import render_rotator` stays fast)::
 
-    from render_rotator import DatabaseManager, migrate_database   # the original engine
+    from render_rotator import DatabaseManager, migrate_database   # the seed's API
     from render_rotator import copy_database, verify_copy           # fast copy, proof of copy
     from render_rotator import load_config, rotate, RenderClient    # the rotation
 """
@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "DatabaseManager": "render_rotator.postgres.manager",
-    "migrate_database": "render_rotator.postgres.manager",
+    "migrate_database": "render_rotator.postgres.migrate",
     "BackupInfo": "render_rotator.postgres.manager",
     "copy_database": "render_rotator.postgres.copy",
     "verify_copy": "render_rotator.postgres.inventory",

@@ -22,16 +22,15 @@ from typing import Any, TypeVar
 
 import click
 
-from render_rotator import __version__, faults, github, stopping
+from render_rotator import __version__, faults, github, secrets, stopping
 from render_rotator.config import MAX_JOBS, MAX_SECONDS
-from render_rotator.errors import RenderRotatorError, UsageError
-from render_rotator.logs import register_secret, scrub, setup_logging
+from render_rotator.errors import RenderRotatorError, UsageError, VerificationError
+from render_rotator.logs import setup_logging
 from render_rotator.postgres.url import PgURL
+from render_rotator.secrets import scrub
 
 log = logging.getLogger("render_rotator")
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISMATCH = 0, 1, 2, 3
 
 
 class Output:
@@ -119,11 +118,14 @@ def handle_errors[F: Callable[..., Any]](func: F) -> F:
             github.annotate("error", scrub(str(exc)), title="render-rotator")
             out.error(exc, exc.exit_code)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            # stdout's reader left (`status | head -1`): click exits quietly (code 1)
+            raise
         except KeyboardInterrupt as exc:
             # a rotation says where it stopped and how to finish; anything else just stops
             message = getattr(exc, "message", None) or stopping.describe(exc)
-            out.error(RuntimeError(message), EXIT_FAILED)
-            sys.exit(EXIT_FAILED)
+            out.error(RuntimeError(message), RenderRotatorError.exit_code)
+            sys.exit(RenderRotatorError.exit_code)
         except Exception as exc:  # noqa: BLE001 - anything else: one line, traceback with -v
             error = faults.as_error(exc)  # logs the traceback at debug level (-v)
             github.annotate("error", scrub(str(error)), title="render-rotator")
@@ -177,7 +179,7 @@ def url_argument(name: str, envvar: str) -> Callable[[F], F]:
             parsed = PgURL.parse(value)
         except RenderRotatorError as exc:
             raise click.BadParameter(str(exc)) from None
-        register_secret(parsed.password)
+        secrets.register(parsed.password)
         source = ctx.get_parameter_source(param.name or "")
         if parsed.password and source == click.core.ParameterSource.COMMANDLINE:
             log.warning(
@@ -283,15 +285,9 @@ def migrate(
     as_json: bool,
 ) -> None:
     """Copy SOURCE_URL into TARGET_URL and prove the copy complete (no Render needed)."""
-    from render_rotator.postgres import migrate as migrate_mod
+    from render_rotator.postgres.migrate import migrate as migrate_fn
 
-    if create_db and not admin_url:
-        raise UsageError(
-            "--create-db needs --admin-url", hint="give a URL of a role that may create databases"
-        )
-    if admin_url:
-        register_secret(PgURL.parse(admin_url).password)
-    result = migrate_mod.migrate(
+    result = migrate_fn(
         source_url,
         target_url,
         admin_url=admin_url,
@@ -304,13 +300,13 @@ def migrate(
         command_timeout=command_timeout,
         pg_bin=pg_bin,
     )
+    data = result.to_dict()
     lines = [
-        f"migrated {PgURL.parse(source_url).redacted()} -> {PgURL.parse(result.target).redacted()}"
-        f" in {result.seconds:.1f}s ({result.method})"
+        f"migrated {data['source']} -> {data['target']} in {result.seconds:.1f}s ({result.method})"
     ]
     if result.report is not None:
         lines += _report_lines(result.report)
-    Output(as_json).result({"ok": True, **result.to_dict()}, lines)
+    Output(as_json).result({"ok": True, **data}, lines)
 
 
 def url_and_file_arguments(url_name: str, envvar: str) -> Callable[[F], F]:
@@ -338,13 +334,22 @@ def _url_and_file(first: str | None, file: str | None, name: str, envvar: str) -
             )
     else:
         url, source = first, "argument"
+    if file.lower().startswith(("postgres://", "postgresql://")):
+        with contextlib.suppress(RenderRotatorError):
+            secrets.register(PgURL.parse(file).password)
+        raise UsageError(
+            f"FILE {secrets.scrub(file)} is a connection URL, not a file path",
+            hint=f"give the archive path as the last argument ({envvar} holds the URL)"
+            if source == "env"
+            else "give the URL first, then the archive path",
+        )
     try:
         parsed = PgURL.parse(url)
     except RenderRotatorError as exc:
         raise UsageError(
             f"{name} ({'from ' + envvar if source == 'env' else 'argument'}): {exc}"
         ) from None
-    register_secret(parsed.password)
+    secrets.register(parsed.password)
     if parsed.password and source == "argument":
         log.warning(
             "the %s password is on the command line, visible to other local users; set %s instead",
@@ -510,7 +515,7 @@ def verify(
     )
     Output(as_json).result({"ok": report.equal, **report.to_dict()}, _report_lines(report))
     if not report.equal:
-        sys.exit(EXIT_MISMATCH)
+        sys.exit(VerificationError.exit_code)
 
 
 class _DaysOrConfig(click.ParamType):
@@ -561,21 +566,13 @@ def _make_ui(as_json: bool) -> Any:
     return make_ui(as_json=as_json, quiet=verbosity < 0, verbose=max(0, verbosity))
 
 
-def _emit_rotation(result: Any, as_json: bool, ui: Any = None, cfg: Any = None) -> None:
-    """Report a rotation: Actions summary/outputs, notifications, then stdout; exit code."""
-    from render_rotator.notify import notify
+def _emit_rotation(result: Any, as_json: bool, ui: Any = None) -> None:
+    """Print a rotation's result (the library has already published and notified); exit."""
+    from render_rotator.ui import report_lines
 
     data = result.to_dict()
-    github.publish(data)
-    if cfg is not None:
-        for report in result.reports:
-            try:
-                url = cfg.find_database(report.database).settings.notify_url
-            except RenderRotatorError:
-                url = cfg.defaults.notify_url
-            notify(url, report.to_dict())
     if as_json or ui is None:
-        Output(as_json).result(data, [line for r in result.reports for line in r.lines()])
+        Output(as_json).result(data, report_lines(data))
     else:
         ui.final_report(data)
     if result.exit_code:
@@ -583,16 +580,6 @@ def _emit_rotation(result: Any, as_json: bool, ui: Any = None, cfg: Any = None) 
             if not report.ok:
                 click.echo(f"error: {scrub(report.message)}", err=True)
         sys.exit(result.exit_code)
-
-
-def _load(config_path: Path | None) -> Any:
-    """The config, with every notification URL registered as a secret."""
-    from render_rotator.config import load_config
-
-    cfg = load_config(config_path)
-    for db in cfg.databases:
-        register_secret(db.settings.notify_url)
-    return cfg
 
 
 @cli.command()
@@ -643,10 +630,9 @@ def rotate(
     """
     from render_rotator.rotation.workflow import rotate as rotate_fn
 
-    cfg = _load(config_path)
     with _make_ui(as_json) as ui:
         result = rotate_fn(
-            cfg,
+            config_path,
             database,
             dry_run=dry_run,
             if_expiring_within=if_expiring_within,
@@ -657,7 +643,7 @@ def rotate(
             backup=backup,
             rescue=rescue,
         )
-    _emit_rotation(result, as_json, ui, cfg)
+    _emit_rotation(result, as_json, ui)
 
 
 @cli.command()
@@ -677,10 +663,9 @@ def resume(
     """Continue an interrupted rotation from its journal."""
     from render_rotator.rotation.workflow import resume as resume_fn
 
-    cfg = _load(config_path)
     with _make_ui(as_json) as ui:
-        result = resume_fn(cfg, database, pg_bin=pg_bin, ui=ui, backup=backup)
-    _emit_rotation(result, as_json, ui, cfg)
+        result = resume_fn(config_path, database, pg_bin=pg_bin, ui=ui, backup=backup)
+    _emit_rotation(result, as_json, ui)
 
 
 @cli.command()
@@ -705,7 +690,7 @@ def status(config_path: Path | None, database: str | None, as_json: bool) -> Non
             "config and that RENDER_API_KEY belongs to its workspace",
             err=True,
         )
-        sys.exit(EXIT_USAGE)
+        sys.exit(UsageError.exit_code)
 
 
 @cli.command()

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, cast, get_args
 from urllib.parse import urlsplit
 
+from render_rotator import secrets
 from render_rotator.errors import ConfigError
 
 __all__ = [
@@ -69,7 +70,6 @@ __all__ = [
     "Strategy",
     "TargetConfig",
     "allowed_values",
-    "base_name",
     "config_path",
     "documented_keys",
     "load_config",
@@ -88,7 +88,6 @@ FREEZE_MODES: tuple[str, ...] = get_args(Freeze)
 CONNECTIONS: tuple[str, ...] = get_args(Connection)
 VERIFY_MODES: tuple[str, ...] = get_args(Verify)
 
-_DATE_SUFFIX = re.compile(r"^(?P<base>.+)-(?P<stamp>\d{8})$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_SHOWN = 60  # characters of a bad value echoed back in a message
 
@@ -153,7 +152,7 @@ class Settings:
     jobs: int = _setting(2, _integer(1, MAX_JOBS))
     # "content": rows compared by checksum; "counts": by count only (weaker, faster)
     verify: Verify = _setting("content", _choice(VERIFY_MODES))
-    # Extensions beyond the product contract:
+    # where state is kept, how long to wait on Render, notifications, Blueprints, the lease
     state_dir: Path = _setting(Path(".render-rotator"), _DIRECTORY)
     deploy_timeout: float = _setting(900.0, _seconds())
     provision_timeout: float = _setting(900.0, _seconds())
@@ -207,18 +206,6 @@ class DatabaseConfig:
         """The name if given, else the id: what messages and reports call this database."""
         return cast(str, self.name or self.id)
 
-    def render_new_name(self, old_name: str, today: date) -> str:
-        """The replacement's name: `new_name` rendered, or ``<old base name>-<YYYYMMDD>``.
-
-        ``{name}`` is the old name without earlier date suffixes, so rotating every month
-        yields ``app-db-20250101``, ``app-db-20250201``... rather than an ever longer name.
-        """
-        stamp = today.strftime("%Y%m%d")
-        base = base_name(old_name)
-        if self.new_name is None:
-            return f"{base}-{stamp}"
-        return self.new_name.format(date=stamp, name=base)
-
 
 @dataclass(frozen=True)
 class Config:
@@ -239,24 +226,6 @@ class Config:
             f"{self.path}: no [[database]] with name or id {_quote(name_or_id)}; "
             f"configured: {configured}"
         )
-
-
-def base_name(name: str) -> str:
-    """`name` without trailing ``-YYYYMMDD`` suffixes left by earlier rotations.
-
-    Only real calendar dates are stripped, so ``shop-12345678`` keeps its number.
-    """
-    while (match := _DATE_SUFFIX.match(name)) and _is_date(match["stamp"]):
-        name = match["base"]
-    return name
-
-
-def _is_date(stamp: str) -> bool:
-    try:
-        datetime.strptime(stamp, "%Y%m%d")
-    except ValueError:
-        return False
-    return True
 
 
 def documented_keys() -> tuple[str, ...]:
@@ -309,7 +278,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: invalid TOML: {_one_line(str(exc))}") from None
     absolute = chosen.resolve()
-    return _Reader(shown, absolute.parent).config(document, absolute)
+    cfg = _Reader(shown, absolute.parent).config(document, absolute)
+    # a webhook URL is a credential: known as one before anything could print it
+    secrets.register(cfg.defaults.notify_url)
+    for db in cfg.databases:
+        secrets.register(db.settings.notify_url)
+    return cfg
 
 
 def _missing_file_message(chosen: Path, given: str | os.PathLike[str] | None) -> str:

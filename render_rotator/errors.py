@@ -26,10 +26,15 @@
     │   └── APITimeoutError             no answer, or a wait that ran past its deadline
     └── RotationError                   the rotation workflow stopped (journal says where)
 
-Messages never contain secrets: URLs are redacted, API keys never included.
+Messages never contain secrets: URLs are redacted and API keys never included where an
+error is raised, and `str()` of any of these errors blanks whatever `render_rotator.secrets`
+knows (URL passwords, every registered secret) once more, so a message that quotes a server's
+or a tool's words cannot carry one either.
 """
 
 from __future__ import annotations
+
+from render_rotator import secrets
 
 
 class RenderRotatorError(Exception):
@@ -43,9 +48,8 @@ class RenderRotatorError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        if self.hint:
-            return f"{self.message} ({self.hint})"
-        return self.message
+        text = f"{self.message} ({self.hint})" if self.hint else self.message
+        return secrets.scrub(text)
 
 
 class UsageError(RenderRotatorError):

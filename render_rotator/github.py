@@ -3,7 +3,7 @@
 Most rotations run unattended in a scheduled workflow and are read afterwards in the Actions
 UI, so under ``GITHUB_ACTIONS=true`` the tool speaks the runner's language:
 
-- every secret registered with `render_rotator.logs.register_secret` is announced with
+- every secret registered with `render_rotator.secrets.register` is announced with
   ``::add-mask::`` the moment it is learnt (`install` hooks that up), before anything could
   print it;
 - phases are collapsible ``::group::`` sections, failures and warnings are annotations;
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 from urllib.parse import quote
 
-from render_rotator.logs import on_secret, scrub
+from render_rotator import secrets
+from render_rotator.secrets import scrub
 
 __all__ = [
     "AnnotationHandler",
@@ -150,7 +151,7 @@ def install() -> bool:
     """
     if not in_actions():
         return False
-    on_secret(mask)
+    secrets.on_register(mask)
     logger = logging.getLogger("render_rotator")
     if not any(getattr(h, "_github", False) for h in logger.handlers):
         logger.addHandler(AnnotationHandler())

@@ -1,7 +1,7 @@
 """Logging set-up for the command line: plain lines on stderr, secrets scrubbed from all.
 
 Every record passes through `SecretFilter`, which blanks URL passwords and every secret
-registered with `register_secret` (API keys, database passwords learnt at run time), so a
+registered with `secrets.register` (API keys, database passwords learnt at run time), so a
 careless log call elsewhere still cannot print one. The rules live in `render_rotator.secrets`.
 """
 
@@ -11,24 +11,9 @@ import logging
 import sys
 import traceback
 
-from render_rotator import secrets
-from render_rotator.secrets import known as known_secrets
-from render_rotator.secrets import on_register as on_secret
-from render_rotator.secrets import register as register_secret
+from render_rotator.secrets import scrub
 
-__all__ = [
-    "SecretFilter",
-    "known_secrets",
-    "on_secret",
-    "register_secret",
-    "scrub",
-    "setup_logging",
-]
-
-
-def scrub(text: str) -> str:
-    """Remove URL passwords and every registered secret from `text`."""
-    return secrets.scrub(text)
+__all__ = ["SecretFilter", "setup_logging"]
 
 
 class SecretFilter(logging.Filter):

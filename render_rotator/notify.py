@@ -3,7 +3,7 @@
 The body carries both ``text`` (Slack incoming webhooks) and ``content`` (Discord webhooks),
 so one URL setting works for either. It says which database, what happened, the new id, its
 expiry and the write-freeze window; never a password or connection string: every string goes
-through `logs.scrub` and any URL is cut out entirely. The webhook URL is itself a credential,
+through `secrets.scrub` and any URL is cut out entirely. The webhook URL is itself a credential,
 so it is registered as a secret and never logged.
 
 A notification is a courtesy: failing to deliver it logs a warning and never fails the
@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from render_rotator.logs import register_secret, scrub
+from render_rotator import secrets
+from render_rotator.secrets import scrub
 
 __all__ = ["message_for", "notify", "should_notify"]
 
@@ -95,7 +96,7 @@ def notify(
     """
     if not url:
         return False
-    register_secret(url)
+    secrets.register(url)
     if only_when_relevant and not should_notify(report_or_error):
         return False
     try:

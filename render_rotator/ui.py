@@ -41,7 +41,8 @@ from rich.table import Table
 from rich.text import Text
 
 from render_rotator import github
-from render_rotator.logs import scrub
+from render_rotator.rotation.observer import CopyMeter, PhaseShown
+from render_rotator.secrets import scrub
 
 __all__ = [
     "ActionsUI",
@@ -220,14 +221,6 @@ def _rich_report(report: Mapping[str, Any]) -> list[Any]:
 # --- the UI ------------------------------------------------------------------------------
 
 
-class PhaseShown:
-    """What `phase()` yields: the rotation sets `skipped` when the phase had nothing to do,
-    so the display says "skipped" rather than "done 0.0s"."""
-
-    def __init__(self) -> None:
-        self.skipped = False
-
-
 class CopyProgress:
     """Progress of one copy; `update` may be called from several worker threads.
 
@@ -369,7 +362,7 @@ class CopyWatcher:
     def __init__(
         self,
         url: str,
-        progress: CopyProgress,
+        progress: CopyMeter,
         *,
         interval: float = 0.5,
         connect_timeout: float = 10.0,
@@ -487,6 +480,24 @@ class UI:
         self, total_bytes: int | None = None, total_rows: int | None = None
     ) -> CopyProgress:
         return CopyProgress(total_bytes, total_rows)
+
+    def watch_copy(
+        self,
+        url: str,
+        progress: CopyMeter,
+        *,
+        expected_rows: Mapping[str, int] | None = None,
+        track_rows: bool = True,
+        connect_timeout: float = 10.0,
+    ) -> CopyWatcher:
+        """The target's ``pg_stat_progress_copy`` and size, polled into `progress`."""
+        return CopyWatcher(
+            url,
+            progress,
+            expected_rows=expected_rows,
+            track_rows=track_rows,
+            connect_timeout=connect_timeout,
+        )
 
     def final_report(self, report: Mapping[str, Any]) -> None:
         """Print the report on stdout: colored on a terminal, plain lines otherwise."""

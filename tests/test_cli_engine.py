@@ -78,7 +78,7 @@ def test_backup_restore_verify_roundtrip(runner: CliRunner, pg18: Cluster, tmp_p
         (
             ["migrate", "postgresql://a@b/c", "postgresql://a@b/d", "--create-db", "x"],
             2,
-            "--create-db needs --admin-url",
+            "create_db (--create-db) needs admin_url (--admin-url)",
         ),
         (["backup", "postgresql://a@b/c", "f", "--jobs", "2"], 2, "--jobs needs --format"),
         (

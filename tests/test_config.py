@@ -15,15 +15,14 @@ from render_rotator.config import (
     CONFIG_ENV_VAR,
     DEFAULTS,
     Config,
-    DatabaseConfig,
     Settings,
     TargetConfig,
-    base_name,
     config_path,
     documented_keys,
     load_config,
 )
 from render_rotator.errors import ConfigError, UsageError
+from render_rotator.rotation.naming import base_name, new_name
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 _PLACEHOLDER = re.compile(r'"(tea|usr|srv|evg|dpg)-\.\.\."')
@@ -657,12 +656,6 @@ def test_relative_config_path_is_named_as_given(
 # --- new names -------------------------------------------------------------------------------
 
 
-def _db(new_name: str | None = None) -> DatabaseConfig:
-    return DatabaseConfig(
-        name="x", id=None, new_name=new_name, version=None, targets=(), settings=DEFAULTS
-    )
-
-
 TODAY = date(2025, 3, 7)
 
 
@@ -677,21 +670,20 @@ TODAY = date(2025, 3, 7)
     ],
 )
 def test_default_new_name(old: str, expected: str) -> None:
-    assert _db().render_new_name(old, TODAY) == expected
+    assert new_name(None, old, TODAY) == expected
 
 
 def test_new_name_template() -> None:
-    assert _db("myapp-db-{date}").render_new_name("anything", TODAY) == "myapp-db-20250307"
-    assert _db("{name}-{date}").render_new_name("app-20250101", TODAY) == "app-20250307"
-    assert _db("{name}_v2").render_new_name("app", TODAY) == "app_v2"
-    assert _db("{{x}}-{date}").render_new_name("app", TODAY) == "{x}-20250307"
+    assert new_name("myapp-db-{date}", "anything", TODAY) == "myapp-db-20250307"
+    assert new_name("{name}-{date}", "app-20250101", TODAY) == "app-20250307"
+    assert new_name("{name}_v2", "app", TODAY) == "app_v2"
+    assert new_name("{{x}}-{date}", "app", TODAY) == "{x}-20250307"
 
 
 def test_repeated_rotations_keep_the_name_short() -> None:
-    db = _db()
     name = "myapp-db"
     for month in range(1, 13):
-        name = db.render_new_name(name, date(2025, month, 1))
+        name = new_name(None, name, date(2025, month, 1))
     assert name == "myapp-db-20251201"
 
 
@@ -703,7 +695,8 @@ def test_base_name() -> None:
 
 def test_new_name_from_file_renders(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL + "new_name = '{name}-{date}'\n"))
-    assert config.databases[0].render_new_name("app-db-20250101", TODAY) == "app-db-20250307"
+    template = config.databases[0].new_name
+    assert new_name(template, "app-db-20250101", TODAY) == "app-db-20250307"
 
 
 # --- find_database and documented keys -------------------------------------------------------

@@ -22,7 +22,8 @@ from render_rotator.postgres.copy import (
     target_objects,
 )
 from render_rotator.postgres.inventory import verify_copy
-from render_rotator.postgres.url import PgURL, passfile_for
+from render_rotator.postgres.passfiles import passfile_for
+from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.cluster import Cluster
 from tests.sample_data import unique_name
 

@@ -27,6 +27,7 @@ from render_rotator.errors import (
     ToolError,
     UsageError,
 )
+from render_rotator.postgres.migrate import migrate
 from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.cluster import Cluster
 from tests.sample_data import make_rich_database, unique_name
@@ -52,7 +53,7 @@ def _drop(cluster: Cluster, name: str) -> None:
 
 
 def test_seed_examples_run_as_written(pg15: Cluster, pg18: Cluster, tmp_path, monkeypatch):
-    """Both examples of the original design, with real URLs: 15 -> 16, exact copy."""
+    """Both of the seed's examples, with real URLs: PostgreSQL 15 into 18, an exact copy."""
     require_shared(SEED)
     examples = seed_examples()
     assert len(examples) == 2
@@ -94,9 +95,15 @@ def test_copy_keeps_every_kind_of_object(pg15: Cluster, pg18: Cluster):
     source = make_rich_database(pg15, name, owner_role="owner_missing_on_target")
     target_name = unique_name("richcopy")
     try:
-        manager = DatabaseManager(pg18.admin_url, connect_timeout=10, command_timeout=120)
-        report = manager.migrate(source, pg18.url(target_name), target_name)
-        assert report is not None and report.equal
+        result = migrate(
+            source,
+            pg18.url(target_name),
+            admin_url=pg18.admin_url,
+            create_db=target_name,
+            connect_timeout=10,
+            command_timeout=120,
+        )
+        assert result.report is not None and result.report.equal
         rows = pg18.query(
             "SELECT email, profile->>'n', order_count(id) FROM customers WHERE id = 7",
             dbname=target_name,
@@ -169,9 +176,14 @@ def test_old_pg_dump_fails_before_doing_anything(pg18: Cluster, tmp_path):
     source = make_rich_database(pg18, name)
     target = unique_name("vertarget")
     try:
-        manager = DatabaseManager(pg18.admin_url, pg_bin=PG15_BIN)
         with pytest.raises(ClientTooOldError) as info:
-            manager.migrate(source, pg18.url(target), target)
+            migrate(
+                source,
+                pg18.url(target),
+                admin_url=pg18.admin_url,
+                create_db=target,
+                pg_bin=PG15_BIN,
+            )
         message = str(info.value)
         assert "15" in message and "PostgreSQL 18" in message and "--pg-bin" in message
         assert not _database_exists(pg18, target)
@@ -229,8 +241,10 @@ def test_silent_server_times_out_within_connect_timeout():
         port = listener.getsockname()[1]
         started = time.monotonic()
         with pytest.raises(ConnectError):
-            DatabaseManager(connect_timeout=3).verify(
-                f"postgresql://u:pw@127.0.0.1:{port}/db", f"postgresql://u:pw@127.0.0.1:{port}/db"
+            verify_copy(
+                f"postgresql://u:pw@127.0.0.1:{port}/db",
+                f"postgresql://u:pw@127.0.0.1:{port}/db",
+                connect_timeout=3,
             )
         assert time.monotonic() - started < 3 + 3
 
@@ -240,7 +254,7 @@ def test_wrong_password_fails_fast_without_retries(pg18: Cluster, caplog):
     bad = pg18.url("postgres", "postgres", "definitely-wrong")
     started = time.monotonic()
     with pytest.raises(AuthenticationError) as info:
-        DatabaseManager(connect_timeout=10).verify(bad, bad)
+        verify_copy(bad, bad, connect_timeout=10)
     assert time.monotonic() - started < 2
     assert "definitely-wrong" not in str(info.value)
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]

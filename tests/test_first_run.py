@@ -23,8 +23,8 @@ from click.testing import CliRunner
 from render_rotator import resume, rotate
 from render_rotator.cli import cli
 from render_rotator.render import RenderClient
-from render_rotator.rotation.context import LogUI
 from render_rotator.rotation.journal import Journal
+from render_rotator.rotation.observer import LogUI
 from render_rotator.rotation.report import RotationReport
 from render_rotator.rotation.workflow import _run_phase
 from render_rotator.sandbox.cluster import Cluster

@@ -84,14 +84,14 @@ def test_registering_a_secret_masks_it_before_any_log_line(
     actions: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     early = random_secret()
-    logs.register_secret(early)  # learnt before install: masked by install itself
+    secrets.register(early)  # learnt before install: masked by install itself
     logs.setup_logging(0)
     assert github.install() is True
     secret = random_secret()
     log = logging.getLogger("render_rotator.test")
-    logs.register_secret(secret)
+    secrets.register(secret)
     log.info("connecting with %s", secret)
-    logs.register_secret(secret)  # a second registration does not mask twice
+    secrets.register(secret)  # a second registration does not mask twice
     err = capsys.readouterr().err
     assert_masked_before_shown(err, secret)
     assert_masked_before_shown(err, early)
@@ -197,7 +197,7 @@ def test_outputs_from_reports() -> None:
 
 def test_summary_is_a_markdown_table_without_secrets(actions: dict[str, Path]) -> None:
     secret = random_secret()
-    logs.register_secret(secret)
+    secrets.register(secret)
     report = {**REPORT, "message": f"rotated | with {secret}", "notes": ["used delete-first"]}
     github.write_summary(report)
     github.write_summary(report)  # appends, as several steps may write

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import respx
 
-from render_rotator import logs, notify
+from render_rotator import notify, secrets
 from tests.sample_report import REPORT, random_secret
 
 HOOK = "https://hooks.example.test/services/T000/B000/tokentokentoken"
@@ -20,7 +20,7 @@ HOOK = "https://hooks.example.test/services/T000/B000/tokentokentoken"
 def test_notify_posts_slack_and_discord_text_without_secrets() -> None:
     route = respx.post(HOOK).mock(return_value=httpx.Response(200))
     password = random_secret()
-    logs.register_secret(password)
+    secrets.register(password)
     report = {
         **REPORT,
         "message": f"done; postgresql://u:{password}@dpg-new-a.oregon-postgres.render.com/db",
@@ -40,7 +40,7 @@ def test_notify_posts_slack_and_discord_text_without_secrets() -> None:
 def test_notify_on_failure_and_error_payloads() -> None:
     route = respx.post(HOOK).mock(return_value=httpx.Response(204))
     password = random_secret()
-    logs.register_secret(password)
+    secrets.register(password)
     failed = {
         **REPORT,
         "ok": False,
@@ -76,7 +76,7 @@ def test_notify_skips_quiet_days_and_never_raises(caplog: pytest.LogCaptureFixtu
     messages = [r.getMessage() for r in caplog.records]
     assert any("HTTP 500" in m for m in messages)
     assert any("ConnectError" in m for m in messages)
-    assert all("tokentokentoken" not in logs.scrub(m) for m in messages)
+    assert all("tokentokentoken" not in secrets.scrub(m) for m in messages)
     assert all("tokentokentoken" not in m for m in messages)
 
 

@@ -19,7 +19,7 @@ from render_rotator import resume, rotate
 from render_rotator.postgres.inventory import compare_inventories
 from render_rotator.postgres.stamp import read_stamp
 from render_rotator.render import RenderClient
-from render_rotator.rotation.context import LogUI
+from render_rotator.rotation.observer import LogUI
 from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import create_postgres
 from tests.rotation_support import (

@@ -27,8 +27,8 @@ from render_rotator import rotate
 from render_rotator.postgres.inventory import compare_inventories
 from render_rotator.postgres.stamp import Stamp, read_stamp, split_comment, update_stamp
 from render_rotator.render import RenderClient
-from render_rotator.rotation.context import LogUI
 from render_rotator.rotation.lease import _machine
+from render_rotator.rotation.observer import LogUI
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
     PAID_PLAN,

@@ -22,7 +22,7 @@ import pytest
 from render_rotator import load_config, rotate
 from render_rotator.errors import ConfigError
 from render_rotator.render import RenderClient
-from render_rotator.rotation.context import LogUI
+from render_rotator.rotation.observer import LogUI
 from render_rotator.sandbox.emulator import DEPLOY_ONLY_NO_BUILD_MESSAGE, RenderEmulator
 from tests.rotation_support import (
     PAID_PLAN,

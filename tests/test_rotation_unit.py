@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from render_rotator import secrets
 from render_rotator.errors import RotationError
-from render_rotator.logs import register_secret
 from render_rotator.render import ConnectionInfo
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
 from render_rotator.rotation.targets import endpoint, fingerprint, new_value, points_at
+from render_rotator.ui import report_lines
 
 # Render's shapes: the internal host is the bare id, the external one has the region domain.
 RENDER = ConnectionInfo(
@@ -193,7 +194,7 @@ def test_journal_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ],
 )
 def test_journal_refuses_to_store_a_secret(tmp_path: Path, secret: str) -> None:
-    register_secret("REGISTERED-SECRET-VALUE-42")  # as passwords are, the moment we learn them
+    secrets.register("REGISTERED-SECRET-VALUE-42")  # as passwords are, the moment we learn them
     journal = Journal(path=tmp_path / "db.journal.json", database="db")
     journal.save()
     before = journal.path.read_text()
@@ -294,7 +295,7 @@ def test_report_to_dict_and_lines() -> None:
         "journal": "/s/app-db.journal.x.json",
     }
     json.dumps(data)  # one JSON object, as --json prints it
-    lines = report.lines()
+    lines = report_lines(report.to_dict())
     assert lines[0] == "app-db: rotated to dpg-new"
     for needle in (
         "  new:          dpg-new (app-db-20250101), expires never",

@@ -62,3 +62,19 @@ def test_sandbox_never_prints_a_real_api_key_from_the_environment(tmp_path: Path
     output = "".join(lines) + (rest or "")
     assert "export RENDER_API_KEY=" in output, output
     assert real not in output
+
+
+def test_an_error_that_quotes_a_secret_never_shows_it() -> None:
+    """str() of any of our errors blanks what the secrets module knows, so a message that
+    quotes a server or a tool (which may echo a password) cannot carry one."""
+    from render_rotator import secrets
+    from render_rotator.errors import DatabaseError
+
+    secrets.register("Qz8-Leaky-Pa55word")
+    error = DatabaseError(
+        "the server said: role app password Qz8-Leaky-Pa55word rejected",
+        hint="check postgresql://app:other-Pa55@db.example/app",
+    )
+    assert str(error) == (
+        "the server said: role app password *** rejected (check postgresql://app:***@db.example/app)"
+    )

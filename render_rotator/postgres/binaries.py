@@ -38,9 +38,6 @@ class PgBin:
     def tool(self, name: str) -> str:
         return str(self.directory / name)
 
-    def has(self, name: str) -> bool:
-        return (self.directory / name).is_file()
-
     @property
     def tls(self) -> bool:
         """Whether this directory's libpq can open TLS connections."""

@@ -1,19 +1,15 @@
-"""The engine of the original design: back up, create, restore, migrate — safely.
+"""The seed's `DatabaseManager`: back up, create, restore — safely.
 
-`DatabaseManager(admin_url, connect_timeout=30, command_timeout=600)` and
-`migrate_database(source_url, target_url, admin_url, db_name) -> bool` behave as the
-original design document's examples show, against real servers, with the guarantees the
-design left implicit: timeouts that hold, no secret on any command line, the version rule
-checked before anything runs, a copy proven equal before success is reported, and nothing
-half-created left behind.
+`DatabaseManager(admin_url, connect_timeout=30, command_timeout=600)` behaves as the seed's
+examples show, against real servers: timeouts that hold, no secret on any command line, the
+version rule checked before anything runs, a backup read back before it is reported. The
+one-call migration (`migrate_database`) is the migrate engine in postgres/migrate.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,15 +19,11 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from render_rotator.errors import (
-    DatabaseError,
     DatabaseExistsError,
-    RenderRotatorError,
     UsageError,
-    VerificationError,
 )
 from render_rotator.postgres import archive
 from render_rotator.postgres.binaries import (
-    PG_BIN_ENV,
     PgBin,
     rejection,
     resolve_client,
@@ -40,12 +32,10 @@ from render_rotator.postgres.binaries import (
 )
 from render_rotator.postgres.connect import connect, connection
 from render_rotator.postgres.copy import target_objects
-from render_rotator.postgres.fingerprint import Fingerprint, apply_settings, take_fingerprint
+from render_rotator.postgres.fingerprint import Fingerprint, take_fingerprint
 from render_rotator.postgres.inventory import (
     Inventory,
-    VerificationReport,
     take_inventory_in,
-    verify_copy,
 )
 from render_rotator.postgres.url import PgURL, parse_url
 
@@ -86,7 +76,7 @@ class BackupInfo:
         }
 
 
-def validate_database_name(name: str) -> str:
+def validate_database_name(name: str) -> None:
     """PostgreSQL's own limits, checked before anything is sent to a server."""
     if not isinstance(name, str) or not name:
         raise UsageError("database name is empty", hint="give a name such as myapp_db")
@@ -97,11 +87,10 @@ def validate_database_name(name: str) -> str:
             f"database name {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes",
             hint="PostgreSQL would truncate it silently; choose a shorter name",
         )
-    return name
 
 
 class DatabaseManager:
-    """Back up, create, restore and migrate PostgreSQL databases (the seed's engine)."""
+    """Back up, create and restore PostgreSQL databases (the seed's API)."""
 
     def __init__(
         self,
@@ -165,10 +154,9 @@ class DatabaseManager:
         current = self.client
         if rejection(current, server_major=server_major, needs_tls=needs_tls) is None:
             return current
-        if self.pg_bin or os.environ.get(PG_BIN_ENV):
-            # an explicit choice is never silently replaced: explain why it does not fit
-            resolve_client(self.pg_bin, server_major=server_major, needs_tls=needs_tls)
-        self._client = resolve_client(server_major=server_major, needs_tls=needs_tls)
+        # an explicit choice (pg_bin, RENDER_ROTATOR_PG_BIN) is never silently replaced:
+        # resolving it again explains why it does not fit
+        self._client = resolve_client(self.pg_bin, server_major=server_major, needs_tls=needs_tls)
         return self._client
 
     @contextlib.contextmanager
@@ -367,104 +355,3 @@ class DatabaseManager:
         """Fresh planner statistics, so the app is fast right after cutover."""
         with self.cursor(url) as cur:
             cur.execute("ANALYZE")
-
-    def verify(self, source_url: str, target_url: str) -> VerificationReport:
-        return verify_copy(
-            source_url,
-            target_url,
-            jobs=self.jobs,
-            connect_timeout=self.connect_timeout,
-            command_timeout=self.command_timeout,
-        )
-
-    def migrate(
-        self,
-        source_url: str,
-        target_url: str,
-        db_name: str | None = None,
-        *,
-        verify: bool = True,
-        backup_file: str | Path | None = None,
-    ) -> VerificationReport | None:
-        """Backup -> create -> restore -> verify. Raises on any failure.
-
-        A database this call created is dropped again when a later step fails, so a failed
-        migration leaves nothing half-created behind.
-        """
-        target = parse_url(target_url)
-        if db_name is not None:
-            validate_database_name(db_name)
-            if target.dbname != db_name:
-                log.warning(
-                    "target URL names database %r but db_name is %r: restoring into %r",
-                    target.dbname,
-                    db_name,
-                    db_name,
-                )
-                target = target.with_dbname(db_name)
-        parse_url(source_url)
-        with contextlib.ExitStack() as stack:
-            if backup_file is None:
-                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rr-mig-")))
-                backup_path = tmp / "migration.dump"
-            else:
-                backup_path = Path(backup_file)
-            info = self.backup_database(source_url, backup_path)
-            created = False
-            try:
-                if db_name is not None:
-                    self.create_database(db_name, owner=self.owner_for(target))
-                    created = True
-                self.restore_database(target.url(), backup_path)
-                assert info.fingerprint is not None
-                apply_settings(
-                    target, info.fingerprint.settings, connect_timeout=self.connect_timeout
-                )
-                report = None
-                if verify:
-                    report = verify_copy(
-                        source_url,
-                        target,
-                        jobs=self.jobs,
-                        connect_timeout=self.connect_timeout,
-                        command_timeout=self.command_timeout,
-                        source_fingerprint=info.fingerprint,
-                    )
-                    if not report.equal:
-                        raise VerificationError(report.summary(), differences=report.differences)
-            except BaseException:
-                if created and db_name is not None:
-                    with contextlib.suppress(RenderRotatorError):
-                        self.drop_database(db_name)
-                        log.warning("removed the partially migrated database %r", db_name)
-                raise
-        return report
-
-
-def migrate_database(
-    source_url: str,
-    target_url: str,
-    admin_url: str,
-    db_name: str,
-    *,
-    connect_timeout: float = 30,
-    command_timeout: float = 600,
-    verify: bool = True,
-    raise_errors: bool = False,
-) -> bool:
-    """The seed's one-call migration: True when the target holds a verified copy.
-
-    As in the original design it answers with a bool; the reason for a False is logged
-    (secrets removed). Pass raise_errors=True to get the typed exception instead.
-    """
-    try:
-        manager = DatabaseManager(
-            admin_url, connect_timeout=connect_timeout, command_timeout=command_timeout
-        )
-        manager.migrate(source_url, target_url, db_name, verify=verify)
-    except (RenderRotatorError, DatabaseError) as exc:
-        if raise_errors:
-            raise
-        log.error("migration failed: %s", exc)
-        return False
-    return True

@@ -1,7 +1,9 @@
-"""`render-rotator migrate`: one database into another, by the fastest safe path, proven equal.
+"""The migrate engine: one database into another, by the fastest safe path, proven equal.
 
-When the target can be created first (or exists), the data is copied directly; the
-result is verified by content against the copied snapshot before success is reported.
+`migrate` creates the target database when asked, copies the data directly (the parallel
+copy, in one snapshot) and verifies the result by content against the copied snapshot
+before success is reported. `render-rotator migrate` and the seed's `migrate_database` are
+both this one call.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from render_rotator.errors import RenderRotatorError
+from render_rotator import secrets
+from render_rotator.errors import RenderRotatorError, UsageError
 from render_rotator.postgres.copy import CopyResult, copy_database
 from render_rotator.postgres.inventory import VerificationReport
-from render_rotator.postgres.manager import DatabaseManager
+from render_rotator.postgres.manager import DatabaseManager, validate_database_name
 from render_rotator.postgres.url import parse_url
 
 log = logging.getLogger("render_rotator.postgres")
@@ -63,10 +66,31 @@ def migrate(
     `clean=True` drops every user object already in the target first (only on request:
     without it a target that is not empty is refused).
 
-    A database this call created is dropped again when the copy fails, so nothing
-    half-created is left behind.
+    `create_db` (needs `admin_url`) is created first and copied into, whatever database the
+    target URL names. A database this call created is dropped again when the copy fails, so
+    nothing half-created is left behind.
     """
     started = time.monotonic()
+    source, target = parse_url(source_url), parse_url(target_url)
+    admin = parse_url(admin_url) if admin_url else None
+    for url in (source, target, admin):
+        secrets.register(url.password if url else None)
+    if create_db is not None:
+        validate_database_name(create_db)
+        if admin is None:
+            raise UsageError(
+                "create_db (--create-db) needs admin_url (--admin-url)",
+                hint="give the URL of a role that may create databases",
+            )
+        if target.dbname != create_db:
+            log.warning(
+                "the target URL names database %r but the database to create is %r: "
+                "copying into %r",
+                target.dbname,
+                create_db,
+                create_db,
+            )
+            target = target.with_dbname(create_db)
     manager = DatabaseManager(
         admin_url,
         connect_timeout=connect_timeout,
@@ -74,16 +98,12 @@ def migrate(
         pg_bin=pg_bin,
         jobs=jobs,
     )
-    target = parse_url(target_url)
-    if create_db and target.dbname != create_db:
-        target = target.with_dbname(create_db)
-    parse_url(source_url)
     if create_db:
         # owned by the target URL's user (when not the admin), who then copies into it
         manager.create_database(create_db, owner=manager.owner_for(target))
     try:
         copied = copy_database(
-            source_url,
+            source,
             target,
             jobs=jobs,
             connect_timeout=connect_timeout,
@@ -100,10 +120,45 @@ def migrate(
                 log.warning("removed the partially copied database %r", create_db)
         raise
     return MigrateResult(
-        source=source_url,
+        source=source.url(),
         target=target.url(),
         method=f"parallel copy (jobs={jobs})",
         seconds=time.monotonic() - started,
         report=copied.verification,
         copy=copied,
     )
+
+
+def migrate_database(
+    source_url: str,
+    target_url: str,
+    admin_url: str,
+    db_name: str,
+    *,
+    connect_timeout: float = 30,
+    command_timeout: float = 600,
+    verify: bool = True,
+    raise_errors: bool = False,
+) -> bool:
+    """The seed's one-call migration: True when the new database `db_name` holds a verified
+    copy of the source. The same engine as `migrate` (and `render-rotator migrate`).
+
+    As in the seed's examples it answers with a bool; the reason for a False is logged
+    (secrets removed). Pass raise_errors=True to get the typed exception instead.
+    """
+    try:
+        migrate(
+            source_url,
+            target_url,
+            admin_url=admin_url,
+            create_db=db_name,
+            verify=verify,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
+    except RenderRotatorError as exc:
+        if raise_errors:
+            raise
+        log.error("migration failed: %s", exc)
+        return False
+    return True

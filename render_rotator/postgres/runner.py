@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import IO
 
 from render_rotator.errors import CommandTimeoutError, ToolError
-from render_rotator.postgres.url import PgURL, passfile_for, scrub_secrets
+from render_rotator.postgres.passfiles import passfile_for
+from render_rotator.postgres.url import PgURL
+from render_rotator.secrets import scrub
 
 log = logging.getLogger("render_rotator.postgres")
 
@@ -111,7 +113,7 @@ def spawn(
 
 def read_stderr(errfile: IO[bytes], secrets: Sequence[str]) -> str:
     errfile.seek(0)
-    return scrub_secrets(errfile.read().decode("utf-8", "replace"), list(secrets))
+    return scrub(errfile.read().decode("utf-8", "replace"), list(secrets))
 
 
 def describe_exit(program: str, returncode: int) -> str:
@@ -141,7 +143,7 @@ def run_tool(
     program = Path(argv[0]).name
     secrets = [u.password for u in urls if u.password]
     started = time.monotonic()
-    log.debug("running %s", scrub_secrets(" ".join(argv), secrets))
+    log.debug("running %s", scrub(" ".join(argv), secrets))
     out_ctx: contextlib.AbstractContextManager[IO[bytes] | None] = (
         tempfile.TemporaryFile() if capture_stdout else contextlib.nullcontext()  # noqa: SIM115
     )

@@ -2,15 +2,12 @@
 
 A URL's password must never reach argv, logs or exceptions. `PgURL` keeps it apart:
 `public_url()` is safe to pass on a command line, `redacted()` is what we print, and
-`passfile()` writes a 0600 libpq password file that child tools read via PGPASSFILE.
+postgres/passfiles.py writes the 0600 libpq password file child tools read via PGPASSFILE.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -144,7 +141,7 @@ class PgURL:
 
     def redacted(self) -> str:
         """What we print: `postgresql://user:***@host:port/db`."""
-        return self._build("***" if self.password is not None else None)
+        return self._build(secrets.MASK if self.password is not None else None)
 
     def with_dbname(self, dbname: str) -> PgURL:
         return replace(self, dbname=dbname)
@@ -172,25 +169,7 @@ class PgURL:
 
     def scrub(self, text: str) -> str:
         """Remove this URL's password from arbitrary text (e.g. an error message)."""
-        return scrub_secrets(text, [self.password] if self.password else [])
-
-    @contextlib.contextmanager
-    def passfile(self) -> Iterator[Path]:
-        """A 0600 libpq password file for this URL, deleted afterwards."""
-        from render_rotator.postgres.passfiles import passfile_for
-
-        with passfile_for([self]) as path:
-            yield path
-
-
-def redact_url(text: str) -> str:
-    """Replace the password of every URL (any scheme) inside `text` with ***."""
-    return secrets.redact_urls(text)
-
-
-def scrub_secrets(text: str, extra: list[str]) -> str:
-    """Redact URLs, then blank every registered secret and each of `extra`."""
-    return secrets.scrub(text, extra)
+        return secrets.scrub(text, [self.password])
 
 
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
@@ -215,10 +194,3 @@ def require_tls(url: str) -> str:
 def parse_url(url: str | PgURL) -> PgURL:
     """Accept a URL string or an already parsed PgURL."""
     return url if isinstance(url, PgURL) else PgURL.parse(url)
-
-
-def passfile_for(urls: list[PgURL]) -> contextlib.AbstractContextManager[Path]:
-    """One 0600 .pgpass for every URL given, in this process's private directory."""
-    from render_rotator.postgres import passfiles
-
-    return passfiles.passfile_for(urls)

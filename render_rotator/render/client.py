@@ -82,7 +82,6 @@ DEFAULT_BASE_URL = "https://api.render.com/v1"
 PAGE_LIMIT = 100  # Render's maximum page size
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_ATTEMPTS = 50  # a guard only; max_retry_time is the real bound
-_SECRET_PLACEHOLDER = "[redacted]"
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -930,7 +929,7 @@ class RenderClient:
 
     def _scrub(self, text: str) -> str:
         """Belt and braces: the API key never leaves in a message, even if Render echoes it."""
-        return text.replace(self._api_key, _SECRET_PLACEHOLDER)
+        return secrets.scrub(text, [self._api_key])
 
 
 # -- response parsers ----------------------------------------------------------------------------

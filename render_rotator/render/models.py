@@ -11,12 +11,13 @@ Secrets (passwords, connection strings, env var values) never appear in a ``repr
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from render_rotator.secrets import redact_urls
 
 __all__ = [
     "DEPLOY_MODES",
@@ -137,14 +138,6 @@ def _opt_str(value: Any) -> str | None:
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None or value == "" else int(value)
-
-
-_URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")
-
-
-def _redact_url(url: str) -> str:
-    """Hide the password in a libpq URL so a repr can still show host and database."""
-    return _URL_PASSWORD.sub(r"\1***@", url)
 
 
 @dataclass(frozen=True)
@@ -271,8 +264,8 @@ class ConnectionInfo:
     def __repr__(self) -> str:
         return (
             "ConnectionInfo(password='***', "
-            f"internal_connection_string={_redact_url(self.internal_connection_string)!r}, "
-            f"external_connection_string={_redact_url(self.external_connection_string)!r}, "
+            f"internal_connection_string={redact_urls(self.internal_connection_string)!r}, "
+            f"external_connection_string={redact_urls(self.external_connection_string)!r}, "
             "psql_command='***')"
         )
 

@@ -7,65 +7,25 @@ passwords live only in memory and are registered as secrets the moment we learn 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from render_rotator import secrets
 from render_rotator.config import Config, DatabaseConfig, Settings
 from render_rotator.errors import NotFoundError
-from render_rotator.logs import register_secret
 from render_rotator.postgres.manager import DatabaseManager
 from render_rotator.postgres.url import require_tls
 from render_rotator.render import ConnectionInfo, Postgres, RenderClient
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.lease import Lease
+from render_rotator.rotation.observer import LogUI, RotationUI
 from render_rotator.rotation.report import RotationReport
 from render_rotator.rotation.targets import TargetValue
 
 log = logging.getLogger("render_rotator.rotation")
-
-
-class RotationUI(Protocol):
-    """What the phases tell the person watching (terminal, Actions log, or plain lines)."""
-
-    def phase(self, name: str) -> contextlib.AbstractContextManager[Any]: ...
-
-    def waiting(self, what: str) -> contextlib.AbstractContextManager[Any]: ...
-
-    def copy_progress(
-        self, total_bytes: int | None = None, total_rows: int | None = None
-    ) -> Any: ...
-
-
-class LogUI:
-    """Plain log lines: the default when no richer UI is attached."""
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[Any]:
-        from render_rotator.ui import PhaseShown
-
-        log.info("phase %s: started", name)
-        started = time.monotonic()
-        shown = PhaseShown()
-        yield shown
-        if shown.skipped:
-            log.info("phase %s: skipped (nothing to do)", name)
-        else:
-            log.info("phase %s: done in %.1fs", name, time.monotonic() - started)
-
-    @contextlib.contextmanager
-    def waiting(self, what: str) -> Iterator[None]:
-        log.info("waiting for %s", what)
-        yield
-
-    def copy_progress(self, total_bytes: int | None = None, total_rows: int | None = None) -> Any:
-        from render_rotator.ui import CopyProgress
-
-        return CopyProgress(total_bytes, total_rows)
 
 
 @dataclass
@@ -145,7 +105,7 @@ class Rotation:
                 info.internal_connection_string,
                 info.external_connection_string,
             ):
-                register_secret(secret)
+                secrets.register(secret)
             self._conn[postgres_id] = info
         return self._conn[postgres_id]
 

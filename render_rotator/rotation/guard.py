@@ -35,6 +35,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from render_rotator import secrets
 from render_rotator.errors import (
     DriftError,
     NotFoundError,
@@ -42,11 +43,11 @@ from render_rotator.errors import (
     RotationError,
     UsageError,
 )
-from render_rotator.logs import register_secret
 from render_rotator.postgres.archive import sha256_path
 from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.stamp import read_stamp
 from render_rotator.render import ConnectionInfo, Postgres
+from render_rotator.rotation import naming
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.drift import old_database_changes
 from render_rotator.rotation.targets import (
@@ -139,7 +140,7 @@ def info_now(ctx: Rotation, postgres_id: str) -> ConnectionInfo | None:
     except NotFoundError:
         return None
     for secret in (info.password, info.internal_connection_string, info.external_connection_string):
-        register_secret(secret)
+        secrets.register(secret)
     ctx._conn[postgres_id] = info
     return info
 
@@ -235,7 +236,9 @@ def check_reuse(ctx: Rotation, pg: Postgres) -> None:
     if made_by_us(ctx, pg) is not None:
         return
     old = f"{ctx.state.get('old_name')} ({ctx.state.get('old_id')})"
-    rendered = ctx.db.render_new_name(ctx.state["old_spec"]["name"], ctx.today or date.today())
+    rendered = naming.new_name(
+        ctx.db.new_name, ctx.state["old_spec"]["name"], ctx.today or date.today()
+    )
     what = (
         f"the new database's name {pg.name!r} is already used by {pg.id}, a database"
         if pg.name == rendered
@@ -257,7 +260,7 @@ def check_new_name(ctx: Rotation, today: Any) -> None:
         check_reuse(ctx, ctx.new)
     if state.get("new_id"):
         return
-    name = ctx.db.render_new_name(state["old_spec"]["name"], today)
+    name = naming.new_name(ctx.db.new_name, state["old_spec"]["name"], today)
     for pg in ctx.client.list_postgres(name=name, owner_id=state["owner_id"]):
         if pg.name == name and pg.id != state["old_id"]:
             check_reuse(ctx, pg)

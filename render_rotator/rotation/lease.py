@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from render_rotator.errors import RenderRotatorError, RotationError, UsageError
-from render_rotator.postgres.stamp import Stamp, read_stamp, update_stamp
+from render_rotator.postgres.stamp import Stamp, update_stamp
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -218,11 +218,6 @@ class Lease:
                     "answered",
                     hint="check the network, then run `render-rotator resume`",
                 )
-
-    def holds(self, url: str) -> bool:
-        """Whether the record on `url` is ours right now (read, not renewed)."""
-        held = read_stamp(url, connect_timeout=self.connect_timeout).get("lease")
-        return isinstance(held, dict) and held.get("token") == self.token
 
     def release(self) -> None:
         """Stop the heartbeat and remove our record wherever it still is (best effort: a

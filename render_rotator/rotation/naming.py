@@ -1,18 +1,52 @@
-"""Which Render databases belong to one [[database]] entry: the one it names, and its rotations.
+"""The naming rules of rotated databases: what a new database is called, and which Render
+databases belong to one [[database]] entry (the one it names, and its rotations).
 
-After a rotation the database is called ``<base>-<YYYYMMDD>`` (or whatever `new_name` renders
-to), so both `rotate` and `status` must recognise a database by name, by base name, and by
-the `new_name` template, or they would lose track of it after the first rotation.
+After a rotation the database is called ``<base>-<YYYYMMDD>`` (or whatever the `new_name`
+template renders to), so both `rotate` and `status` must recognise a database by name, by
+base name, and by the `new_name` template, or they would lose track of it after the first
+rotation.
 """
 
 from __future__ import annotations
 
 import re
 import string
-
-from render_rotator.config import base_name
+from datetime import date, datetime
 
 _STAMP = r"\d{8}"
+_DATE_SUFFIX = re.compile(rf"^(?P<base>.+)-(?P<stamp>{_STAMP})$")
+
+
+def base_name(name: str) -> str:
+    """`name` without trailing ``-YYYYMMDD`` suffixes left by earlier rotations.
+
+    Only real calendar dates are stripped, so ``shop-12345678`` keeps its number.
+    """
+    while (match := _DATE_SUFFIX.match(name)) and _is_date(match["stamp"]):
+        name = match["base"]
+    return name
+
+
+def _is_date(stamp: str) -> bool:
+    try:
+        datetime.strptime(stamp, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+def new_name(template: str | None, old_name: str, today: date) -> str:
+    """The replacement's name: the `new_name` template rendered, or
+    ``<old base name>-<YYYYMMDD>``.
+
+    ``{name}`` is the old name without earlier date suffixes, so rotating every month
+    yields ``app-db-20250101``, ``app-db-20250201``... rather than an ever longer name.
+    """
+    stamp = today.strftime("%Y%m%d")
+    base = base_name(old_name)
+    if template is None:
+        return f"{base}-{stamp}"
+    return template.format(date=stamp, name=base)
 
 
 def _template_pattern(template: str) -> re.Pattern[str] | None:

@@ -51,9 +51,9 @@ from render_rotator.postgres.size import user_data_bytes
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
 from render_rotator.render.expiry import expiry_of
-from render_rotator.rotation import blueprints, guard, recovery, services
-from render_rotator.rotation import freeze as freezing
+from render_rotator.rotation import blueprints, guard, naming, recovery, services
 from render_rotator.rotation import rescue as rescuing
+from render_rotator.rotation import write_freeze as freezing
 from render_rotator.rotation.access import explain_unreachable
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.drift import old_database_changes
@@ -67,7 +67,6 @@ from render_rotator.rotation.targets import (
     points_at,
     read_target,
 )
-from render_rotator.ui import CopyWatcher
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -554,8 +553,8 @@ def provision(ctx: Rotation) -> bool:
     state = ctx.state
     new = ctx.new if state.get("new_id") else None
     if new is None:
-        name = state.get("new_name") or ctx.db.render_new_name(
-            state["old_spec"]["name"], ctx.today or date.today()
+        name = state.get("new_name") or naming.new_name(
+            ctx.db.new_name, state["old_spec"]["name"], ctx.today or date.today()
         )
         # written before the create call: a run resumed on another day must look for the
         # same name, not create a second database under a new date
@@ -673,7 +672,7 @@ def copy(ctx: Rotation) -> bool:
     if ctx.old is not None and state.get("strategy") == "create-first":
         # both databases exist: stream them directly, in parallel, in one snapshot
         with progress:
-            with CopyWatcher(
+            with ctx.ui.watch_copy(
                 new_url,
                 progress,
                 track_rows=False,  # the copy engine counts rows itself
@@ -699,7 +698,7 @@ def copy(ctx: Rotation) -> bool:
     else:
         path = Path(state["backup"]["path"])
         with progress:
-            with CopyWatcher(
+            with ctx.ui.watch_copy(
                 new_url,
                 progress,
                 expected_rows=inventory.tables,

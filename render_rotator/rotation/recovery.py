@@ -29,7 +29,7 @@ from render_rotator.postgres.fingerprint import Fingerprint
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
 from render_rotator.postgres.url import require_tls
 from render_rotator.render import Postgres
-from render_rotator.rotation import guard
+from render_rotator.rotation import guard, naming
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.services import WEB_SERVICE, freeze_action, service_types
 from render_rotator.rotation.targets import (
@@ -438,7 +438,7 @@ def _own_new(ctx: Rotation, lost: Lost, spec: dict[str, Any], owner: str) -> Pos
     today = ctx.today or date.today()
     first = taken.date() if taken else today
     names = {
-        ctx.db.render_new_name(backup.database, first + timedelta(days=n))
+        naming.new_name(ctx.db.new_name, backup.database, first + timedelta(days=n))
         for n in range(max(0, (today - first).days) + 1)
     }
     version = ctx.db.version or spec["version"]

@@ -1,4 +1,4 @@
-"""What a rotation did, for people (lines) and machines (one JSON object)."""
+"""What a rotation did, as one JSON-ready object (render_rotator.ui turns it into lines)."""
 
 from __future__ import annotations
 
@@ -71,12 +71,6 @@ class RotationReport:
             "notes": self.notes,
             "journal": self.journal,
         }
-
-    def lines(self) -> list[str]:
-        """A plain-text report for a person (the same lines the CLI prints when piped)."""
-        from render_rotator.ui import report_lines
-
-        return report_lines(self.to_dict())
 
 
 @dataclass

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 from render_rotator import faults, stopping
 from render_rotator.config import Config, DatabaseConfig, load_config
@@ -36,16 +35,18 @@ from render_rotator.errors import (
     UsageError,
     VerificationError,
 )
-from render_rotator.logs import scrub
 from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
-from render_rotator.rotation import freeze as freezing
-from render_rotator.rotation import guard, phases, recovery
+from render_rotator.rotation import guard, naming, phases, recovery
 from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation import rescue as rescuing
-from render_rotator.rotation.context import LogUI, Rotation, RotationUI
+from render_rotator.rotation import write_freeze as freezing
+from render_rotator.rotation.announce import announce
+from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.journal import Journal
+from render_rotator.rotation.observer import LogUI, RotationUI
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
 from render_rotator.rotation.services import describe_freeze, runtime_services
+from render_rotator.secrets import scrub
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -206,7 +207,9 @@ def rotate(
     finally:
         if own_client:
             api.close()
-    return RotationResult(reports)
+    result = RotationResult(reports)
+    announce(cfg, result)
+    return result
 
 
 def resume(
@@ -252,7 +255,9 @@ def resume(
     finally:
         if own_client:
             api.close()
-    return RotationResult(reports)
+    result = RotationResult(reports)
+    announce(cfg, result)
+    return result
 
 
 def _preflight(
@@ -695,7 +700,7 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
             "half-done rotation found on Render (emptied first)"
         )
     else:
-        new_name = ctx.db.render_new_name(spec["name"], ctx.today or date.today())
+        new_name = naming.new_name(ctx.db.new_name, spec["name"], ctx.today or date.today())
         plan.append(
             f"create {new_name} (plan {(rescue or {}).get('plan') or spec['plan']}, version "
             f"{ctx.db.version or spec['version']}, region {spec['region']})"
@@ -910,7 +915,3 @@ def _finish(ctx: Rotation) -> None:
         f"rotated to {new.get('id')} ({new.get('name')}), expires "
         f"{new.get('expires_at') or 'never'}" + (f"; backup {backup}" if backup else "")
     )
-
-
-def report_dict(result: RotationResult) -> dict[str, Any]:
-    return result.to_dict()

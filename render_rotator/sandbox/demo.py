@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from render_rotator.rotation.context import RotationUI
+from render_rotator.rotation.observer import RotationUI
 from render_rotator.rotation.report import RotationResult
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator

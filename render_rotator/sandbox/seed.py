@@ -31,8 +31,6 @@ __all__ = [
     "seed_demo",
 ]
 
-SAMPLE_TABLES = ("users", "orders")
-
 _SCHEMA_SQL = """
 CREATE SEQUENCE invoice_no_seq START 1000;
 

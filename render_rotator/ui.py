@@ -569,7 +569,9 @@ class PlainUI(UI):
         except BaseException:
             log.info("phase %s: failed after %s", name, _duration(time.monotonic() - started))
             raise
-        if shown.skipped:
+        if shown.gave_way:
+            log.info("phase %s: paused: %s", name, shown.gave_way)
+        elif shown.skipped:
             log.info("phase %s: skipped (nothing to do)", name)
         else:
             log.info("phase %s: done in %s", name, _duration(time.monotonic() - started))
@@ -831,6 +833,11 @@ class TerminalUI(UI):
                     )
                 )
                 raise
+        if shown.gave_way:
+            self.console.print(
+                Text.assemble(("… ", "yellow"), (name, "bold"), (f" {shown.gave_way}", "dim"))
+            )
+            return
         if shown.skipped:
             self.console.print(Text.assemble(("- ", "dim"), (name, "dim"), (" skipped", "dim")))
             return

@@ -21,6 +21,7 @@ from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.phases import _new_fields
 from render_rotator.rotation.report import RotationReport
+from render_rotator.rotation.state import DatabaseSpec
 from render_rotator.sandbox.emulator import LEGACY_POSTGRES_PLANS, POSTGRES_PLANS
 
 BASE = "https://api.render.test/v1"
@@ -113,20 +114,15 @@ def ctx(tmp_path: Path) -> Iterator[Rotation]:
         journal=journal,
         report=RotationReport(database="app-db"),
     )
-    rotation.state.update(
-        {
-            "owner_id": "tea-1",
-            "old_spec": {
-                "name": "app-db",
-                "plan": RESCUE_PLAN,
-                "version": "18",
-                "region": "oregon",
-                "database_name": "app",
-                "database_user": "app",
-                "ip_allow_list": [],
-                "environment_id": None,
-            },
-        }
+    rotation.state.owner_id = "tea-1"
+    rotation.state.old_spec = DatabaseSpec(
+        name="app-db",
+        plan=RESCUE_PLAN,
+        version="18",
+        region="oregon",
+        database_name="app",
+        database_user="app",
+        ip_allow_list=[],
     )
     yield rotation
     client.close()
@@ -135,7 +131,7 @@ def ctx(tmp_path: Path) -> Iterator[Rotation]:
 def test_an_empty_allow_list_is_sent_as_an_empty_list(ctx: Rotation) -> None:
     # omitted, Render would open the new database to everyone; [] admits no one from outside
     assert _new_fields(ctx, "app-db-20260601")["ipAllowList"] == []
-    ctx.state["old_spec"]["ip_allow_list"] = [{"cidrBlock": "1.2.3.4/32", "description": "me"}]
+    ctx.state.known_spec.ip_allow_list = [{"cidrBlock": "1.2.3.4/32", "description": "me"}]
     assert _new_fields(ctx, "x")["ipAllowList"] == [
         {"cidrBlock": "1.2.3.4/32", "description": "me"}
     ]
@@ -143,7 +139,7 @@ def test_an_empty_allow_list_is_sent_as_an_empty_list(ctx: Rotation) -> None:
 
 def test_a_rescued_database_is_replaced_by_a_free_one(ctx: Rotation) -> None:
     assert _new_fields(ctx, "x")["plan"] == RESCUE_PLAN  # an ordinary paid rotation
-    ctx.state["rescue"] = {"plan": "free", "upgrade_to": RESCUE_PLAN}
+    ctx.state.rescue = {"plan": "free", "upgrade_to": RESCUE_PLAN}
     assert _new_fields(ctx, "x")["plan"] == "free"
 
 

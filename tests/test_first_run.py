@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from render_rotator import resume, rotate
 from render_rotator.cli import cli
 from render_rotator.render import RenderClient
+from render_rotator.rotation.decisions import FallBackToDeleteFirst
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.observer import LogUI
 from render_rotator.rotation.report import RotationReport
@@ -225,42 +226,66 @@ def test_demo_says_it_is_loading_sample_data() -> None:
     result = CliRunner().invoke(cli, ["demo", "--rows", "1234", "--json"], env=env)
     assert result.exit_code == 0, result.output
     assert "1,234 rows of sample data to load" in result.stderr
-    # the auto fallback's deletion shows as its own step inside provision, not as a
-    # "done 0.0s" delete-old before it
+    # the auto fallback: provision gives way, the runner runs delete-old as its own step,
+    # then provision again; each shown for what happened
     order = [
         "phase delete-old: skipped (nothing to do)",
         "phase provision: started",
+        "phase provision: paused: Render refused a second free database",
         "phase delete-old: started",
         "phase delete-old: done in",
+        "phase provision: started",
         "phase provision: done in",
     ]
     at = 0
     for step in order:  # each after the one before
         at = result.stderr.index(step, at)
-    phases = {p["name"]: p for p in report_of(result)["phases"]}
+    report = report_of(result)
+    phases = {p["name"]: p for p in report["phases"]}
     assert phases["delete-old"]["status"] == "done" and phases["delete-old"]["seconds"] > 0
+    assert phases["provision"]["status"] == "done" and phases["provision"]["attempts"] == 2
+    # when: delete-old's last run began after provision's first and ended before its last
+    assert phases["delete-old"]["finished_at"] <= phases["provision"]["started_at"]
+    [decision] = report["decisions"]
+    assert decision["decision"] == "fall back to delete-first"
+    assert decision["phase"] == "provision"
     workdir = Path(report_of(result)["backup"]["path"]).parents[1]
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def test_a_phase_run_inside_another_is_timed_apart(tmp_path: Path, caplog) -> None:
+def test_a_phase_that_falls_back_gives_way_to_the_runner(tmp_path: Path, caplog) -> None:
     journal = Journal(path=tmp_path / "j.json", database="db")
-    ctx = SimpleNamespace(journal=journal, ui=PlainUI(), report=RotationReport("db"))
+    journal.state.strategy = "create-first"
+    ctx = SimpleNamespace(
+        journal=journal, state=journal.state, ui=PlainUI(), report=RotationReport("db")
+    )
+    _run_phase(ctx, "delete-old", lambda c: False)  # type: ignore[arg-type]
+    assert journal.phases["delete-old"].status == "skipped"
 
-    def provision(c: Any) -> bool:
-        c.journal.begin("delete-old")
-        c.journal.finish("delete-old", 1000.0)  # as recorded by the nested phase
-        return True
-
-    _run_phase(ctx, "provision", provision)  # type: ignore[arg-type]
-    assert journal.phases["delete-old"]["seconds"] == 1000.0
-    assert journal.phases["provision"]["seconds"] == 0.0  # its own time only
+    def provision(c: Any) -> FallBackToDeleteFirst:
+        return FallBackToDeleteFirst("the free slot is taken")
 
     with caplog.at_level(logging.INFO, logger="render_rotator"):
-        _run_phase(ctx, "retire", lambda c: False)  # type: ignore[arg-type]
-    assert "phase retire: skipped (nothing to do)" in caplog.text
-    assert "phase retire: done" not in caplog.text
-    assert journal.phases["retire"]["status"] == "skipped"
+        gave_way = _run_phase(ctx, "provision", provision)  # type: ignore[arg-type]
+    assert gave_way is True
+    assert "phase provision: paused: the free slot is taken" in caplog.text
+    assert "phase provision: done" not in caplog.text
+    # the runner, not the phase, switched strategy and put delete-old back in line
+    assert journal.state.strategy == "delete-first"
+    assert journal.phases["provision"].status == "deferred"
+    assert journal.phases["delete-old"].status == "redo"
+    [decision] = journal.state.decisions
+    assert (decision.kind, decision.phase, decision.applied) == (
+        "fall back to delete-first",
+        "provision",
+        True,
+    )
+    saved = Journal.load(journal.path)  # what a resumed run would find
+    assert saved.state.strategy == "delete-first" and saved.state.pending == []
+    assert {r.name: r.status for r in ctx.report.phases} == {
+        "delete-old": "to redo",
+        "provision": "deferred",
+    }
 
 
 # -- one measure of bytes ----------------------------------------------------------------

@@ -15,6 +15,7 @@ from render_rotator.render import ConnectionInfo
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
+from render_rotator.rotation.state import PhaseState
 from render_rotator.rotation.targets import endpoint, fingerprint, new_value, points_at
 from render_rotator.ui import report_lines
 
@@ -133,7 +134,7 @@ def test_journal_roundtrip_and_phase_bookkeeping(tmp_path: Path) -> None:
     path = Journal.path_for(tmp_path / "state", "my app/db")
     assert path.name == "my_app_db.journal.json"
     journal = Journal(path=path, database="my app/db")
-    journal.state["old_id"] = "dpg-1"
+    journal.state.old_id = "dpg-1"
     journal.begin("inspect")
     journal.finish("inspect", 0.5)
     journal.begin("freeze")
@@ -146,20 +147,20 @@ def test_journal_roundtrip_and_phase_bookkeeping(tmp_path: Path) -> None:
     assert not loaded.is_done("backup")
     assert loaded.last_phase() == "freeze" and loaded.interrupted_phase() == "backup"
     assert loaded.describe() == "last completed phase: freeze, interrupted in: backup"
-    assert loaded.phases["backup"] == {
-        "status": "failed",
-        "started_at": loaded.phases["backup"]["started_at"],
-        "finished_at": loaded.phases["backup"]["finished_at"],
-        "attempts": 1,
-        "seq": 3,
-        "seconds": 1.25,
-        "error": "disk full",
-    }
+    assert loaded.phases["backup"] == PhaseState(
+        status="failed",
+        started_at=loaded.phases["backup"].started_at,
+        finished_at=loaded.phases["backup"].finished_at,
+        attempts=1,
+        seq=3,
+        seconds=1.25,
+        error="disk full",
+    )
     loaded.begin("backup")
     loaded.finish("backup", 0.75)
-    assert loaded.phases["backup"]["attempts"] == 2 and loaded.phases["backup"]["seconds"] == 2.0
+    assert loaded.phases["backup"].attempts == 2 and loaded.phases["backup"].seconds == 2.0
     loaded.redo("backup", "never-ran")
-    assert not loaded.is_done("backup") and loaded.phases["backup"]["status"] == "redo"
+    assert not loaded.is_done("backup") and loaded.phases["backup"].status == "redo"
     loaded.close("done")
     archived = loaded.archive()
     assert archived is not None and not path.exists()
@@ -170,7 +171,7 @@ def test_journal_roundtrip_and_phase_bookkeeping(tmp_path: Path) -> None:
 
 def test_journal_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     journal = Journal(path=tmp_path / "db.journal.json", database="db")
-    journal.state["step"] = 1
+    journal.state.rows_copied = 1
     journal.save()
     before = journal.path.read_text()
 
@@ -178,7 +179,7 @@ def test_journal_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", crash)  # the disk fills up mid-write
-    journal.state["step"] = 2
+    journal.state.rows_copied = 2
     with pytest.raises(OSError):
         journal.save()
     assert journal.path.read_text() == before  # the previous version, whole
@@ -198,7 +199,7 @@ def test_journal_refuses_to_store_a_secret(tmp_path: Path, secret: str) -> None:
     journal = Journal(path=tmp_path / "db.journal.json", database="db")
     journal.save()
     before = journal.path.read_text()
-    journal.state["targets"] = {"srv-1:DATABASE_URL": {"value": secret}}
+    journal.state.copy = {"skipped": [f"COMMENT ... {secret}"]}
     with pytest.raises(RotationError, match="refusing to write a connection string or password"):
         journal.save()
     assert journal.path.read_text() == before
@@ -230,8 +231,9 @@ def test_journal_load_errors_are_clear(tmp_path: Path) -> None:
         Journal.load(path)
     assert "rotate --restart" in str(info.value)
     path.write_text(json.dumps({"version": 99}))
-    with pytest.raises(RotationError, match="unknown version 99"):
+    with pytest.raises(RotationError, match="has version 99, which this render-rotator") as info:
         Journal.load(path)
+    assert "rotate --restart" in str(info.value)
 
 
 # -- report and exit codes --------------------------------------------------------------
@@ -292,6 +294,7 @@ def test_report_to_dict_and_lines() -> None:
         "message": "rotated to dpg-new",
         "exit_code": 0,
         "notes": ["kept the old database dpg-old (keep_old)"],
+        "decisions": [],
         "journal": "/s/app-db.journal.x.json",
     }
     json.dumps(data)  # one JSON object, as --json prints it

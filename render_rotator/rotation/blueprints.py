@@ -31,10 +31,10 @@ def managed_resources(ctx: Rotation) -> list[tuple[Blueprint, BlueprintResource]
     """(Blueprint, resource) for the old database, each affected service and each target env
     group that a Blueprint of the workspace manages."""
     state = ctx.state
-    watched = [state["old_id"], *ctx.affected_services()]
+    watched = [state.known_old_id, *ctx.affected_services()]
     watched += [t.env_group for t in ctx.db.targets if t.env_group]
     found: list[tuple[Blueprint, BlueprintResource]] = []
-    for listed in ctx.client.list_blueprints(owner_id=state.get("owner_id")):
+    for listed in ctx.client.list_blueprints(owner_id=state.owner_id):
         blueprint = ctx.client.get_blueprint(listed.id)
         for resource_id in dict.fromkeys(watched):
             resource = blueprint.manages(resource_id)
@@ -44,8 +44,8 @@ def managed_resources(ctx: Rotation) -> list[tuple[Blueprint, BlueprintResource]
 
 
 def _what(ctx: Rotation, resource: BlueprintResource) -> str:
-    if resource.id == ctx.state["old_id"]:
-        return f"the database {resource.name or ctx.state.get('old_name')} ({resource.id})"
+    if resource.id == ctx.state.old_id:
+        return f"the database {resource.name or ctx.state.old_name} ({resource.id})"
     kind = "env group" if resource.type == "environment_group" else "service"
     return f"the {kind} {resource.name} ({resource.id})" if resource.name else resource.id
 
@@ -66,7 +66,7 @@ def check_blueprints(ctx: Rotation) -> None:
         log.warning("%s", note)
         ctx.report.notes.append(note)
         return
-    old_managed = any(resource.id == ctx.state["old_id"] for _bp, resource in found)
+    old_managed = any(resource.id == ctx.state.old_id for _bp, resource in found)
     undo = (
         "its next sync would re-create a database under the old name and reset every "
         "fromDatabase env var to it"

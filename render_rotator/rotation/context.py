@@ -23,6 +23,7 @@ from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.lease import Lease
 from render_rotator.rotation.observer import LogUI, RotationUI
 from render_rotator.rotation.report import RotationReport
+from render_rotator.rotation.state import RotationState
 from render_rotator.rotation.targets import TargetValue
 
 log = logging.getLogger("render_rotator.rotation")
@@ -63,7 +64,7 @@ class Rotation:
         return self.db.settings
 
     @property
-    def state(self) -> dict[str, Any]:
+    def state(self) -> RotationState:
         return self.journal.state
 
     def save(self) -> None:
@@ -80,14 +81,14 @@ class Rotation:
     @property
     def old(self) -> Postgres | None:
         """The old database as Render has it now (None once deleted)."""
-        if self._old is None and self.state.get("old_id") and not self.state.get("old_deleted"):
-            self._old = self.postgres(self.state["old_id"])
+        if self._old is None and self.state.old_id and not self.state.old_deleted:
+            self._old = self.postgres(self.state.old_id)
         return self._old
 
     @property
     def new(self) -> Postgres | None:
-        if self._new is None and self.state.get("new_id"):
-            self._new = self.postgres(self.state["new_id"])
+        if self._new is None and self.state.new_id:
+            self._new = self.postgres(self.state.new_id)
         return self._new
 
     def set_old(self, pg: Postgres | None) -> None:
@@ -111,11 +112,11 @@ class Rotation:
 
     def old_url(self) -> str:
         """The old database's external URL as we connect to it: over TLS, as Render demands."""
-        return require_tls(self.connection_info(self.state["old_id"]).external_connection_string)
+        return require_tls(self.connection_info(self.state.known_old_id).external_connection_string)
 
     def new_url(self) -> str:
         """The new database's external URL as we connect to it: over TLS."""
-        return require_tls(self.connection_info(self.state["new_id"]).external_connection_string)
+        return require_tls(self.connection_info(self.state.known_new_id).external_connection_string)
 
     def manager(self) -> DatabaseManager:
         return DatabaseManager(
@@ -129,8 +130,8 @@ class Rotation:
 
     def affected_services(self) -> list[str]:
         """Services that read a target: targeted directly or linked to a targeted env group."""
-        if "services" in self.state:
-            return list(self.state["services"])
+        if self.state.services is not None:
+            return list(self.state.services)
         services: list[str] = []
         for target in self.db.targets:
             ids = [target.service] if target.service else []
@@ -139,5 +140,5 @@ class Rotation:
             for service_id in ids:
                 if service_id and service_id not in services:
                     services.append(service_id)
-        self.state["services"] = services
+        self.state.services = services
         return services

@@ -25,7 +25,7 @@ log = logging.getLogger("render_rotator.rotation")
 
 def stored_fingerprint(ctx: Rotation) -> Fingerprint | None:
     """The fingerprint of the snapshot the copy was taken from (None: an older journal)."""
-    data = ctx.state.get("fingerprint")
+    data = ctx.state.fingerprint
     return Fingerprint.from_dict(data) if data else None
 
 
@@ -40,14 +40,14 @@ def old_database_changes(ctx: Rotation) -> tuple[list[str], list[str]]:
             connect_timeout=ctx.settings.connect_timeout,
             statement_timeout=ctx.settings.command_timeout,
         )
-    if not ctx.state.get("inventory"):
+    if not ctx.state.inventory:
         raise RotationError(
             "no fingerprint of the copied snapshot is recorded, so the old database cannot be "
             "proven unchanged",
             hint="start a new rotation with `render-rotator rotate`",
         )
     # a journal from before fingerprints: the older, weaker row-count comparison
-    before = Inventory.from_dict(ctx.state["inventory"])
+    before = Inventory.from_dict(ctx.state.inventory)
     now = take_inventory(
         ctx.old_url(),
         connect_timeout=ctx.settings.connect_timeout,
@@ -68,11 +68,11 @@ def check_no_drift(ctx: Rotation, *, action: str, next_step: str) -> None:
     """
     diffs, tables = old_database_changes(ctx)
     if not diffs:
-        log.info("%s is unchanged since the copy's snapshot", ctx.state.get("old_id"))
+        log.info("%s is unchanged since the copy's snapshot", ctx.state.old_id)
         return
-    old_id = ctx.state.get("old_id")
+    old_id = ctx.state.old_id
     where = ", ".join(tables) if tables else "; ".join(diffs[:3])
-    ctx.state["drift"] = {"tables": tables, "differences": len(diffs)}
+    ctx.state.drift = {"tables": tables, "differences": len(diffs)}
     ctx.save()
     raise DriftError(
         f"refusing to {action} the old database {old_id}: it changed after the snapshot the "

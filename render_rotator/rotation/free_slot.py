@@ -43,15 +43,15 @@ def _create(ctx: Rotation, fields: dict[str, Any], waiting: contextlib.ExitStack
             if not is_free_tier_refusal(exc):
                 raise
             now = time.time()
-            wait = state.get("free_slot_wait")
+            wait = state.free_slot_wait
             if wait is None:
-                wait = state["free_slot_wait"] = {"since": now, "refusals": 0}
+                wait = state.free_slot_wait = {"since": now, "refusals": 0}
             wait["refusals"] += 1
             ctx.save()
             timeout = ctx.settings.provision_timeout
             remaining = wait["since"] + timeout - now
             if remaining <= 0:
-                state["free_slot_waited"] = state.pop("free_slot_wait")
+                state.free_slot_waited, state.free_slot_wait = state.free_slot_wait, None
                 ctx.save()
                 raise RotationError(
                     f"Render still refuses a new free database {now - wait['since']:.0f}s "
@@ -71,11 +71,11 @@ def _create(ctx: Rotation, fields: dict[str, Any], waiting: contextlib.ExitStack
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_RETRY)
             continue
-        if "free_slot_wait" in state:
+        if state.free_slot_wait is not None:
             ctx.report.notes.append(
-                f"Render refused the new free database {state['free_slot_wait']['refusals']} "
+                f"Render refused the new free database {state.free_slot_wait['refusals']} "
                 "time(s) while it freed the slot of the deleted one"
             )
-            state["free_slot_waited"] = state.pop("free_slot_wait")
+            state.free_slot_waited, state.free_slot_wait = state.free_slot_wait, None
             ctx.save()
         return created

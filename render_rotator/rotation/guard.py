@@ -16,8 +16,8 @@ this process's memory of them):
 - what exists: a rollback to the old database first re-reads that it still exists; the new
   database is never deleted while the old one is gone (it may hold the only copy);
 - proof: the old database is deleted only when the copy was proven (recorded by the verify
-  phase, ``state["facts"]["copy"]``; for delete-first, the backup archive, re-hashed now) and
-  the drift check, run right now, passed (``state["facts"]["drift"]``).
+  phase, ``state.facts["copy"]``; for delete-first, the backup archive, re-hashed now) and
+  the drift check, run right now, passed (``state.facts["drift"]``).
 
 The drift check is a hook: `Rotation.drift_check` (default `content_drift_check`: a fresh
 content fingerprint of the old database against the one stored for the snapshot the copy was
@@ -47,6 +47,7 @@ from render_rotator.postgres.archive import sha256_path
 from render_rotator.postgres.clean import clean_database
 from render_rotator.postgres.stamp import read_stamp
 from render_rotator.render import ConnectionInfo, Postgres
+from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation import naming
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.drift import old_database_changes
@@ -88,7 +89,7 @@ def content_drift_check(ctx: Rotation) -> DriftFact:
     from before fingerprints falls back to the inventory. The summary names tables only
     (it goes to the journal: no values)."""
     diffs, tables = old_database_changes(ctx)
-    method = "content" if ctx.state.get("fingerprint") else "inventory"
+    method = "content" if ctx.state.fingerprint else "inventory"
     if not diffs:
         return DriftFact(True, "unchanged since the snapshot", [], method, [])
     where = f"tables changed: {', '.join(tables)}" if tables else "definitions or settings"
@@ -96,7 +97,7 @@ def content_drift_check(ctx: Rotation) -> DriftFact:
 
 
 def _facts(ctx: Rotation) -> dict[str, Any]:
-    facts: dict[str, Any] = ctx.state.setdefault("facts", {})
+    facts: dict[str, Any] = ctx.state.facts
     return facts
 
 
@@ -109,14 +110,14 @@ def _now() -> str:
 
 def record_copy_proof(ctx: Rotation, *, method: str) -> None:
     """The verify phase proved the new database equal to the snapshot (called by it)."""
-    _facts(ctx)["copy"] = {"new_id": ctx.state["new_id"], "method": method, "at": _now()}
+    _facts(ctx)["copy"] = {"new_id": ctx.state.new_id, "method": method, "at": _now()}
     ctx.save()
 
 
 def record_drift(ctx: Rotation, fact: DriftFact) -> None:
     """A drift check's outcome for the old database (kept for the report and for resume)."""
     _facts(ctx)["drift"] = {
-        "old_id": ctx.state["old_id"],
+        "old_id": ctx.state.old_id,
         "unchanged": fact.passed,  # no "pass" in journal keys: "pass" may be a secret
         "method": fact.method,
         "summary": fact.summary,
@@ -127,7 +128,7 @@ def record_drift(ctx: Rotation, fact: DriftFact) -> None:
 
 def copy_proven(ctx: Rotation) -> bool:
     proof = _facts(ctx).get("copy") or {}
-    return bool(ctx.state.get("new_id")) and proof.get("new_id") == ctx.state.get("new_id")
+    return bool(ctx.state.new_id) and proof.get("new_id") == ctx.state.new_id
 
 
 # -- facts read now ----------------------------------------------------------------------
@@ -151,14 +152,14 @@ def exists_now(ctx: Rotation, postgres_id: str) -> Postgres | None:
 
 def old_now(ctx: Rotation) -> Postgres | None:
     """Re-read whether the old database exists; remember it if it is gone."""
-    old_id = ctx.state.get("old_id")
-    if not old_id or ctx.state.get("old_deleted"):
+    old_id = ctx.state.old_id
+    if not old_id or ctx.state.old_deleted:
         return None
     old = exists_now(ctx, old_id)
     ctx.set_old(old)
     if old is None:
-        ctx.state["old_deleted"] = True
-        ctx.state["old_deleted_elsewhere"] = True
+        ctx.state.old_deleted = True
+        ctx.state.old_deleted_elsewhere = True
         note = f"the old database {old_id} was deleted outside this rotation"
         if note not in ctx.report.notes:
             ctx.report.notes.append(note)
@@ -198,7 +199,7 @@ def made_by_us(ctx: Rotation, pg: Postgres) -> str | None:
     provisioned, or the marker was never written because a run died right after creating
     it), this journal's create request counts if Render created `pg` after it, by that name.
     """
-    creating = ctx.state.get("creating") or {}
+    creating = ctx.state.creating or {}
     created = pg.created_at.timestamp() if pg.created_at else None
     if (
         creating.get("name") == pg.name
@@ -206,9 +207,9 @@ def made_by_us(ctx: Rotation, pg: Postgres) -> str | None:
         and created >= creating.get("requested_at", float("inf")) - _CREATE_SLACK
     ):
         return "journal"
-    if pg.id in (ctx.state.get("created_ids") or []):
+    if pg.id in (ctx.state.created_ids or []):
         return "journal"
-    if marked_for(ctx, pg) == ctx.state.get("old_id"):
+    if marked_for(ctx, pg) == ctx.state.old_id:
         return "marker"
     return None
 
@@ -235,9 +236,9 @@ def check_reuse(ctx: Rotation, pg: Postgres) -> None:
     """Refuse to take over a database no rotation of this old database created (exit 2)."""
     if made_by_us(ctx, pg) is not None:
         return
-    old = f"{ctx.state.get('old_name')} ({ctx.state.get('old_id')})"
+    old = f"{ctx.state.old_name} ({ctx.state.old_id})"
     rendered = naming.new_name(
-        ctx.db.new_name, ctx.state["old_spec"]["name"], ctx.today or date.today()
+        ctx.db.new_name, ctx.state.known_spec.name, ctx.today or date.today()
     )
     what = (
         f"the new database's name {pg.name!r} is already used by {pg.id}, a database"
@@ -258,11 +259,11 @@ def check_new_name(ctx: Rotation, today: Any) -> None:
     state = ctx.state
     if ctx.new is not None:
         check_reuse(ctx, ctx.new)
-    if state.get("new_id"):
+    if state.new_id:
         return
-    name = naming.new_name(ctx.db.new_name, state["old_spec"]["name"], today)
-    for pg in ctx.client.list_postgres(name=name, owner_id=state["owner_id"]):
-        if pg.name == name and pg.id != state["old_id"]:
+    name = naming.new_name(ctx.db.new_name, state.known_spec.name, today)
+    for pg in ctx.client.list_postgres(name=name, owner_id=state.owner_id):
+        if pg.name == name and pg.id != state.old_id:
             check_reuse(ctx, pg)
 
 
@@ -272,12 +273,13 @@ def mark_new(ctx: Rotation, pg: Postgres) -> None:
     url = ctx.connection_info(pg.id).external_connection_string
     marker = {
         "rotation": ctx.journal.rotation_id,
-        "old_id": ctx.state["old_id"],
+        "old_id": ctx.state.old_id,
         "database": ctx.db.label,
         "created_at": pg.created_at.isoformat() if pg.created_at else None,
     }
     if ctx.lease is not None:
         ctx.lease.acquire(pg.id, url, extra={"marker": marker})
+        ctx.lease.drop_files()  # the new database carries it now (rotation/lease.py)
     else:
         from render_rotator.postgres.stamp import update_stamp
 
@@ -286,7 +288,7 @@ def mark_new(ctx: Rotation, pg: Postgres) -> None:
             lambda stamp, _now: {**stamp, "marker": marker},
             connect_timeout=ctx.settings.connect_timeout,
         )
-    ids = ctx.state.setdefault("created_ids", [])
+    ids = ctx.state.created_ids
     if pg.id not in ids:
         ids.append(pg.id)
     ctx.save()
@@ -299,7 +301,7 @@ def empty_new(ctx: Rotation) -> int:
     """Drop everything in the new database before copying into it again: only one a
     rotation of this old database created, only while the data also exists elsewhere (the
     old database, or the verified backup), and never once a deploy using it went live."""
-    new_id = ctx.state["new_id"]
+    new_id = ctx.state.known_new_id
     _confirm_lease(ctx)
     pg = exists_now(ctx, new_id)
     if pg is None:
@@ -307,7 +309,7 @@ def empty_new(ctx: Rotation) -> int:
     if made_by_us(ctx, pg) is None:
         raise GuardError(
             f"refusing to empty {new_id} ({pg.name}): nothing proves a rotation of "
-            f"{ctx.state['old_id']} created it (no marker on it)",
+            f"{ctx.state.old_id} created it (no marker on it)",
             hint="delete it yourself if it is unused, then run `render-rotator resume`",
         )
     if old_now(ctx) is None:
@@ -315,7 +317,7 @@ def empty_new(ctx: Rotation) -> int:
     users = pointing_at(ctx, new_id)
     live = [
         service
-        for service, record in (ctx.state.get("deploys") or {}).items()
+        for service, record in (ctx.state.deploys or {}).items()
         if record.get("status") == "live"
     ]
     if users and live:
@@ -336,7 +338,7 @@ def empty_new(ctx: Rotation) -> int:
 def drop_new(ctx: Rotation, why: str) -> None:
     """Delete the unused new database when landing back on the old one."""
     state = ctx.state
-    new_id = state.get("new_id")
+    new_id = state.new_id
     if not new_id:
         return
     _confirm_lease(ctx)
@@ -345,7 +347,7 @@ def drop_new(ctx: Rotation, why: str) -> None:
         if old_now(ctx) is None:
             raise GuardError(
                 f"refusing to delete the new database {new_id}: the old database "
-                f"{state.get('old_id')} is gone, so the new one may hold the only copy"
+                f"{state.old_id} is gone, so the new one may hold the only copy"
             )
         users = pointing_at(ctx, new_id)
         if users:
@@ -363,21 +365,19 @@ def drop_new(ctx: Rotation, why: str) -> None:
         with contextlib.suppress(NotFoundError):
             ctx.client.delete_postgres(new_id)
         log.info("deleted the new database %s: %s", new_id, why)
-    state.pop("new_id", None)
-    state["new_deleted"] = new_id
+    state.new_id = None
+    state.new_deleted = new_id
     ctx.set_new(None)
     ctx.save()
 
 
 def require_backup(ctx: Rotation, what: str = "delete the old database") -> None:
     """The archive is on disk and hashes as it did when it was verified."""
-    entry = ctx.state.get("backup")
-    if not entry or not Path(entry["path"]).exists():
+    entry = ctx.state.backup
+    if not entry or not Path(entry.path).exists():
         raise GuardError(f"refusing to {what}: no backup on disk")
-    if sha256_path(Path(entry["path"])) != entry["sha256"]:
-        raise GuardError(
-            f"refusing to {what}: backup {entry['path']} changed since it was verified"
-        )
+    if sha256_path(Path(entry.path)) != entry.sha256:
+        raise GuardError(f"refusing to {what}: backup {entry.path} changed since it was verified")
 
 
 def _check_drift(ctx: Rotation) -> None:
@@ -385,10 +385,10 @@ def _check_drift(ctx: Rotation) -> None:
     fact = check(ctx)
     record_drift(ctx, fact)
     if not fact.passed:
-        ctx.state["drift"] = {"tables": list(fact.tables), "differences": len(fact.differences)}
+        ctx.state.drift = {"tables": list(fact.tables), "differences": len(fact.differences)}
         ctx.save()
-        old_id, new_id = ctx.state["old_id"], ctx.state.get("new_id")
-        if ctx.state.get("strategy") == "delete-first":
+        old_id, new_id = ctx.state.old_id, ctx.state.new_id
+        if ctx.state.strategy == "delete-first":
             step = (
                 "Nothing was deleted and the services keep using it. Stop whatever writes to it "
                 "directly (a cron job, a worker, a client with its own connection) or use "
@@ -401,7 +401,7 @@ def _check_drift(ctx: Rotation) -> None:
                 "(it stays read-only until then; `render-rotator resume` will not delete it "
                 "while it differs)"
             )
-        action = "delete" if ctx.state.get("strategy") == "delete-first" else "retire"
+        action = "delete" if ctx.state.strategy == "delete-first" else "retire"
         raise DriftError(
             f"refusing to {action} the old database {old_id}: it changed after the snapshot the "
             f"copy was taken from, so it was kept ({fact.summary}): it holds writes the copy "
@@ -413,23 +413,23 @@ def _check_drift(ctx: Rotation) -> None:
 
 def _drift_passed(ctx: Rotation) -> bool:
     drift = _facts(ctx).get("drift") or {}
-    return bool(drift.get("unchanged")) and drift.get("old_id") == ctx.state.get("old_id")
+    return bool(drift.get("unchanged")) and drift.get("old_id") == ctx.state.old_id
 
 
 def delete_old(ctx: Rotation) -> bool:
     """Delete the old database if, right now, every fact allows it; False when it was
     already gone."""
     state = ctx.state
-    old_id = state["old_id"]
+    old_id = state.known_old_id
     _confirm_lease(ctx)
     if old_now(ctx) is None:
         return False
-    delete_first = state.get("strategy") == "delete-first"
+    delete_first = state.strategy == "delete-first"
     require_backup(ctx)
     if not delete_first:
         if not copy_proven(ctx):
             raise GuardError("refusing to delete the old database: the copy was not proven")
-        new_id = state.get("new_id")
+        new_id = state.new_id
         if not new_id or exists_now(ctx, new_id) is None:
             raise GuardError(
                 f"refusing to delete the old database {old_id}: the new database {new_id} "
@@ -447,10 +447,14 @@ def delete_old(ctx: Rotation) -> bool:
     if not _drift_passed(ctx):  # the fact the deletion stands on, as recorded
         raise GuardError("refusing to delete the old database: no passed drift check")
     if ctx.lease is not None:
+        if delete_first:
+            # from the deletion until the new database carries the marker, the backup is the
+            # only thing another run could act from: the lease goes beside it first
+            ctx.lease.acquire_file(lease_mod.file_for(Path(state.known_backup.path)))
         ctx.lease.forget(old_id)
     with contextlib.suppress(NotFoundError):
         ctx.client.delete_postgres(old_id)
-    state["old_deleted"] = True
+    state.old_deleted = True
     ctx.set_old(None)
     ctx.save()
     deadline = time.monotonic() + 120
@@ -470,7 +474,7 @@ def write_target(ctx: Rotation, current: TargetValue, value: str, *, to: str) ->
     database, and only while the target still names this rotation's old or new database."""
     state = ctx.state
     _confirm_lease(ctx)
-    dest_id = state.get(f"{to}_id")
+    dest_id = state.new_id if to == "new" else state.old_id
     dest = info_now(ctx, dest_id) if dest_id else None
     if dest is None:
         raise GuardError(
@@ -481,11 +485,11 @@ def write_target(ctx: Rotation, current: TargetValue, value: str, *, to: str) ->
     if to == "new" and not copy_proven(ctx):
         raise GuardError(f"refusing to point {current.label} at {dest_id}: copy not proven")
     live = read_target(ctx.client, current.target).value
-    entry = state.get("targets", {}).get(current.label, {})
-    ours = [state.get("old_id"), state.get("new_id")]
+    entry = state.targets.get(current.label)
+    ours = [state.old_id, state.new_id]
     known = any(
         points_at(live, info) for info in (info_now(ctx, i) for i in ours if i) if info is not None
-    ) or (live is not None and fingerprint(live) == entry.get("old_sha256"))
+    ) or (live is not None and entry is not None and fingerprint(live) == entry.old_sha256)
     if not known:
         raise GuardError(
             f"refusing to overwrite {current.label}: it was changed by someone else during "

@@ -4,6 +4,12 @@ One JSON file per configured database in the state directory. It records ids, na
 the backup's path and hash, which services we froze and which targets we repointed — never a
 password or connection string — so `resume` can pick up after a crash at any point.
 Writes are atomic (temp file + rename) so a crash mid-write leaves the previous version.
+What it holds is typed (rotation/state.py): `RotationState` and one `PhaseState` per phase.
+
+Versions: 2 is written. A version 1 journal (free-form dicts under the same key names) is
+read and migrated into the typed state, unless it holds a key this version does not know:
+then it is refused with one line saying to finish it with the version that started it or to
+start over with `rotate --restart`. A newer version is refused the same way.
 
 A journal made with ``persist=False`` lives in memory only: a dry run, and the read-only
 inspect that decides whether a rotation is due at all, never leave a file behind. Setting
@@ -25,11 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from render_rotator.errors import RotationError, UsageError
+from render_rotator.rotation.state import PhaseState, RotationState, StateFormatError
 from render_rotator.secrets import scrub
 
 log = logging.getLogger("render_rotator.rotation")
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
+#: versions this one reads (1: the untyped journal, migrated on load)
+READABLE_VERSIONS = (1, 2)
 # a URL with a password in it; a redacted one (user:***@host) is fine
 _SECRETISH = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@]*:(?!\*\*\*@)[^\s@]+@", re.IGNORECASE)
 
@@ -52,8 +61,8 @@ class Journal:
     status: str = "running"  # running | done | failed | rolled_back | mismatch | noop
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
-    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
+    phases: dict[str, PhaseState] = field(default_factory=dict)
+    state: RotationState = field(default_factory=RotationState)
     error: str | None = None
     persist: bool = field(default=True, compare=False)
     # while landing after a failure: a journal that cannot be written (disk full) must not
@@ -76,19 +85,45 @@ class Journal:
                 f"cannot read rotation journal {path}: {exc}",
                 hint="fix or remove the file, then run rotate --restart",
             ) from None
-        if data.get("version") != JOURNAL_VERSION:
-            raise RotationError(f"journal {path} has an unknown version {data.get('version')!r}")
-        return cls(
-            path=path,
-            database=data["database"],
-            rotation_id=data["rotation_id"],
-            status=data["status"],
-            started_at=data["started_at"],
-            finished_at=data.get("finished_at"),
-            phases=data.get("phases", {}),
-            state=data.get("state", {}),
-            error=data.get("error"),
-        )
+        version = data.get("version") if isinstance(data, dict) else None
+        if version not in READABLE_VERSIONS:
+            raise RotationError(
+                f"journal {path} has version {version!r}, which this render-rotator "
+                f"(journal version {JOURNAL_VERSION}) cannot read",
+                hint="finish that rotation with the render-rotator version that started it, "
+                "or discard it with `render-rotator rotate --restart`",
+            )
+        try:
+            state = RotationState.from_dict(data.get("state") or {})
+            phases = {
+                name: PhaseState.from_dict(entry, f"phase {name}")
+                for name, entry in (data.get("phases") or {}).items()
+            }
+            journal = cls(
+                path=path,
+                database=data["database"],
+                rotation_id=data["rotation_id"],
+                status=data["status"],
+                started_at=data["started_at"],
+                finished_at=data.get("finished_at"),
+                phases=phases,
+                state=state,
+                error=data.get("error"),
+            )
+        except (StateFormatError, KeyError, TypeError, ValueError) as exc:
+            raise RotationError(
+                f"journal {path} (version {version}) does not fit this render-rotator: {exc}",
+                hint="finish that rotation with the render-rotator version that started it, "
+                "or discard it with `render-rotator rotate --restart`",
+            ) from None
+        if version != JOURNAL_VERSION:
+            log.info(
+                "read the version %s journal %s (saved as version %s from now on)",
+                version,
+                path,
+                JOURNAL_VERSION,
+            )
+        return journal
 
     @classmethod
     def find(cls, state_dir: Path, database: str) -> Journal | None:
@@ -103,8 +138,8 @@ class Journal:
             "status": self.status,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "phases": self.phases,
-            "state": self.state,
+            "phases": {name: entry.to_dict() for name, entry in self.phases.items()},
+            "state": self.state.to_dict(),
             "error": self.error,
         }
 
@@ -188,12 +223,17 @@ class Journal:
         return self.status == "running"
 
     def is_done(self, phase: str) -> bool:
-        return self.phases.get(phase, {}).get("status") in ("done", "skipped")
+        entry = self.phases.get(phase)
+        return entry is not None and entry.completed
+
+    def status_of(self, phase: str) -> str | None:
+        entry = self.phases.get(phase)
+        return entry.status if entry is not None else None
 
     def _in_order(self, *statuses: str) -> list[str]:
         """Phases with one of `statuses`, in the order they last began."""
-        names = [n for n, p in self.phases.items() if p.get("status") in statuses]
-        return sorted(names, key=lambda n: int(self.phases[n].get("seq", 0)))
+        names = [n for n, p in self.phases.items() if p.status in statuses]
+        return sorted(names, key=lambda n: self.phases[n].seq)
 
     def last_phase(self) -> str | None:
         """The last phase that completed (done or skipped), None before any did."""
@@ -211,36 +251,54 @@ class Journal:
         broken = self.interrupted_phase()
         return f"last completed phase: {last}" + (f", interrupted in: {broken}" if broken else "")
 
+    # The runner (rotation/workflow.py) alone calls the methods below.
+
+    def _entry(self, phase: str) -> PhaseState:
+        return self.phases.setdefault(phase, PhaseState(status="started"))
+
     def begin(self, phase: str) -> None:
-        entry = self.phases.setdefault(phase, {})
-        seq = 1 + max((int(p.get("seq", 0)) for p in self.phases.values()), default=0)
-        entry.update({"status": "started", "started_at": now_iso(), "seq": seq})
-        entry["attempts"] = int(entry.get("attempts", 0)) + 1
+        seq = 1 + max((p.seq for p in self.phases.values()), default=0)
+        entry = self._entry(phase)
+        entry.status, entry.seq = "started", seq
+        entry.started_at = now_iso()
+        entry.finished_at = None
+        entry.attempts += 1
         self.save()
 
+    def _end(self, phase: str, status: str, seconds: float) -> PhaseState:
+        entry = self._entry(phase)
+        entry.status = status
+        entry.finished_at = now_iso()
+        entry.seconds = round(entry.seconds + seconds, 3)
+        return entry
+
     def finish(self, phase: str, seconds: float, *, skipped: bool = False) -> None:
-        entry = self.phases.setdefault(phase, {})
-        entry.update(
-            {
-                "status": "skipped" if skipped else "done",
-                "finished_at": now_iso(),
-                "seconds": round(entry.get("seconds", 0.0) + seconds, 3),
-            }
-        )
+        self._end(phase, "skipped" if skipped else "done", seconds)
+        self.save()
+
+    def defer(self, phase: str, seconds: float) -> None:
+        """The phase gave way to a decision; it runs again once the runner has acted on it."""
+        self._end(phase, "deferred", seconds)
+        self.save()
+
+    def record_done(self, phase: str) -> None:
+        """A phase an earlier run finished and this one proved again: done, not run."""
+        entry = self._entry(phase)
+        if entry.attempts == 0:
+            self.begin(phase)
+        self._end(phase, "done", 0.0)
         self.save()
 
     def fail(self, phase: str, seconds: float, error: str) -> None:
-        entry = self.phases.setdefault(phase, {})
-        entry.update({"status": "failed", "finished_at": now_iso(), "error": error})
-        entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 3)
+        self._end(phase, "failed", seconds).error = error
         self.save()
 
     def redo(self, *phases: str) -> None:
         """Mark completed phases to be run again by the next resume (keeps their history)."""
         for phase in phases:
             entry = self.phases.get(phase)
-            if entry is not None and entry.get("status") in ("done", "skipped"):
-                entry["status"] = "redo"
+            if entry is not None and entry.completed:
+                entry.status = "redo"
         self.save()
 
     def close(self, status: str, error: str | None = None) -> None:

@@ -10,8 +10,12 @@ that server, timed by the server's clock (no clock skew between machines).
 - The lease moves with the data: it is also written on the new database the moment it is
   available (with the marker proving this rotation created it), so it survives the old
   database's deletion in delete-first. While neither exists (between that deletion and the
-  new database being available) there is nothing another run could rotate: its inspection
-  finds no database its targets use and stops.
+  new database carrying the marker) the only thing another run could act from is the
+  backup: so before deleting the old database, the lease is also written beside the backup
+  archive (``.<archive>.lease``, same record, renewed by the same heartbeat, removed once the
+  new database carries the lease), and a run that would finish from that backup
+  (rotation/recovery.py) refuses while it is live. A run that
+  has no access to the backup finds no database its targets use and stops.
 - A heartbeat thread renews it every `lease_ttl / 3` seconds; the guard re-confirms it right
   before every destructive action, so a run whose lease was taken over stops there.
 - A holder that died stops renewing: its lease expires `lease_ttl` seconds after the last
@@ -22,13 +26,15 @@ that server, timed by the server's clock (no clock skew between machines).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +108,60 @@ def held_error(database: str, held: dict[str, Any]) -> LeaseHeldError:
     )
 
 
+def file_for(archive: Path) -> Path:
+    """Where the lease beside a backup archive lives: hidden, and not ``*.json`` (never
+    taken for a manifest); removed once the new database carries the lease."""
+    return archive.with_name(f".{archive.name}.lease")
+
+
+@contextlib.contextmanager
+def _locked_file(path: Path) -> Any:
+    """The lease file opened and flock'ed: a read-decide-write on it is atomic."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read_file_record(fd: int) -> Any:
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = b""
+    while chunk := os.read(fd, 65536):
+        raw += chunk
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return None  # torn or foreign: no live lease can be read from it
+
+
+def _write_file_record(fd: int, record: dict[str, Any] | None) -> None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    if record is not None:
+        os.write(fd, json.dumps(record).encode())
+    os.fsync(fd)
+
+
+def check_file_free(path: Path, *, database: str) -> None:
+    """Raise LeaseHeldError if a live lease is beside this backup (changes nothing)."""
+    if not path.exists():
+        return
+    try:
+        with _locked_file(path) as fd:
+            held = _read_file_record(fd)
+    except OSError as exc:
+        log.info("could not read the lease %s: %s", path, exc)
+        return
+    if isinstance(held, dict) and not is_stale(held, _now()):
+        raise held_error(database, held)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def check_free(url: str, *, database: str, connect_timeout: float = 30) -> None:
     """Raise LeaseHeldError if a live lease is on this database (changes nothing)."""
 
@@ -125,6 +185,7 @@ class Lease:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     started_at: str | None = None
     homes: dict[str, str] = field(default_factory=dict, repr=False)  # postgres id -> url
+    files: list[Path] = field(default_factory=list)  # beside a backup (see the docstring)
     lost: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -188,6 +249,43 @@ class Lease:
             self.homes[postgres_id] = url
         self._start()
 
+    def acquire_file(self, path: Path) -> None:
+        """Take (or renew) the lease beside a backup archive; raises LeaseHeldError."""
+        with self._lock:
+            with _locked_file(path) as fd:
+                stamp = _read_file_record(fd)
+                held = {"lease": stamp} if isinstance(stamp, dict) else {}
+                _write_file_record(fd, self._take(held, _now())["lease"])
+            if path not in self.files:
+                self.files.append(path)
+        self._start()
+
+    def _renew_files(self) -> None:
+        for path in list(self.files):
+            try:
+                with _locked_file(path) as fd:
+                    stamp = _read_file_record(fd)
+                    held = {"lease": stamp} if isinstance(stamp, dict) else {}
+                    _write_file_record(fd, self._renew(held, _now())["lease"])
+            except OSError as exc:
+                log.warning("could not renew the lease %s: %s", path, exc)
+
+    def drop_files(self) -> None:
+        """The new database carries the lease now: the one beside the backup can go."""
+        with self._lock:
+            self._drop_files()
+
+    def _drop_files(self) -> None:
+        for path in self.files:
+            try:
+                with _locked_file(path) as fd:
+                    stamp = _read_file_record(fd)
+                    if isinstance(stamp, dict) and stamp.get("token") == self.token:
+                        path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.info("lease %s not removed (it expires by itself): %s", path, exc)
+        self.files.clear()
+
     def forget(self, postgres_id: str) -> None:
         """This database is about to be deleted: stop renewing there."""
         with self._lock:
@@ -201,6 +299,11 @@ class Lease:
         if self.lost:
             raise LeaseLostError(self.lost)
         with self._lock:
+            try:
+                self._renew_files()
+            except LeaseLostError as exc:
+                self.lost = str(exc)
+                raise
             homes = dict(self.homes)
             confirmed = 0
             for postgres_id, url in homes.items():
@@ -232,6 +335,7 @@ class Lease:
                 except RenderRotatorError as exc:
                     log.info("lease on %s not removed (it expires by itself): %s", postgres_id, exc)
             self.homes.clear()
+            self._drop_files()
 
     # -- heartbeat -----------------------------------------------------------------------
 

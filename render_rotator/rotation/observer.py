@@ -18,10 +18,12 @@ log = logging.getLogger("render_rotator.rotation")
 
 class PhaseShown:
     """What `phase()` yields: the rotation sets `skipped` when the phase had nothing to do,
-    so the display says "skipped" rather than "done 0.0s"."""
+    so the display says "skipped" rather than "done 0.0s"; and `gave_way` when the phase
+    stopped for a decision the runner acts on before running it again (it is not done)."""
 
     def __init__(self) -> None:
         self.skipped = False
+        self.gave_way: str | None = None
 
 
 class CopyMeter(Protocol):
@@ -96,7 +98,9 @@ class LogUI:
         started = time.monotonic()
         shown = PhaseShown()
         yield shown
-        if shown.skipped:
+        if shown.gave_way:
+            log.info("phase %s: paused: %s", name, shown.gave_way)
+        elif shown.skipped:
             log.info("phase %s: skipped (nothing to do)", name)
         else:
             log.info("phase %s: done in %.1fs", name, time.monotonic() - started)

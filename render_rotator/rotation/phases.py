@@ -5,6 +5,9 @@ inspect -> upgrade -> freeze -> backup -> delete-old -> provision -> copy -> ver
 database; `delete-old` only for the delete-first strategy (after a verified backup exists);
 `retire` only for create-first without keep_old.
 
+A phase returns True (done), False (skipped) or a decision for the runner (decisions.py):
+only the runner (workflow.py) moves between phases, switches strategy and records phases.
+
 Each phase may be cut off at any point (a crash, a kill, Ctrl-C) and run again from the start
 by `resume`: progress inside a phase is written to the journal before each step that changes
 something on Render, and every step first looks at what already exists (a database created
@@ -56,10 +59,12 @@ from render_rotator.rotation import rescue as rescuing
 from render_rotator.rotation import write_freeze as freezing
 from render_rotator.rotation.access import explain_unreachable
 from render_rotator.rotation.context import Rotation
+from render_rotator.rotation.decisions import FallBackToDeleteFirst, Outcome, RedoPhases, ask
 from render_rotator.rotation.drift import old_database_changes
 from render_rotator.rotation.free_slot import create_when_slot_frees
 from render_rotator.rotation.naming import is_rotation_of
-from render_rotator.rotation.report import PhaseRecord
+from render_rotator.rotation.report import derive_report, describe_postgres
+from render_rotator.rotation.state import BackupFacts, DatabaseSpec, TargetState
 from render_rotator.rotation.targets import (
     TargetValue,
     fingerprint,
@@ -70,7 +75,8 @@ from render_rotator.rotation.targets import (
 
 log = logging.getLogger("render_rotator.rotation")
 
-Phase = Callable[[Rotation], bool | None]  # returns False when the phase was skipped
+#: a phase returns True (done), False (skipped) or decisions for the runner (decisions.py)
+Phase = Callable[[Rotation], Outcome]
 _FIRST_POLL = 0.25  # seconds before the first re-check of a wait; the client doubles it
 
 
@@ -180,31 +186,30 @@ def _discover(ctx: Rotation) -> tuple[Postgres, Postgres | None, list[TargetValu
 def _deletion_started(ctx: Rotation) -> bool:
     """Whether this rotation itself may have deleted the old database (then crashed)."""
     began = ("started", "failed", "done", "skipped", "redo")
-    phases = ctx.journal.phases
-    deleting = any(phases.get(name, {}).get("status") in began for name in ("delete-old", "retire"))
-    return deleting and bool(ctx.state.get("backup"))
+    deleting = any(ctx.journal.status_of(name) in began for name in ("delete-old", "retire"))
+    return deleting and bool(ctx.state.backup)
 
 
 def inspect(ctx: Rotation) -> bool:
     """Find the old database, its targets and (if any) a half-done rotation's new database."""
     state = ctx.state
     values: list[TargetValue] | None = None
-    fresh = not state.get("old_id")
+    fresh = not state.old_id
     if not fresh:
         old = ctx.old  # resuming: the journal knows which is which
         new = ctx.new
-        if new is None and state.get("new_id"):
+        if new is None and state.new_id:
             _forget_vanished_new(ctx)
-        if old is None and not state.get("old_deleted"):
+        if old is None and not state.old_deleted:
             if _deletion_started(ctx):
-                log.info("%s is gone: the interrupted run had deleted it", state["old_id"])
-                state["old_deleted"] = True
+                log.info("%s is gone: the interrupted run had deleted it", state.old_id)
+                state.old_deleted = True
             elif guard.copy_proven(ctx) and new is not None:
                 # deleted by someone else after the copy was proven: finish on the new one
                 guard.old_now(ctx)
             else:
                 raise RotationError(
-                    f"the old database {state.get('old_id')} no longer exists on Render, and "
+                    f"the old database {state.old_id} no longer exists on Render, and "
                     "this rotation did not delete it",
                     hint="if a backup was taken it is named in the journal; restore it with "
                     "`render-rotator restore`",
@@ -216,62 +221,51 @@ def inspect(ctx: Rotation) -> bool:
         old = None
     else:
         old, new, values = _discover(ctx)
-        state.update(
-            {
-                "old_id": old.id,
-                "old_name": old.name,
-                "owner_id": ctx.config.render.owner_id or old.owner_id,
-                "requested_strategy": ctx.settings.strategy,
-                "strategy": "delete-first"
-                if ctx.settings.strategy == "delete-first"
-                else "create-first",
-            }
+        state.old_id, state.old_name = old.id, old.name
+        state.owner_id = ctx.config.render.owner_id or old.owner_id
+        state.requested_strategy = ctx.settings.strategy
+        state.strategy = (
+            "delete-first" if ctx.settings.strategy == "delete-first" else "create-first"
         )
         if new is not None:
             # found on Render, not made by this journal: empty it before copying into it, and
             # the services that rotation froze count as frozen by us
-            state.update(
-                {
-                    "new_id": new.id,
-                    "new_name": new.name,
-                    "new_adopted": True,
-                    "adopt_frozen": True,
-                }
-            )
+            state.new_id, state.new_name = new.id, new.name
+            state.new_adopted = state.adopt_frozen = True
             ctx.set_new(new)
         ctx.set_old(old)
     if old is not None:
         expiry = expiry_of(old)
         rescuing.check_expiry(ctx, old, expiry)
-        state["old_spec"] = {
-            "name": old.name,
-            "plan": old.plan,
-            "version": old.version,
-            "region": old.region,
-            "database_name": old.database_name,
-            "database_user": old.database_user,
-            "ip_allow_list": [e.to_api() for e in old.ip_allow_list],
-            "environment_id": old.environment_id,
+        state.old_spec = DatabaseSpec(
+            name=old.name,
+            plan=old.plan,
+            version=old.version,
+            region=old.region,
+            database_name=old.database_name,
+            database_user=old.database_user,
+            ip_allow_list=[e.to_api() for e in old.ip_allow_list],
+            environment_id=old.environment_id,
             # without expiresAt, a free database expires 30 days after it was created; a
             # rescued one keeps the expiry it had before its upgrade
-            "expires_at": expiry.expires_at.isoformat()
+            expires_at=expiry.expires_at.isoformat()
             if expiry
-            else (state.get("rescue") or {}).get("expired_at"),
-        }
-    spec = state.get("old_spec") or {}
-    _refuse_downgrade(ctx, spec.get("version"))
+            else (state.rescue or {}).get("expired_at"),
+        )
+    spec = state.known_spec
+    _refuse_downgrade(ctx, spec.version)
     ctx.report.old = {
-        "id": state["old_id"],
-        "name": state.get("old_name"),
-        "expires_at": spec.get("expires_at"),
-        "version": spec.get("version"),
-        "plan": spec.get("plan"),
+        "id": state.old_id,
+        "name": state.old_name,
+        "expires_at": spec.expires_at,
+        "version": spec.version,
+        "plan": spec.plan,
     }
     _inspect_targets(ctx, new, values)
     if fresh:
         _preflight(ctx)
     # an expired database cannot be reached before its rescue upgrade (the upgrade phase checks)
-    upgrading = state.get("rescue") and not ctx.journal.is_done("upgrade")
+    upgrading = state.rescue and not ctx.journal.is_done("upgrade")
     if old is not None and not ctx.journal.is_done("backup") and not upgrading:
         _check_client(ctx)
         _check_backup_dir(ctx)
@@ -305,21 +299,23 @@ def _forget_vanished_new(ctx: Rotation) -> None:
     could not record so (a full disk). Before any target used it, provisioning again is
     safe; after, there is nothing sound to do alone."""
     state = ctx.state
-    if any(t.get("repointed") for t in state.get("targets", {}).values()):
+    if state.any_repointed:
         raise RotationError(
-            f"the new database {state['new_id']} that targets were pointed at no longer exists",
+            f"the new database {state.new_id} that targets were pointed at no longer exists",
             hint="point the targets back at the old database (or restore the backup named in "
             "the journal), then run `rotate --restart`",
         )
     log.warning(
         "the new database %s recorded in the journal no longer exists (deleted when an "
         "earlier run landed on the old one): provisioning again",
-        state["new_id"],
+        state.new_id,
     )
-    for key in ("new_id", "new_name", "new_adopted"):
-        state.pop(key, None)
+    reason = f"the new database {state.new_id} vanished before any target used it"
+    state.new_id = state.new_name = None
+    state.new_adopted = False
     ctx.set_new(None)
-    ctx.journal.redo("provision", "copy", "verify")
+    ask(state, RedoPhases(("provision", "copy", "verify"), reason), "inspect")
+    ctx.save()
 
 
 def _refuse_downgrade(ctx: Rotation, current: str | None) -> None:
@@ -349,14 +345,14 @@ def _inspect_targets(
     """Check each target points at the old database (or already at the new one), remember
     what it held (in memory; only a fingerprint goes to the journal)."""
     state = ctx.state
-    old_info = ctx.connection_info(state["old_id"]) if ctx.old is not None else None
+    old_info = ctx.connection_info(state.known_old_id) if ctx.old is not None else None
     new_info = ctx.connection_info(new.id) if new is not None else None
-    recorded = state.setdefault("targets", {})
+    recorded = state.targets
     ctx.target_values = []
     for i, target in enumerate(ctx.db.targets):
         current = values[i] if values is not None else read_target(ctx.client, target)
         ctx.target_values.append(current)
-        entry = recorded.setdefault(target.label, {"repointed": False})
+        entry = recorded.setdefault(target.label, TargetState())
         on_old = points_at(current.value, old_info) if old_info else None
         on_new = points_at(current.value, new_info) if new_info else None
         if current.value is None:
@@ -365,23 +361,22 @@ def _inspect_targets(
                 hint="set it to the database's connection string, or remove the target",
             )
         if on_old:
-            entry.update({"old_kind": on_old, "old_sha256": fingerprint(current.value)})
+            entry.old_kind, entry.old_sha256 = on_old, fingerprint(current.value)
             ctx.old_values[target.label] = current.value
         elif on_new:
-            entry["repointed"] = True
-        elif old_info is None and entry.get("old_sha256") == fingerprint(current.value):
+            entry.repointed = True
+        elif old_info is None and entry.old_sha256 == fingerprint(current.value):
             pass  # the old database is gone (delete-first); the target still names it
         else:
             raise UsageError(
-                f"target {target.label} does not point at {state.get('old_name')} "
-                f"({state['old_id']})",
+                f"target {target.label} does not point at {state.old_name} ({state.old_id})",
                 hint="check the target's service/env_group and key in the config",
             )
 
 
 def recheck_targets(ctx: Rotation) -> None:
     """Re-read every target now: each must still point at the old (or the new) database."""
-    _inspect_targets(ctx, ctx.new if ctx.state.get("new_id") else None)
+    _inspect_targets(ctx, ctx.new if ctx.state.new_id else None)
 
 
 def _check_client(ctx: Rotation) -> None:
@@ -407,11 +402,11 @@ def _check_client(ctx: Rotation) -> None:
 def upgrade(ctx: Rotation) -> bool:
     """Rescue only: upgrade the expired database to the cheapest paid plan so it can be read
     again, wait until it is available, then check the client against it."""
-    if not ctx.state.get("rescue"):
+    if not ctx.state.rescue:
         return False
     rescuing.upgrade(ctx)
     if ctx.lease is not None:  # readable again: it carries the lease from now on
-        ctx.lease.acquire(ctx.state["old_id"], ctx.old_url())
+        ctx.lease.acquire(ctx.state.known_old_id, ctx.old_url())
     if not ctx.journal.is_done("backup"):
         _check_client(ctx)
     ctx.save()
@@ -426,7 +421,9 @@ def freeze(ctx: Rotation) -> bool:
     mode = ctx.settings.freeze
     if ctx.old is None:
         return False  # nothing left to write to
-    frozen = ctx.state.setdefault("frozen", {"mode": mode, "suspended": [], "maintenance": []})
+    if ctx.state.frozen is None:
+        ctx.state.frozen = {"mode": mode, "suspended": [], "maintenance": []}
+    frozen = ctx.state.frozen
     if "started_at" not in frozen and mode != "none":
         frozen["started_at"] = time.time()
     freezing.freeze(ctx, mode, frozen)
@@ -441,9 +438,9 @@ def backup(ctx: Rotation) -> bool:
     """A verified archive on disk (readable, hashed, with the source inventory) before any
     deletion can happen."""
     state = ctx.state
-    existing: dict[str, Any] = state.get("backup") or {}
-    path_done = Path(existing["path"]) if existing else None
-    if path_done and path_done.exists() and sha256_path(path_done) == existing["sha256"]:
+    existing = state.backup
+    path_done = Path(existing.path) if existing else None
+    if existing and path_done and path_done.exists() and sha256_path(path_done) == existing.sha256:
         return True
     if ctx.old is None:
         raise RotationError(
@@ -460,7 +457,7 @@ def backup(ctx: Rotation) -> bool:
             hint="set backup_dir in the config to a writable directory",
         ) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    prefix = f"{state['old_name']}-{state['old_id']}-"
+    prefix = f"{state.old_name}-{state.old_id}-"
     remove_stale_partials(backup_dir, prefix)  # this database's lock is ours: none is live
     path = backup_dir / f"{prefix}{stamp}.dump"
     for n in range(2, 100):  # two runs in the same second (a retry right after a failure)
@@ -483,29 +480,29 @@ def backup(ctx: Rotation) -> bool:
         info = manager.backup_database(ctx.old_url(), path, verify_mode=ctx.settings.verify)
     assert info.inventory is not None and info.fingerprint is not None
     manifest = {
-        "database": state["old_name"],
-        "postgres_id": state["old_id"],
+        "database": state.old_name,
+        "postgres_id": state.old_id,
         "created_at": stamp,
         "archive": info.to_dict(),
         **recovery.manifest_extras(ctx),
     }
     manifest_path = path.with_name(path.name + ".json")
     write_private(manifest_path, json.dumps(manifest, indent=2, default=str))
-    state["backup"] = {
-        "path": str(path),
-        "manifest": str(manifest_path),
-        "sha256": info.sha256,
-        "size_bytes": info.archive.size_bytes,
-        "format": info.archive.format,
-    }
-    state["inventory"] = info.inventory.to_dict()
+    state.backup = BackupFacts(
+        path=str(path),
+        manifest=str(manifest_path),
+        sha256=info.sha256,
+        size_bytes=info.archive.size_bytes,
+        format=info.archive.format,
+    )
+    state.inventory = info.inventory.to_dict()
     # the content fingerprint of the backup's snapshot (definitions and settings as digests:
     # the journal holds no values); the manifest beside the archive holds the full one
-    state["fingerprint"] = info.fingerprint.to_dict(digests=True)
+    state.fingerprint = info.fingerprint.to_dict(digests=True)
     # the copy's expected size, by the measure the copy progress and the report use
-    state["source_bytes"] = _user_data_bytes(ctx, ctx.old_url())
+    state.source_bytes = _user_data_bytes(ctx, ctx.old_url())
     ctx.save()
-    log.info("verified backup of %s: %s", state["old_name"], path)
+    log.info("verified backup of %s: %s", state.old_name, path)
     return True
 
 
@@ -514,13 +511,13 @@ def backup(ctx: Rotation) -> bool:
 
 def delete_old(ctx: Rotation) -> bool:
     """Free the one free-database slot, only after the backup is proven."""
-    if ctx.state.get("strategy") != "delete-first":
+    if ctx.state.strategy != "delete-first":
         return False
-    if ctx.state.get("old_deleted"):
+    if ctx.state.old_deleted:
         return True
-    old_id = ctx.state["old_id"]
+    old_id = ctx.state.old_id
     if guard.delete_old(ctx):
-        log.info("deleted the old database %s (backup %s)", old_id, ctx.state["backup"]["path"])
+        log.info("deleted the old database %s (backup %s)", old_id, ctx.state.known_backup.path)
     return True
 
 
@@ -528,56 +525,65 @@ def delete_old(ctx: Rotation) -> bool:
 
 
 def _new_fields(ctx: Rotation, name: str) -> dict[str, object]:
-    spec = ctx.state["old_spec"]
-    rescue = ctx.state.get("rescue") or {}
+    spec = ctx.state.known_spec
+    rescue = ctx.state.rescue or {}
     fields: dict[str, object] = {
         "name": name,
-        "ownerId": ctx.state["owner_id"],
+        "ownerId": ctx.state.owner_id,
         # a rescued database is on a paid plan only to be read: the new one is free again
-        "plan": rescue.get("plan") or spec["plan"],
-        "version": ctx.db.version or spec["version"],
-        "region": spec["region"],
-        "databaseName": spec["database_name"],
-        "databaseUser": spec["database_user"],
+        "plan": rescue.get("plan") or spec.plan,
+        "version": ctx.db.version or spec.version,
+        "region": spec.region,
+        "databaseName": spec.database_name,
+        "databaseUser": spec.database_user,
     }
     # exactly, empty included: Render opens a database created without a list to everyone,
     # while an empty list admits no connection from outside Render
-    fields["ipAllowList"] = list(spec.get("ip_allow_list") or [])
-    if spec.get("environment_id"):
-        fields["environmentId"] = spec["environment_id"]
+    fields["ipAllowList"] = list(spec.ip_allow_list)
+    if spec.environment_id:
+        fields["environmentId"] = spec.environment_id
     return fields
 
 
-def provision(ctx: Rotation) -> bool:
-    """Create the replacement (same plan, version, region, names, allow list) and wait for it."""
+def provision(ctx: Rotation) -> bool | FallBackToDeleteFirst:
+    """Create the replacement (same plan, version, region, names, allow list) and wait for it.
+
+    With strategy auto, a refused second free database returns FallBackToDeleteFirst: the
+    runner deletes the old database (delete-old, after the verified backup) and runs this
+    phase again."""
     state = ctx.state
-    new = ctx.new if state.get("new_id") else None
+    new = ctx.new if state.new_id else None
     if new is None:
-        name = state.get("new_name") or naming.new_name(
-            ctx.db.new_name, state["old_spec"]["name"], ctx.today or date.today()
+        name = state.new_name or naming.new_name(
+            ctx.db.new_name, state.known_spec.name, ctx.today or date.today()
         )
         # written before the create call: a run resumed on another day must look for the
         # same name, not create a second database under a new date
-        state["new_name"] = name
+        state.new_name = name
         ctx.save()
         same_name = [
             p
-            for p in ctx.client.list_postgres(name=name, owner_id=state["owner_id"])
-            if p.name == name and p.id != state["old_id"]
+            for p in ctx.client.list_postgres(name=name, owner_id=state.owner_id)
+            if p.name == name and p.id != state.old_id
         ]
         if same_name:
             new = same_name[0]
             guard.check_reuse(ctx, new)  # only a database a rotation of this one created
-            state["new_adopted"] = True
+            state.new_adopted = True
             log.info("reusing %s (%s) created by an earlier attempt", new.id, name)
         else:
             # the journal proves the create request: a database of this name that Render
             # made after it is ours, even if we die before marking it
-            state["creating"] = {"name": name, "requested_at": time.time()}
+            state.creating = {"name": name, "requested_at": time.time()}
             ctx.save()
-            new = _create(ctx, name)
-            state.setdefault("created_ids", []).append(new.id)
-        state["new_id"] = new.id
+            created = _create(ctx, name)
+            if isinstance(created, FallBackToDeleteFirst):
+                state.creating = None  # refused: nothing was created
+                ctx.save()
+                return created
+            new = created
+            state.created_ids.append(new.id)
+        state.new_id = new.id
         ctx.save()
     timeout = ctx.settings.provision_timeout
     try:
@@ -596,17 +602,11 @@ def provision(ctx: Rotation) -> bool:
         raise RotationError(
             f"the new database {new.id} did not become available within {timeout:g}s",
             hint="run `render-rotator resume` once Render shows it available; the backup "
-            f"{state['backup']['path']} holds the data",
+            f"{state.known_backup.path} holds the data",
         ) from None
     ctx.set_new(new)
     guard.mark_new(ctx, new)
-    ctx.report.new = {
-        "id": new.id,
-        "name": new.name,
-        "expires_at": new.expires_at.isoformat() if new.expires_at else None,
-        "version": new.version,
-        "plan": new.plan,
-    }
+    ctx.report.new = describe_postgres(new)
     ctx.save()
     return True
 
@@ -616,36 +616,25 @@ def _drop_new(ctx: Rotation, why: str) -> None:
     guard.drop_new(ctx, why)
 
 
-def _create(ctx: Rotation, name: str) -> Postgres:
-    if ctx.state.get("old_deleted") or ctx.state.get("rescue"):
+def _create(ctx: Rotation, name: str) -> Postgres | FallBackToDeleteFirst:
+    if ctx.state.old_deleted or ctx.state.rescue:
         # the slot of the deleted (or upgraded) free database may take a while to free
         return create_when_slot_frees(ctx, _new_fields(ctx, name))
     try:
         return ctx.client.create_postgres(**_new_fields(ctx, name))
     except ConflictError as exc:
         refused_free = is_free_tier_refusal(exc)
-        if not refused_free or ctx.state["requested_strategy"] != "auto":
+        if not refused_free or ctx.state.requested_strategy != "auto":
             if refused_free:
                 raise RotationError(
                     f"Render refused a second free database: {exc.message}",
                     hint='set strategy = "auto" or "delete-first" for free databases',
                 ) from None
             raise
-    # expected on the free tier (the report says so too): not a warning, so -q stays quiet
-    log.info("Render allows one free database per workspace: switching to delete-first")
-    ctx.state["strategy"] = "delete-first"
-    ctx.report.notes.append("Render refused a second free database: used delete-first")
-    ctx.save()
-    ctx.journal.begin("delete-old")
-    started = time.monotonic()
-    with ctx.ui.phase("delete-old"):  # shown as its own step, timed apart from provision
-        delete_old(ctx)
-    seconds = time.monotonic() - started
-    ctx.journal.finish("delete-old", seconds)
-    for record in ctx.report.phases:
-        if record.name == "delete-old":
-            record.status, record.seconds = "done", seconds
-    return create_when_slot_frees(ctx, _new_fields(ctx, name))
+    return FallBackToDeleteFirst(
+        "Render refused a second free database: delete the old one first (after the "
+        "verified backup), then create the new one"
+    )
 
 
 # -- copy / restore ----------------------------------------------------------------------
@@ -660,16 +649,14 @@ def copy(ctx: Rotation) -> bool:
     state = ctx.state
     new_url = ctx.new_url()
     manager = ctx.manager()
-    if state.get("copy_started") or state.get("new_adopted"):
+    if state.copy_started or state.new_adopted:
         dropped = guard.empty_new(ctx)
-        log.info("emptied %s before copying (%d objects dropped)", state["new_id"], dropped)
-    state["copy_started"] = True
+        log.info("emptied %s before copying (%d objects dropped)", state.new_id, dropped)
+    state.copy_started = True
     ctx.save()
-    inventory = Inventory.from_dict(state["inventory"])
-    progress = ctx.ui.copy_progress(
-        total_bytes=state.get("source_bytes"), total_rows=inventory.total_rows
-    )
-    if ctx.old is not None and state.get("strategy") == "create-first":
+    inventory = Inventory.from_dict(state.known_inventory)
+    progress = ctx.ui.copy_progress(total_bytes=state.source_bytes, total_rows=inventory.total_rows)
+    if ctx.old is not None and state.strategy == "create-first":
         # both databases exist: stream them directly, in parallel, in one snapshot
         with progress:
             with ctx.ui.watch_copy(
@@ -689,14 +676,14 @@ def copy(ctx: Rotation) -> bool:
                 )
             _measure_copied(ctx, new_url, progress)
         skipped_entries = list(copied.skipped)
-        state["copy"] = {
+        state.copy = {
             "method": f"parallel copy (jobs={ctx.settings.jobs})",
             "seconds": round(copied.seconds, 3),
             "bytes": copied.bytes,
             "skipped": skipped_entries,
         }
     else:
-        path = Path(state["backup"]["path"])
+        path = Path(state.known_backup.path)
         with progress:
             with ctx.ui.watch_copy(
                 new_url,
@@ -711,7 +698,7 @@ def copy(ctx: Rotation) -> bool:
         # pg_restore without --create leaves the database's own settings out
         apply_settings(new_url, _backup_settings(ctx), connect_timeout=ctx.settings.connect_timeout)
         skipped_entries = list(result.skipped)
-        state["copy"] = {
+        state.copy = {
             "method": "pg_restore",
             "seconds": round(result.seconds, 3),
             "skipped": skipped_entries,
@@ -724,7 +711,7 @@ def copy(ctx: Rotation) -> bool:
 
 def _backup_settings(ctx: Rotation) -> dict[str, str]:
     """The old database's settings (`ALTER DATABASE ... SET`), from the backup's manifest."""
-    manifest = (ctx.state.get("backup") or {}).get("manifest")
+    manifest = ctx.state.backup.manifest if ctx.state.backup else None
     if not manifest or not Path(manifest).exists():
         raise RotationError(
             "the backup's manifest is missing, so the database settings cannot be restored",
@@ -744,7 +731,7 @@ def _copy_progress(progress: Any, report: Any) -> None:
 def _measure_copied(ctx: Rotation, new_url: str, progress: Any) -> None:
     """Measure the copied data once: the last progress line and the report show this."""
     size = _user_data_bytes(ctx, new_url)
-    ctx.state["bytes_copied"] = size
+    ctx.state.bytes_copied = size
     if size is not None:
         progress.measure_bytes(size)
 
@@ -768,7 +755,7 @@ def verify(ctx: Rotation) -> bool:
     hold exactly that too: a write that got past the freeze after the backup would otherwise
     be lost at the cutover."""
     state = ctx.state
-    stored = state.get("fingerprint")
+    stored = state.fingerprint
     if not stored:
         raise RotationError(
             "this rotation's journal has no content fingerprint of the backup (it was started "
@@ -794,8 +781,8 @@ def verify(ctx: Rotation) -> bool:
     if diffs:
         # did anything write to the old database after the backup? Then that is the
         # problem (the copy would miss those rows), whatever the copy looks like
-        state["verified"] = False
-        state["drift"] = {"tables": tables, "differences": len(diffs)}
+        state.verified = False
+        state.drift = {"tables": tables, "differences": len(diffs)}
         ctx.save()
         raise DriftError(
             "the old database changed after the backup was taken (writes were not "
@@ -805,24 +792,24 @@ def verify(ctx: Rotation) -> bool:
         )
     result = compare(source, target, time.monotonic() - started)
     ctx.report.rows_copied = source.total_rows
-    state["verification"] = {
+    state.verification = {
         "mode": result.mode,
         "seconds": round(result.seconds, 3),
         "tables": result.tables_compared,
         "rows": result.rows_compared,
     }
     if not result.equal:
-        state["verified"] = False
+        state.verified = False
         ctx.save()
         raise VerificationError(
             f"the new database does not match the backup of the old one: {result.summary()}",
             differences=result.differences,
         )
-    state["verified"] = True
+    state.verified = True
     guard.record_copy_proof(ctx, method=result.mode)
-    state["rows_copied"] = source.total_rows
-    if state.get("bytes_copied") is None:  # measured when the copy ended (same measure)
-        state["bytes_copied"] = _user_data_bytes(ctx, ctx.new_url())
+    state.rows_copied = source.total_rows
+    if state.bytes_copied is None:  # measured when the copy ended (same measure)
+        state.bytes_copied = _user_data_bytes(ctx, ctx.new_url())
     ctx.save()
     log.info("%s", result.summary())
     return True
@@ -833,39 +820,39 @@ def verify(ctx: Rotation) -> bool:
 
 def repoint(ctx: Rotation) -> bool:
     """Point every target at the new database, one key at a time."""
-    if not ctx.state.get("verified"):
+    if not ctx.state.verified:
         raise RotationError("refusing to repoint: the copy was not verified")
-    info = ctx.connection_info(ctx.state["new_id"])
+    info = ctx.connection_info(ctx.state.known_new_id)
     for current in ctx.target_values:
-        entry = ctx.state["targets"][current.label]
-        if entry.get("repointed"):
+        entry = ctx.state.targets[current.label]
+        if entry.repointed:
             continue
         value = new_value(current.value, info, current.target.connection)
         guard.write_target(ctx, current, value, to="new")
-        entry["repointed"] = True
+        entry.repointed = True
         ctx.save()
-        log.info("repointed %s to %s", current.label, ctx.state["new_id"])
+        log.info("repointed %s to %s", current.label, ctx.state.new_id)
     return True
 
 
 def restore_old_values(ctx: Rotation) -> list[str]:
     """Put targets back on the old database (it must still exist); returns labels restored."""
     restored = []
-    old_info = ctx.connection_info(ctx.state["old_id"])
+    old_info = ctx.connection_info(ctx.state.known_old_id)
     for current in ctx.target_values:
-        entry = ctx.state["targets"].get(current.label, {})
-        if not entry.get("repointed"):
+        entry = ctx.state.targets.get(current.label)
+        if entry is None or not entry.repointed:
             continue
         value = ctx.old_values.get(current.label)
         if value is None:
-            kind = entry.get("old_kind", current.target.connection)
+            kind = entry.old_kind or current.target.connection
             value = (
                 old_info.internal_connection_string
                 if kind == "internal"
                 else old_info.external_connection_string
             )
         guard.write_target(ctx, current, value, to="old")
-        entry["repointed"] = False
+        entry.repointed = False
         restored.append(current.label)
         ctx.save()
     return restored
@@ -903,7 +890,7 @@ def deploy(ctx: Rotation) -> bool:
         )
     restored = restore_old_values(ctx)
     freezing.unfence(ctx)
-    state["rolled_back"] = True
+    state.rolled_back = True
     ctx.save()
     rollback_failed = run_deploys(ctx, "rollback_deploys")
     freezing.thaw(ctx)
@@ -915,7 +902,7 @@ def deploy(ctx: Rotation) -> bool:
     )
     raise RotationError(
         f"deploy failed for {what}; {len(restored)} target(s) were put back on the old "
-        f"database {state['old_id']}{again}",
+        f"database {state.old_id}{again}",
         hint="fix the service, then run rotate again",
     )
 
@@ -973,7 +960,7 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
 
     A deploy recorded as failed (by an earlier run) is triggered again.
     """
-    records = ctx.state.setdefault(key, {})
+    records = ctx.state.deploys if key == "deploys" else ctx.state.rollback_deploys
     for service_id in services.runtime_services(ctx):
         record = records.get(service_id) or {}
         if record.get("deploy_id") and not _failed(record):
@@ -1015,18 +1002,18 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
 
 def retire(ctx: Rotation) -> bool:
     """Delete the old database (create-first), only now that the new one is live."""
-    if ctx.state.get("strategy") == "delete-first" or ctx.state.get("old_deleted"):
+    if ctx.state.strategy == "delete-first" or ctx.state.old_deleted:
         return False
     if ctx.settings.keep_old:
-        ctx.report.notes.append(f"kept the old database {ctx.state['old_id']} (keep_old)")
-        rescue = ctx.state.get("rescue")
+        ctx.report.notes.append(f"kept the old database {ctx.state.old_id} (keep_old)")
+        rescue = ctx.state.rescue
         if rescue:
             ctx.report.notes.append(
-                f"{ctx.state['old_id']} is on the paid plan {rescue['upgrade_to']}: Render "
+                f"{ctx.state.old_id} is on the paid plan {rescue['upgrade_to']}: Render "
                 "bills it until you delete it"
             )
         return False
-    if not ctx.state.get("verified"):
+    if not ctx.state.verified:
         raise RotationError("refusing to delete the old database: the copy was not verified")
     return guard.delete_old(ctx)
 
@@ -1034,96 +1021,34 @@ def retire(ctx: Rotation) -> bool:
 def report(ctx: Rotation) -> bool:
     """Fill in the final report from the journal, and keep its summary there too."""
     fill_report(ctx)
-    ctx.state["summary"] = {
-        "old_id": ctx.state.get("old_id"),
-        "new_id": ctx.state.get("new_id"),
+    ctx.state.summary = {
+        "old_id": ctx.state.old_id,
+        "new_id": ctx.state.new_id,
         "rows_copied": ctx.report.rows_copied,
         "bytes_copied": ctx.report.bytes_copied,
         "freeze_seconds": ctx.report.freeze_seconds,
-        "backup": (ctx.state.get("backup") or {}).get("path"),
+        "backup": ctx.state.backup.path if ctx.state.backup else None,
     }
     ctx.save()
     return True
 
 
-_SHOWN_STATUS = {"started": "interrupted", "redo": "to redo"}
-
-
 def fill_report(ctx: Rotation) -> None:
-    """Everything the report says, from the journal (so a resumed run reports the whole
-    rotation, not just its own part): phases and their durations, the write-freeze window,
-    rows and bytes copied, old and new ids, the backup, targets and deploys."""
-    state, rep, journal = ctx.state, ctx.report, ctx.journal
-    rep.strategy = state.get("strategy") or rep.strategy
-    rep.freeze = ctx.settings.freeze
-    order = {name: i for i, name in enumerate(PHASE_NAMES)}
-    recorded = sorted(journal.phases.items(), key=lambda item: order.get(item[0], 99))
-    rep.phases = [
-        PhaseRecord(
-            name,
-            _SHOWN_STATUS.get(entry.get("status", ""), entry.get("status", "unknown")),
-            float(entry.get("seconds") or 0.0),
-        )
-        for name, entry in recorded
-    ]
-    frozen = state.get("frozen") or {}
-    if "started_at" in frozen:
-        ended = frozen.get("ended_at") or time.time()
-        rep.freeze_seconds = max(0.0, ended - frozen["started_at"])
-    if state.get("rows_copied") is not None:
-        rep.rows_copied = state["rows_copied"]
-    if state.get("bytes_copied") is not None:
-        rep.bytes_copied = state["bytes_copied"]
-    if state.get("verification") or state.get("drift"):
-        rep.verification = {**(state.get("verification") or {})}
-        if state.get("drift"):
-            rep.verification["old_database_changed"] = state["drift"]
-    if state.get("backup"):
-        b = state["backup"]
-        rep.backup = {
-            "path": b["path"],
-            "manifest": b.get("manifest"),
-            "sha256": b["sha256"],
-            "size_bytes": b["size_bytes"],
-        }
-    if state.get("old_id"):
-        spec = state.get("old_spec") or {}
-        rep.old = {
-            "id": state["old_id"],
-            "name": state.get("old_name"),
-            "expires_at": spec.get("expires_at"),
-            "version": spec.get("version"),
-            "plan": spec.get("plan"),
-            "deleted": bool(state.get("old_deleted")),
-        }
+    """Everything the report says, derived from the journal's state (so a resumed run
+    reports the whole rotation, not just its own part); only the new database's current
+    expiry is read from Render."""
     new = None
-    if state.get("new_id"):
+    if ctx.state.new_id:
         with contextlib.suppress(RenderRotatorError):  # a report must not fail on the API
             new = ctx.new
-    if new is not None:
-        rep.new = {
-            "id": new.id,
-            "name": new.name,
-            "expires_at": new.expires_at.isoformat() if new.expires_at else None,
-            "version": new.version,
-            "plan": new.plan,
-        }
-    elif not state.get("new_id"):
-        rep.new = None
-    rep.targets = [
-        {"target": label, "status": "repointed" if entry.get("repointed") else "unchanged"}
-        for label, entry in state.get("targets", {}).items()
-    ]
-    rep.deploys = [
-        {
-            "service_id": service_id,
-            "deploy_id": record.get("deploy_id"),
-            "status": record.get("status"),
-            "rollback": key == "rollback_deploys",
-        }
-        for key in ("deploys", "rollback_deploys")
-        for service_id, record in (state.get(key) or {}).items()
-    ]
+    derive_report(
+        ctx.report,
+        ctx.state,
+        ctx.journal.phases,
+        order=PHASE_NAMES,
+        freeze=ctx.settings.freeze,
+        new=describe_postgres(new) if new is not None else None,
+    )
 
 
 PHASES: tuple[tuple[str, Phase], ...] = (

@@ -16,6 +16,7 @@ Without a backup nothing can be finished: one error says what exists and what to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -30,8 +31,11 @@ from render_rotator.postgres.inventory import Inventory, compare_inventories, ta
 from render_rotator.postgres.url import require_tls
 from render_rotator.render import Postgres
 from render_rotator.rotation import guard, naming
+from render_rotator.rotation import lease as lease_mod
+from render_rotator.rotation.decisions import AlreadyDone, ask
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.services import WEB_SERVICE, freeze_action, service_types
+from render_rotator.rotation.state import BackupFacts, DatabaseSpec, TargetState
 from render_rotator.rotation.targets import (
     TargetValue,
     endpoint,
@@ -103,12 +107,12 @@ def manifest_extras(ctx: Rotation) -> dict[str, Any]:
     fingerprints only, never the values, which hold passwords)."""
     state = ctx.state
     return {
-        "owner_id": state.get("owner_id"),
-        "spec": state.get("old_spec"),
+        "owner_id": state.owner_id,
+        "spec": dataclasses.asdict(state.old_spec) if state.old_spec else None,
         "targets": {
-            label: {"old_kind": entry.get("old_kind"), "old_sha256": entry.get("old_sha256")}
-            for label, entry in (state.get("targets") or {}).items()
-            if entry.get("old_sha256")
+            label: {"old_kind": entry.old_kind, "old_sha256": entry.old_sha256}
+            for label, entry in state.targets.items()
+            if entry.old_sha256
         },
     }
 
@@ -340,9 +344,9 @@ def _no_backup_error(
 def relocate_backup(ctx: Rotation) -> None:
     """`resume --backup PATH`: the journal's backup is no longer where it was written (moved,
     or downloaded elsewhere); use the one at PATH if it is the very same archive."""
-    entry = ctx.state.get("backup")
+    entry = ctx.state.backup
     hint = ctx.backup_hint
-    if not entry or Path(entry["path"]).exists():
+    if not entry or Path(entry.path).exists():
         return
     if hint is None:
         _require_backup_before_resuming(ctx, entry)
@@ -352,38 +356,38 @@ def relocate_backup(ctx: Rotation) -> None:
     same = [
         b
         for b in (_load(p) for p in _manifests(hint))
-        if b is not None and b.sha256 == entry["sha256"]
+        if b is not None and b.sha256 == entry.sha256
     ]
     if not same:
         raise UsageError(
             f"--backup {hint} is not the backup this rotation took "
-            f"({Path(entry['path']).name}, sha256 {entry['sha256'][:12]}...)",
+            f"({Path(entry.path).name}, sha256 {entry.sha256[:12]}...)",
             hint="give that archive (with its .json manifest beside it) or its manifest",
         )
     backup = same[0]
-    if not backup.archive.exists() or sha256_path(backup.archive) != entry["sha256"]:
+    if not backup.archive.exists() or sha256_path(backup.archive) != entry.sha256:
         raise RotationError(
             f"the backup {backup.archive} does not match its manifest's sha256 (damaged or "
             "incomplete); nothing was changed",
             hint="download the backup artifact again (the archive and its .json manifest)",
         )
-    log.info("using the backup at %s (moved from %s)", backup.archive, entry["path"])
-    entry["path"] = str(backup.archive.resolve())
-    entry["manifest"] = str(backup.manifest_path.resolve())
+    log.info("using the backup at %s (moved from %s)", backup.archive, entry.path)
+    entry.path = str(backup.archive.resolve())
+    entry.manifest = str(backup.manifest_path.resolve())
     ctx.save()
 
 
-def _require_backup_before_resuming(ctx: Rotation, entry: dict[str, Any]) -> None:
+def _require_backup_before_resuming(ctx: Rotation, entry: BackupFacts) -> None:
     """The old database is (or may be) deleted and its backup is not where the journal says,
     while the new database still has to be filled from it: stop before any phase provisions
     a database that could not be filled."""
     journal = ctx.journal
-    deleting = ctx.state.get("old_deleted") or journal.phases.get("delete-old", {}).get("status")
+    deleting = ctx.state.old_deleted or journal.status_of("delete-old")
     if not deleting or journal.is_done("verify"):
         return
     raise RotationError(
-        f"the old database {ctx.state.get('old_id')} was deleted after a verified backup, and "
-        f"that backup is no longer at {entry['path']}; nothing was changed",
+        f"the old database {ctx.state.old_id} was deleted after a verified backup, and "
+        f"that backup is no longer at {entry.path}; nothing was changed",
         hint="put it back there, or run `render-rotator resume --backup PATH` with the archive "
         "(its .json manifest beside it), e.g. the downloaded Actions artifact",
     )
@@ -392,12 +396,13 @@ def _require_backup_before_resuming(ctx: Rotation, entry: dict[str, Any]) -> Non
 # -- taking over ------------------------------------------------------------------------
 
 
-def spec_of(backup: Backup) -> dict[str, Any]:
+def spec_of(backup: Backup) -> DatabaseSpec:
     """The lost database's spec: recorded in the manifest, or (older manifests) read from
     its source URL and inventory."""
     spec = backup.manifest.get("spec")
     if isinstance(spec, dict) and spec.get("plan") and spec.get("region"):
-        return dict(spec)
+        known = {f.name for f in dataclasses.fields(DatabaseSpec)}
+        return DatabaseSpec(**{k: v for k, v in spec.items() if k in known})
     source = endpoint(str(backup.manifest["archive"].get("source") or ""))
     host = source.host if source else ""
     # Render's external host: dpg-xxx-a.<region>-postgres.render.com
@@ -415,20 +420,17 @@ def spec_of(backup: Backup) -> dict[str, Any]:
             hint=f'restore it by hand: `render-rotator restore "$NEW_DATABASE_URL" '
             f"{backup.archive}`, then point the targets at that database",
         )
-    return {
-        "name": backup.database,
-        "plan": "free",  # manifests without a spec come from the free tier's delete-first
-        "version": str(version),
-        "region": region,
-        "database_name": source.dbname,
-        "database_user": source.user,
-        "ip_allow_list": [],
-        "environment_id": None,
-        "expires_at": None,
-    }
+    return DatabaseSpec(
+        name=backup.database,
+        plan="free",  # manifests without a spec come from the free tier's delete-first
+        version=str(version),
+        region=region,
+        database_name=source.dbname,
+        database_user=source.user,
+    )
 
 
-def _own_new(ctx: Rotation, lost: Lost, spec: dict[str, Any], owner: str) -> Postgres | None:
+def _own_new(ctx: Rotation, lost: Lost, spec: DatabaseSpec, owner: str) -> Postgres | None:
     """The new database the interrupted run created, if it got that far: named as this
     config names a replacement of the lost database on a day from the backup's to today's,
     in the same owner, plan, region and version, created after the backup. Anything else is
@@ -441,14 +443,14 @@ def _own_new(ctx: Rotation, lost: Lost, spec: dict[str, Any], owner: str) -> Pos
         naming.new_name(ctx.db.new_name, backup.database, first + timedelta(days=n))
         for n in range(max(0, (today - first).days) + 1)
     }
-    version = ctx.db.version or spec["version"]
+    version = ctx.db.version or spec.version
     ours = [
         p
         for p in lost.on_render
         if p.name in names
         and p.id != backup.postgres_id
         and p.owner_id == owner
-        and (p.plan, p.region, p.version) == (spec["plan"], spec["region"], version)
+        and (p.plan, p.region, p.version) == (spec.plan, spec.region, version)
         and (taken is None or (p.created_at is not None and p.created_at >= taken - _CLOCK_SLACK))
         and guard.marked_for(ctx, p) == backup.postgres_id  # the marker its rotation wrote
     ]
@@ -477,39 +479,32 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
     database as deleted after this verified backup, the new database the interrupted run
     created (if any), the services it froze. Returns (new database or None, target values)."""
     state, backup = ctx.state, lost.backup
+    # the run that deleted the old database may be alive, between the deletion and the
+    # new database's marker: its lease is beside the backup (rotation/lease.py)
+    lease_mod.check_file_free(lease_mod.file_for(backup.archive), database=ctx.db.label)
     spec = spec_of(backup)
     owner = _owner(ctx, backup)
     new = _own_new(ctx, lost, spec, owner)
-    state.update(
-        {
-            "old_id": backup.postgres_id,
-            "old_name": backup.database,
-            "owner_id": owner,
-            "requested_strategy": ctx.settings.strategy,
-            "strategy": "delete-first",
-            "old_deleted": True,
-            "old_spec": spec,
-            "backup": {
-                "path": str(backup.archive.resolve()),
-                "manifest": str(backup.manifest_path.resolve()),
-                "sha256": backup.sha256,
-                "size_bytes": backup.manifest["archive"].get("size_bytes"),
-                "format": backup.manifest["archive"].get("format"),
-            },
-            "inventory": backup.inventory,
-            **_fingerprint_of(backup),
-            "recovered": {"backup": str(backup.archive.resolve()), "new_id": new and new.id},
-        }
+    state.old_id, state.old_name, state.owner_id = backup.postgres_id, backup.database, owner
+    state.requested_strategy, state.strategy = ctx.settings.strategy, "delete-first"
+    state.old_deleted = True
+    state.old_spec = spec
+    state.backup = BackupFacts(
+        path=str(backup.archive.resolve()),
+        manifest=str(backup.manifest_path.resolve()),
+        sha256=backup.sha256,
+        size_bytes=backup.manifest["archive"].get("size_bytes"),
+        format=backup.manifest["archive"].get("format"),
     )
-    targets = state.setdefault("targets", {})
+    state.inventory = backup.inventory
+    state.fingerprint = _fingerprint_of(backup)
+    state.recovered = {"backup": str(backup.archive.resolve()), "new_id": new and new.id}
     recorded = backup.manifest.get("targets") or {}
     for value in lost.dead:
         kind = (recorded.get(value.label) or {}).get("old_kind") or value.target.connection
-        targets[value.label] = {
-            "repointed": False,
-            "old_kind": kind,
-            "old_sha256": fingerprint(value.value),
-        }
+        state.targets[value.label] = TargetState(
+            repointed=False, old_kind=kind, old_sha256=fingerprint(value.value)
+        )
     _adopt_frozen(ctx)
     held = (
         f"{len(lost.dead)} target(s) still hold its URL"
@@ -524,31 +519,31 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
     if new is not None:
         used = [v.label for v in lost.values if points_at(v.value, ctx.connection_info(new.id))]
         message += f" into {new.id} ({new.name}), which that rotation had created"
-        state.update({"new_id": new.id, "new_name": new.name})
+        state.new_id, state.new_name = new.id, new.name
         if used:
             _keep_used_new(ctx, new, used)
         else:
-            state["new_adopted"] = True  # emptied before the restore
+            state.new_adopted = True  # emptied before the restore
         ctx.set_new(new)
     log.warning("%s", message)
     ctx.report.notes.append(message)
     return new, lost.values
 
 
-def _fingerprint_of(backup: Backup) -> dict[str, Any]:
+def _fingerprint_of(backup: Backup) -> dict[str, Any] | None:
     """The content fingerprint the backup's manifest holds (taken in the dump's snapshot), as
     the journal keeps it (definitions and settings as digests); none in an older manifest."""
     stored = (backup.manifest.get("archive") or {}).get("fingerprint")
     if not stored:
-        return {}
-    return {"fingerprint": Fingerprint.from_dict(stored).to_dict(digests=True)}
+        return None
+    return Fingerprint.from_dict(stored).to_dict(digests=True)
 
 
 def _keep_used_new(ctx: Rotation, new: Postgres, used: list[str]) -> None:
     """Some targets already use the new database (the repoint was cut short): it was
     verified before that, and is never emptied. It must still hold exactly the backup's
     data; then the copy is done and the remaining targets are repointed."""
-    source = Inventory.from_dict(ctx.state["inventory"])
+    source = Inventory.from_dict(ctx.state.known_inventory)
     current = take_inventory(
         require_tls(ctx.connection_info(new.id).external_connection_string),
         connect_timeout=ctx.settings.connect_timeout,
@@ -563,9 +558,9 @@ def _keep_used_new(ctx: Rotation, new: Postgres, used: list[str]) -> None:
             hint="it may hold newer writes: point the remaining targets at it by hand if it "
             "is right, or restore the backup into a new database",
         )
-    ctx.journal.begin("copy")
-    ctx.journal.finish("copy", 0.0)
-    ctx.state["copy"] = {"method": "done by the interrupted run (verified again)"}
+    ctx.state.copy = {"method": "done by the interrupted run (verified again)"}
+    reason = f"{', '.join(used)} already use {new.id}, which holds exactly the backup's data"
+    ask(ctx.state, AlreadyDone(("copy",), reason), "inspect")
 
 
 def _adopt_frozen(ctx: Rotation) -> None:
@@ -582,5 +577,5 @@ def _adopt_frozen(ctx: Rotation) -> None:
         service = ctx.client.get_service(service_id)
         if service.suspended if action == "suspend" else service.maintenance_mode_enabled:
             frozen["suspended" if action == "suspend" else "maintenance"].append(service_id)
-    ctx.state["frozen"] = frozen
-    ctx.state["adopt_frozen"] = True
+    ctx.state.frozen = frozen
+    ctx.state.adopt_frozen = True

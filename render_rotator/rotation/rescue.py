@@ -18,7 +18,6 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from render_rotator.errors import RotationError
 from render_rotator.render import Postgres
@@ -47,7 +46,7 @@ def latest_backup(backup_dir: Path, postgres_id: str) -> Path | None:
 def check_expiry(ctx: Rotation, old: Postgres, expiry: Expiry | None) -> None:
     """Stop (with the way out) on an expired database unless rescuing; record a rescue."""
     state = ctx.state
-    if state.get("rescue"):
+    if state.rescue:
         return  # resuming a rescue: the database was (being) upgraded
     if expiry is not None and expiry.expired:
         if not ctx.rescue:
@@ -77,14 +76,14 @@ def check_expiry(ctx: Rotation, old: Postgres, expiry: Expiry | None) -> None:
 
 def _start(ctx: Rotation, old: Postgres, expiry: Expiry | None) -> None:
     state = ctx.state
-    state["rescue"] = {
+    state.rescue = {
         "plan": "free",
         "upgrade_to": RESCUE_PLAN,
         "expired_at": expiry.expires_at.isoformat() if expiry else None,
         "deleted_at": expiry.deleted_at.isoformat() if expiry else None,
         "upgraded": old.plan == RESCUE_PLAN,
     }
-    state["requested_strategy"] = state["strategy"] = "create-first"
+    state.requested_strategy = state.strategy = "create-first"
     ctx.report.notes.append(
         f"rescue: {old.id} is upgraded to {RESCUE_PLAN} to regain access, copied into a new "
         "free database, then deleted"
@@ -106,25 +105,26 @@ def pending(ctx: Rotation) -> str | None:
 
 def remember_pending(ctx: Rotation) -> None:
     """After landing back on an upgraded database: `rotate --rescue` may finish it."""
-    rescue = ctx.state.get("rescue") or {}
+    rescue = ctx.state.rescue or {}
     if rescue.get("upgraded") or rescue.get("upgrading"):
         path = _marker(ctx)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
-            json.dumps({"postgres_id": ctx.state["old_id"], "plan": rescue["upgrade_to"]}) + "\n"
+            json.dumps({"postgres_id": ctx.state.old_id, "plan": rescue["upgrade_to"]}) + "\n"
         )
 
 
 def forget_pending(ctx: Rotation) -> None:
-    if ctx.state.get("rescue"):
+    if ctx.state.rescue:
         _marker(ctx).unlink(missing_ok=True)
 
 
 def upgrade(ctx: Rotation) -> Postgres:
     """Upgrade the expired database to the rescue plan and wait until it is available."""
-    state: dict[str, Any] = ctx.state
-    rescue = state["rescue"]
-    old_id = state["old_id"]
+    state = ctx.state
+    rescue = state.rescue
+    assert rescue is not None
+    old_id = state.known_old_id
     old = ctx.old
     if old is None:
         raise RotationError(

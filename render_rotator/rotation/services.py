@@ -50,7 +50,7 @@ def freeze_action(service_type: str, mode: str) -> str | None:
 
 def service_types(ctx: Rotation) -> dict[str, str]:
     """Each affected service's Render type, read once and kept in the journal."""
-    known: dict[str, str] = ctx.state.setdefault("service_types", {})
+    known: dict[str, str] = ctx.state.service_types
     missing = [sid for sid in ctx.affected_services() if sid not in known]
     for service_id in missing:
         known[service_id] = ctx.client.get_service(service_id).type or WEB_SERVICE

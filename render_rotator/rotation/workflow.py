@@ -36,15 +36,15 @@ from render_rotator.errors import (
     VerificationError,
 )
 from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
-from render_rotator.rotation import guard, naming, phases, recovery
+from render_rotator.rotation import decisions, guard, naming, phases, recovery
 from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation import rescue as rescuing
 from render_rotator.rotation import write_freeze as freezing
 from render_rotator.rotation.announce import announce
 from render_rotator.rotation.context import Rotation
-from render_rotator.rotation.journal import Journal
+from render_rotator.rotation.journal import Journal, now_iso
 from render_rotator.rotation.observer import LogUI, RotationUI
-from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
+from render_rotator.rotation.report import RotationReport, RotationResult, phase_rows
 from render_rotator.rotation.services import describe_freeze, runtime_services
 from render_rotator.secrets import scrub
 
@@ -121,8 +121,27 @@ def _locked(db: DatabaseConfig) -> Iterator[None]:
         os.close(fd)
 
 
-def _unfinished(db: DatabaseConfig) -> Journal | None:
-    journal = Journal.find(_state_dir(db), db.label)
+def _unfinished(db: DatabaseConfig, *, set_aside_unreadable: bool = False) -> Journal | None:
+    """The unfinished journal of `db`, if any. One this version cannot read raises its
+    one-line error, unless `set_aside_unreadable` (``rotate --restart``): then it is renamed
+    aside, kept for the record, and the rotation starts over from what exists on Render."""
+    try:
+        journal = Journal.find(_state_dir(db), db.label)
+    except RotationError as exc:
+        if not set_aside_unreadable:
+            raise
+        path = Journal.path_for(_state_dir(db), db.label)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{path.name.removesuffix('.json')}.unreadable.{stamp}.json")
+        os.replace(path, aside)
+        log.warning(
+            "set the journal %s aside (%s) as %s (--restart): what it froze is not thawed "
+            "from it; the new run re-discovers what exists on Render",
+            path,
+            exc.message,
+            aside,
+        )
+        return None
     return journal if journal is not None and journal.unfinished else None
 
 
@@ -177,7 +196,7 @@ def rotate(
             lock = contextlib.nullcontext() if dry_run else _locked(db)
             with lock:
                 if not dry_run:
-                    journal = _unfinished(db)
+                    journal = _unfinished(db, set_aside_unreadable=restart)
                     if journal is not None and not restart:
                         _refuse_unfinished(db, journal)
                     if journal is not None:
@@ -296,11 +315,11 @@ def _thaw_discarded(
     someone else and stay so). Once a cutover or a deletion began, they are left as they
     are."""
     state = journal.state
-    frozen = state.get("frozen") or {}
-    if not frozen or any(t.get("repointed") for t in state.get("targets", {}).values()):
+    frozen = state.frozen or {}
+    if not frozen or state.any_repointed:
         return
-    deleting = [journal.phases.get(p, {}).get("status") for p in ("delete-old", "retire")]
-    if state.get("old_deleted") or any(s not in (None, "skipped") for s in deleting):
+    deleting = [journal.status_of(p) for p in ("delete-old", "retire")]
+    if state.old_deleted or any(s not in (None, "skipped") for s in deleting):
         return  # the old database may be gone: thawed services would only fail against it
     ctx = Rotation(
         config=cfg,
@@ -376,7 +395,7 @@ def _rotate(
         # read-only: a failure here (bad target, unknown database, 401) changed nothing and
         # is raised as is, one clear error
         _run_phase(ctx, "inspect", phases.inspect)
-        if discover_only and not (ctx.state.get("new_id") or ctx.state.get("recovered")):
+        if discover_only and not (ctx.state.new_id or ctx.state.recovered):
             report.due = None  # not asked: resume finishes rotations, it does not judge expiry
             report.rotated = False
             report.message = "nothing to resume: no unfinished rotation (journal or on Render)"
@@ -393,13 +412,23 @@ def _rotate(
         recovery.relocate_backup(ctx)  # before any phase: a missing backup changes nothing
     current = "inspect"
     try:
-        for name, phase in phases.PHASES:
+        _apply_decisions(ctx)  # resuming: one recorded but not acted on when the run died
+        at, gave_way = 0, 0
+        while at < len(phases.PHASES):
+            name, phase = phases.PHASES[at]
+            at += 1
             if name == "inspect" and not resuming:
                 continue  # ran above
             if name != "inspect" and journal.is_done(name) and not _rerun(journal, name):
                 continue  # resuming: inspect always runs again, to re-read Render
             current = name
-            _run_phase(ctx, name, phase)
+            if _run_phase(ctx, name, phase):
+                # it gave way to a decision: run what the decision put before it, then it
+                gave_way += 1
+                if gave_way > len(phases.PHASES):
+                    raise RotationError(f"phase {name} keeps giving way; stopping")
+                at = _first_undone(journal, upto=at)
+                continue
             if name == "inspect":
                 _take_lease(ctx)  # resuming: before the first change
     except VerificationError as exc:
@@ -442,6 +471,14 @@ def _rotate(
     return report
 
 
+def _first_undone(journal: Journal, upto: int) -> int:
+    """Index of the first phase after inspect, before `upto`, that is not done."""
+    for index, (name, _phase) in enumerate(phases.PHASES[:upto]):
+        if name != "inspect" and not journal.is_done(name):
+            return index
+    return upto
+
+
 def _rerun(journal: Journal, name: str) -> bool:
     """Whether a resumed rotation runs a completed phase again: the freeze, until the
     cutover, since services may have been thawed by a landing the journal could not record
@@ -453,10 +490,10 @@ def _lease_homes(ctx: Rotation) -> list[tuple[str, str]]:
     """The databases that carry the lease now: the old one and an available new one."""
     homes = []
     # an expired database cannot be read before its rescue upgrade: the upgrade takes it
-    unreadable = ctx.state.get("rescue") and not ctx.journal.is_done("upgrade")
+    unreadable = ctx.state.rescue and not ctx.journal.is_done("upgrade")
     if ctx.old is not None and not unreadable:
-        homes.append((ctx.state["old_id"], ctx.old_url()))
-    new = ctx.new if ctx.state.get("new_id") else None
+        homes.append((ctx.state.known_old_id, ctx.old_url()))
+    new = ctx.new if ctx.state.new_id else None
     if new is not None and new.status_raw == "available":
         homes.append((new.id, ctx.new_url()))
     return homes
@@ -482,6 +519,10 @@ def _take_lease(ctx: Rotation) -> None:
     ctx.lease = lease
     for postgres_id, url in _lease_homes(ctx):
         lease.acquire(postgres_id, url)
+    if ctx.state.old_deleted and ctx.state.backup is not None:
+        # the old database is gone: until the new one carries the marker, the lease is
+        # beside the backup (rotation/lease.py)
+        lease.acquire_file(lease_mod.file_for(Path(ctx.state.backup.path)))
     try:
         phases.recheck_targets(ctx)
     except UsageError as exc:
@@ -510,7 +551,7 @@ def interrupted_state(ctx: Rotation) -> str:
     if not journal.persist:
         return "Nothing was changed."
     said: list[str] = []
-    frozen = state.get("frozen") or {}
+    frozen = state.frozen or {}
     thawed = set(frozen.get("thawed") or [])
     suspended = [s for s in frozen.get("suspended", []) if s not in thawed]
     maintenance = [s for s in frozen.get("maintenance", []) if s not in thawed]
@@ -519,19 +560,18 @@ def interrupted_state(ctx: Rotation) -> str:
     if maintenance:
         said.append(f"in maintenance mode (frozen): {', '.join(maintenance)}")
     if (frozen.get("readonly") or frozen.get("fenced")) and not frozen.get("readonly_reset"):
-        said.append(f"the old database {state.get('old_id')} is read-only")
-    if not (suspended or maintenance) and "frozen" in state:
+        said.append(f"the old database {state.old_id} is read-only")
+    if not (suspended or maintenance) and state.frozen is not None:
         said.append("no service is frozen")
-    if state.get("old_deleted"):
-        said.append(f"the old database {state.get('old_id')} was deleted (after the backup)")
+    if state.old_deleted:
+        said.append(f"the old database {state.old_id} was deleted (after the backup)")
     else:
-        said.append(f"the old database {state.get('old_id')} still exists")
-    backup = (state.get("backup") or {}).get("path")
+        said.append(f"the old database {state.old_id} still exists")
+    backup = state.backup.path if state.backup else None
     said.append(f"backup: {backup}" if backup else "no backup was taken yet")
-    if state.get("new_id"):
-        said.append(f"the new database {state['new_id']} exists")
-    targets = state.get("targets") or {}
-    moved = [label for label, t in targets.items() if t.get("repointed")]
+    if state.new_id:
+        said.append(f"the new database {state.new_id} exists")
+    moved = [label for label, t in state.targets.items() if t.repointed]
     if moved:
         said.append(f"repointed to the new database: {', '.join(moved)}")
     return (
@@ -541,37 +581,72 @@ def interrupted_state(ctx: Rotation) -> str:
     )
 
 
-def _phase_seconds(journal: Journal) -> dict[str, float]:
-    return {n: float(e.get("seconds") or 0.0) for n, e in journal.phases.items()}
+def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> bool:
+    """Run one phase and record what became of it; act on any decision it returned.
 
-
-def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> None:
-    ctx.journal.begin(name)
+    Returns True when the phase gave way to a decision (it is not done: the caller runs the
+    phases the decision put before it, then this one again)."""
+    journal = ctx.journal
+    journal.begin(name)
     started = time.monotonic()
-    before = _phase_seconds(ctx.journal)
-
-    def own_seconds() -> float:
-        """This phase's time without that of a phase run inside it (the auto fallback's
-        delete-old runs inside provision), which has its own row."""
-        nested = sum(
-            s - before.get(n, 0.0) for n, s in _phase_seconds(ctx.journal).items() if n != name
-        )
-        return max(0.0, time.monotonic() - started - nested)
-
     try:
         with ctx.ui.phase(name) as shown:
-            ran = phase(ctx)
-            if ran is False and shown is not None:
-                shown.skipped = True
+            outcome = phase(ctx)
+            taken = decisions.decisions_of(outcome)
+            gives_way = [d for d in taken if d.gives_way]
+            if shown is not None:
+                if gives_way:
+                    shown.gave_way = "; ".join(d.reason for d in gives_way)
+                elif outcome is False:
+                    shown.skipped = True
     except BaseException as exc:
-        seconds = own_seconds()
         with contextlib.suppress(Exception):
-            ctx.journal.fail(name, seconds, scrub(str(exc)))
-        ctx.report.phases.append(PhaseRecord(name, "failed", seconds))
+            journal.fail(name, time.monotonic() - started, scrub(str(exc)))
+        _show_phases(ctx)
         raise
-    seconds = own_seconds()
-    ctx.journal.finish(name, seconds, skipped=ran is False)
-    ctx.report.phases.append(PhaseRecord(name, "skipped" if ran is False else "done", seconds))
+    seconds = time.monotonic() - started
+    for decision in taken:
+        ctx.state.decide(decisions.record(decision, name, now_iso()))
+    # the decisions are saved with the phase's record, before the runner acts on them
+    if gives_way:
+        journal.defer(name, seconds)
+    else:
+        journal.finish(name, seconds, skipped=outcome is False)
+    _apply_decisions(ctx)
+    _show_phases(ctx)
+    return bool(gives_way)
+
+
+def _show_phases(ctx: Rotation) -> None:
+    ctx.report.phases = phase_rows(ctx.journal.phases, phases.PHASE_NAMES)
+
+
+def _apply_decisions(ctx: Rotation) -> None:
+    """Act on every decision recorded and not yet applied (a run killed between recording
+    and acting applies it when resumed): switch strategy, mark phases to run again or as
+    done. Each is marked applied in the same journal write as its effect."""
+    state, journal = ctx.state, ctx.journal
+    for decision in state.pending:
+        if decision.kind == decisions.FallBackToDeleteFirst.kind:
+            # expected on the free tier (the report says so too): not a warning
+            log.info("Render allows one free database per workspace: switching to delete-first")
+            state.strategy = "delete-first"
+            note = "Render refused a second free database: used delete-first"
+            if note not in ctx.report.notes:
+                ctx.report.notes.append(note)
+            journal.redo("delete-old")  # skipped while create-first: it runs now
+        elif decision.kind == decisions.RedoPhases.kind:
+            journal.redo(*decision.phases)
+        elif decision.kind == decisions.AlreadyDone.kind:
+            for name in decision.phases:
+                journal.record_done(name)
+        else:
+            raise RotationError(
+                f"the journal holds a decision this version does not know: {decision.kind}",
+                hint="finish the rotation with the render-rotator version that started it",
+            )
+        decision.applied = True
+        journal.save()
 
 
 def _days_left(expires_at: str | None) -> float | None:
@@ -598,8 +673,8 @@ def _due(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> bool:
     """
     within = _threshold(ctx, if_expiring_within)
     report = ctx.report
-    days = _days_left((ctx.state.get("old_spec") or {}).get("expires_at"))
-    if within is None or ctx.state.get("new_id") is not None or ctx.state.get("recovered"):
+    days = _days_left(ctx.state.old_spec.expires_at if ctx.state.old_spec else None)
+    if within is None or ctx.state.new_id is not None or ctx.state.recovered:
         return True
     if days is not None and days <= within:
         return True
@@ -616,10 +691,10 @@ def _due(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> bool:
 
 def _destroys(ctx: Rotation) -> list[str]:
     state = ctx.state
-    if state.get("recovered"):
+    if state.recovered:
         return []  # the old database is already gone; only what this rotation made is reused
-    old = f"{state['old_id']} ({state['old_name']})"
-    rescue = state.get("rescue")
+    old = f"{state.old_id} ({state.old_name})"
+    rescue = state.rescue
     if rescue:
         upgrade = (
             []
@@ -627,7 +702,7 @@ def _destroys(ctx: Rotation) -> list[str]:
             else [f"upgrade {old} to the paid plan {rescue['upgrade_to']} (a few cents)"]
         )
         return [*upgrade, f"delete {old} once the new free database is live"]
-    if state.get("strategy") == "delete-first" or ctx.settings.strategy == "delete-first":
+    if state.strategy == "delete-first" or ctx.settings.strategy == "delete-first":
         return [
             f"delete {old} after a verified backup, BEFORE the new database exists "
             "(free tier: one free database at a time)"
@@ -664,49 +739,49 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     happen: what would be created, deleted and changed."""
     phases.inspect(ctx)
     state, report = ctx.state, ctx.report
-    spec = state["old_spec"]
-    days = _days_left(spec.get("expires_at"))
+    spec = state.known_spec
+    days = _days_left(spec.expires_at)
     within = _threshold(ctx, if_expiring_within)
-    due = within is None or state.get("new_id") is not None or (days is not None and days <= within)
+    due = within is None or state.new_id is not None or (days is not None and days <= within)
     report.due = due
     strategy = ctx.settings.strategy
-    rescue = state.get("rescue")
+    rescue = state.rescue
     plan = [
-        f"inspect {state['old_id']} ({spec['name']}, {spec['plan']}, PostgreSQL "
-        f"{spec['version']}, expires {spec.get('expires_at') or 'never'}"
+        f"inspect {state.old_id} ({spec.name}, {spec.plan}, PostgreSQL "
+        f"{spec.version}, expires {spec.expires_at or 'never'}"
         + (f", {days:.1f} days left)" if days is not None else ")"),
     ]
     if rescue:
         strategy = "create-first"
         if not rescue.get("upgraded"):
             plan.append(
-                f"UPGRADE {state['old_id']} to {rescue['upgrade_to']} (paid, a few cents) to "
+                f"UPGRADE {state.old_id} to {rescue['upgrade_to']} (paid, a few cents) to "
                 "regain access; wait until it is available"
             )
     plan += [
         f"freeze writes: {describe_freeze(ctx, ctx.settings.freeze)}",
         f"back up to {ctx.settings.backup_dir} (checked with pg_restore --list, sha256, inventory)",
     ]
-    if state.get("recovered"):
+    if state.recovered:
         plan[1:] = [
-            f"{state['old_id']} is already deleted (an interrupted delete-first rotation): "
-            f"restore from the backup {state['backup']['path']} (sha256 checked)"
+            f"{state.old_id} is already deleted (an interrupted delete-first rotation): "
+            f"restore from the backup {state.known_backup.path} (sha256 checked)"
         ]
     elif strategy == "delete-first":
-        plan.append(f"DELETE {state['old_id']} after the backup is verified")
-    if state.get("new_id"):
+        plan.append(f"DELETE {state.old_id} after the backup is verified")
+    if state.new_id:
         plan.append(
-            f"reuse {state['new_id']} ({state.get('new_name')}), the new database of a "
+            f"reuse {state.new_id} ({state.new_name}), the new database of a "
             "half-done rotation found on Render (emptied first)"
         )
     else:
-        new_name = naming.new_name(ctx.db.new_name, spec["name"], ctx.today or date.today())
+        new_name = naming.new_name(ctx.db.new_name, spec.name, ctx.today or date.today())
         plan.append(
-            f"create {new_name} (plan {(rescue or {}).get('plan') or spec['plan']}, version "
-            f"{ctx.db.version or spec['version']}, region {spec['region']})"
+            f"create {new_name} (plan {(rescue or {}).get('plan') or spec.plan}, version "
+            f"{ctx.db.version or spec.version}, region {spec.region})"
             + (
                 " - or, if Render refuses a second free database, DELETE "
-                f"{state['old_id']} first (after the verified backup)"
+                f"{state.old_id} first (after the verified backup)"
                 if strategy == "auto"
                 else ""
             )
@@ -721,9 +796,9 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     plan.append(f"thaw and redeploy {deployed} (deploy_only: no new code); wait for live")
     if strategy != "delete-first":
         plan.append(
-            f"keep {state['old_id']} (keep_old)"
+            f"keep {state.old_id} (keep_old)"
             if ctx.settings.keep_old
-            else f"DELETE {state['old_id']} once every deploy is live"
+            else f"DELETE {state.old_id} once every deploy is live"
         )
     unfinished = Journal.find(_state_dir(ctx.db), ctx.db.label)
     if unfinished is not None and unfinished.unfinished:
@@ -750,7 +825,7 @@ def _land_on_old(ctx: Rotation, phase: str) -> list[str]:
     Returns what could not be undone."""
     state, report = ctx.state, ctx.report
     problems: list[str] = []
-    repointed = any(t.get("repointed") for t in state.get("targets", {}).values())
+    repointed = state.any_repointed
     if repointed:
         try:
             restored = phases.restore_old_values(ctx)
@@ -758,18 +833,18 @@ def _land_on_old(ctx: Rotation, phase: str) -> list[str]:
             repointed = False
         except RenderRotatorError as exc:
             problems.append(f"could not put the targets back: {scrub(str(exc))}")
-    if state.get("frozen") and not repointed:
+    if state.frozen and not repointed:
         try:
             freezing.thaw(ctx)
-            if state["frozen"].get("suspended") or state["frozen"].get("maintenance"):
+            if state.frozen.get("suspended") or state.frozen.get("maintenance"):
                 report.notes.append("services thawed: they keep using the old database")
         except RenderRotatorError as exc:
             problems.append(f"could not thaw: {scrub(str(exc))}")
     went_live = any(
         r.get("status") in {s.value for s in DEPLOY_SUCCESSFUL}
-        for r in (state.get("deploys") or {}).values()
+        for r in (state.deploys or {}).values()
     )
-    new_id = state.get("new_id")
+    new_id = state.new_id
     if new_id and not repointed and not (phase == "deploy" and went_live):
         try:
             phases._drop_new(ctx, "nothing uses it")
@@ -821,7 +896,7 @@ def _land(
         journal.save()
         report.message = (
             f"{status} in phase {phase}: {message}. Render could not be asked whether the old "
-            f"database {state.get('old_id')} still exists, so nothing was undone; the journal "
+            f"database {state.old_id} still exists, so nothing was undone; the journal "
             f"{journal.path} is kept: run `render-rotator resume` once Render answers"
         )
     elif old_exists and phase in _BEFORE_CUTOVER:
@@ -830,11 +905,11 @@ def _land(
         journal.archive()
         report.message = (
             f"{status} in phase {phase}: {message}. No cutover: the old database "
-            f"{state['old_id']} is unchanged and still in use"
+            f"{state.old_id} is unchanged and still in use"
         )
         if problems:
             report.message += "; but " + "; ".join(problems)
-        rescue = state.get("rescue") or {}
+        rescue = state.rescue or {}
         if rescue.get("upgraded") or rescue.get("upgrading"):
             rescuing.remember_pending(ctx)
             report.message += (
@@ -851,14 +926,14 @@ def _land(
         journal.save()
         report.message = (
             f"{status} in phase {phase}: {message}. The cutover is done: every target uses "
-            f"{state.get('new_id')} and its deploys are live. Run `render-rotator resume` "
+            f"{state.new_id} and its deploys are live. Run `render-rotator resume` "
             "to finish"
         )
     elif journal.is_done("repoint"):
         journal.error = message
         journal.save()
         report.message = (
-            f"{status} in phase {phase}: {message}. The new database {state.get('new_id')} "
+            f"{status} in phase {phase}: {message}. The new database {state.new_id} "
             "holds the verified copy and every target uses it (the old one was deleted "
             "after a verified backup); fix the problem and run `render-rotator resume`"
         )
@@ -873,7 +948,7 @@ def _land(
 
 def _old_exists(ctx: Rotation) -> bool | None:
     """Whether the old database still exists; None when Render cannot tell us now."""
-    if not ctx.state.get("old_id") or ctx.state.get("old_deleted"):
+    if not ctx.state.old_id or ctx.state.old_deleted:
         return False
     try:
         return guard.old_now(ctx) is not None  # re-read: it may have been deleted meanwhile
@@ -884,16 +959,16 @@ def _old_exists(ctx: Rotation) -> bool | None:
 def _restore_instructions(ctx: Rotation) -> str:
     """What to do when the old database is gone and the rotation could not finish."""
     state = ctx.state
-    backup = (state.get("backup") or {}).get("path")
+    backup = state.backup.path if state.backup else None
     targets = ", ".join(t.label for t in ctx.db.targets) or "your services"
-    new_id = state.get("new_id")
+    new_id = state.new_id
     where = (
-        f"the External Database URL of {new_id} ({state.get('new_name')}) from the Render dashboard"
+        f"the External Database URL of {new_id} ({state.new_name}) from the Render dashboard"
         if new_id
         else "the External Database URL of a new Render PostgreSQL database"
     )
     return (
-        f"The old database {state.get('old_id')} was deleted after a verified backup: "
+        f"The old database {state.old_id} was deleted after a verified backup: "
         f"{backup}. To finish the rotation run `render-rotator resume`. To restore by hand "
         f'instead: `render-rotator restore "$NEW_DATABASE_URL" {backup}` with {where}, then '
         f"point {targets} at it and redeploy"

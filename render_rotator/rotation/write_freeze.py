@@ -68,7 +68,7 @@ def _freeze_services(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
     recorded under what was done to it ("suspended" or "maintenance"), which thaw undoes.
     """
     pending = frozen.setdefault("pending", [])
-    adopt = bool(ctx.state.get("adopt_frozen"))
+    adopt = bool(ctx.state.adopt_frozen)
     thawed = frozen.get("thawed", [])
     types = service_types(ctx)
     for service_id in ctx.affected_services():
@@ -150,7 +150,9 @@ def set_read_only(url: str, on: bool, connect_timeout: float, command_timeout: f
 
 def fence(ctx: Rotation) -> None:
     """Make the old database read-only for the cutover (see the module docstring)."""
-    frozen = ctx.state.setdefault("frozen", {"mode": "none", "suspended": [], "maintenance": []})
+    if ctx.state.frozen is None:
+        ctx.state.frozen = {"mode": "none", "suspended": [], "maintenance": []}
+    frozen = ctx.state.frozen
     if ctx.old is None or frozen.get("fenced"):
         return
     frozen["fenced"] = True
@@ -164,7 +166,7 @@ def fence(ctx: Rotation) -> None:
 
 def unfence(ctx: Rotation) -> None:
     """Let the old database take writes again (read-only freeze or fence), if it exists."""
-    frozen = ctx.state.get("frozen") or {}
+    frozen = ctx.state.frozen or {}
     if not (frozen.get("readonly") or frozen.get("fenced")) or frozen.get("readonly_reset"):
         return
     if ctx.old is not None:
@@ -178,7 +180,7 @@ def unfence(ctx: Rotation) -> None:
 def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
     """Resume what we suspended and (unless told not to) take what we put in maintenance
     out of it, recording progress so a re-run skips what is done."""
-    frozen = ctx.state.get("frozen")
+    frozen = ctx.state.frozen
     if not frozen:
         return
     thawed = frozen.setdefault("thawed", [])
@@ -210,7 +212,7 @@ def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
 
 def end_window(ctx: Rotation) -> None:
     """The write freeze is over: the app can write (to whichever database it now uses)."""
-    frozen = ctx.state.get("frozen")
+    frozen = ctx.state.frozen
     if frozen and "started_at" in frozen and "ended_at" not in frozen:
         frozen["ended_at"] = time.time()
         ctx.save()

@@ -111,6 +111,9 @@ def test_a_body_without_a_length_is_refused_over_a_socket(emu: RenderEmulator) -
         response = api.post("/postgres", content=chunks())
         assert response.status_code == 411
         assert "Content-Length" in response.json()["message"]
+        assert set(response.json()) == {"id", "message"}
+        assert response.headers["Render-Request-Id"].startswith("api-")
+        assert response.headers["Server"] == "render-emulator"
         assert emu.postgres_ids() == []  # nothing was created
         # the same body with its length is taken
         body = b"".join(chunks())

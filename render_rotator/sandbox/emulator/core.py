@@ -536,6 +536,12 @@ class RenderEmulator:
             reply = fault_reply(rule)
         return self._finish(method, path, reply, limits)
 
+    def refuse(self, method: str, path: str, status: int, message: str) -> Reply:
+        """An error answer decided before the pipeline (a body the server cannot read),
+        logged and with Render's headers like any other."""
+        reply = Reply(status, {"id": str(uuid.uuid4()), "message": message})
+        return self._finish(method, path, reply, None)
+
     def authorized(self, header: str) -> bool:
         """Whether an ``Authorization`` header carries this emulator's key."""
         scheme, _, token = header.strip().partition(" ")

@@ -15,8 +15,6 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from render_rotator.sandbox.emulator.http import Reply
-
 if TYPE_CHECKING:
     from render_rotator.sandbox.emulator.core import RenderEmulator
 
@@ -67,14 +65,14 @@ def make_app(emu: RenderEmulator) -> WSGIApp:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         body = _body(environ)
         if body is None:
-            reply = Reply(411, {"message": "a request body needs a Content-Length"})
+            reply = emu.refuse(method, path, 411, "a request body needs a Content-Length")
         else:
             client = environ.get("REMOTE_ADDR", "")
             reply = emu.handle(method, path, environ.get("QUERY_STRING", ""), headers, body, client)
         if reply.drop:
             raise DropConnection("dropped by an injected fault")
         payload = reply.payload()
-        out = list(reply.headers)
+        out = [("Server", "render-emulator"), *reply.headers]
         if payload:
             out.append(("Content-Type", "application/json; charset=utf-8"))
         if reply.status != 204:

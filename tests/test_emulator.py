@@ -1,9 +1,11 @@
-"""The Render emulator against a real PostgreSQL cluster, spoken to over real HTTP (httpx)."""
+"""The Render emulator against a real PostgreSQL cluster, spoken to with httpx: in-process
+through its WSGI app on a manual clock (time is advanced, never waited for), and over a real
+socket where the server itself is under test (405s for any method, dropped connections, the
+control endpoint other processes use)."""
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +19,9 @@ from render_rotator.sandbox import Cluster, RenderEmulator, seed_demo
 from render_rotator.sandbox.cluster import server_bins
 from render_rotator.sandbox.emulator import (
     FREE_TIER_LIMIT_MESSAGE,
+    IN_PROCESS_URL,
     POSTGRES_VERSIONS,
+    ManualClock,
     expires_in,
 )
 
@@ -27,28 +31,50 @@ DEPLOY_DELAY = 0.2
 
 @pytest.fixture
 def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with RenderEmulator(pg, provision_delay=PROVISION_DELAY, deploy_delay=DEPLOY_DELAY) as e:
+    """Not served on a socket: tests reach it through `api` (or `served` starts a server)."""
+    e = RenderEmulator(
+        pg, provision_delay=PROVISION_DELAY, deploy_delay=DEPLOY_DELAY, clock=ManualClock()
+    )
+    try:
         yield e
+    finally:
+        e.stop()
+
+
+def _client(emu: RenderEmulator, **headers: str) -> httpx.Client:
+    """An httpx client driving `emu` in-process (from 127.0.0.1, as WSGITransport says)."""
+    transport = httpx.WSGITransport(app=emu.app)
+    return httpx.Client(transport=transport, base_url=IN_PROCESS_URL, headers=headers)
 
 
 @pytest.fixture
 def api(emu: RenderEmulator) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=10) as client:
+    with _client(emu, Authorization=f"Bearer {emu.api_key}") as client:
         yield client
+
+
+@pytest.fixture
+def served(emu: RenderEmulator) -> RenderEmulator:
+    """The same emulator on a real socket (stopped with it)."""
+    return emu.start()
 
 
 def _parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _wait(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
+def _wait(
+    emu: RenderEmulator, fetch: Callable[[], Any], done: Callable[[Any], bool], limit: float = 5.0
+) -> Any:
+    """Fetch until `done`, moving the emulator's clock forward between fetches (no sleeping);
+    gives up after `limit` emulated seconds and returns the last value."""
+    moved = 0.0
     while True:
         value = fetch()
-        if done(value) or time.monotonic() > deadline:
+        if done(value) or moved >= limit:
             return value
-        time.sleep(0.03)
+        emu.advance_clock(0.05)
+        moved += 0.05
 
 
 def _create(api: httpx.Client, emu: RenderEmulator, **fields: Any) -> dict[str, Any]:
@@ -60,9 +86,9 @@ def _create(api: httpx.Client, emu: RenderEmulator, **fields: Any) -> dict[str, 
     return data
 
 
-def _wait_available(api: httpx.Client, pg_id: str) -> dict[str, Any]:
+def _wait_available(emu: RenderEmulator, api: httpx.Client, pg_id: str) -> dict[str, Any]:
     data: dict[str, Any] = _wait(
-        lambda: api.get(f"/postgres/{pg_id}").json(), lambda d: d["status"] == "available"
+        emu, lambda: api.get(f"/postgres/{pg_id}").json(), lambda d: d["status"] == "available"
     )
     assert data["status"] == "available"
     return data
@@ -84,7 +110,7 @@ def _db_exists(pg: Cluster, db: str) -> bool:
 
 
 def test_every_call_needs_the_bearer_key(emu: RenderEmulator) -> None:
-    with httpx.Client(base_url=emu.base_url, timeout=5) as anon:
+    with _client(emu) as anon:
         missing = anon.get("/postgres")
         wrong = anon.get("/postgres", headers={"Authorization": "Bearer not-the-key"})
         bare = anon.get("/postgres", headers={"Authorization": emu.api_key})
@@ -119,7 +145,7 @@ def test_ratelimit_headers_and_content_type(api: httpx.Client) -> None:
 
 
 def test_every_answer_carries_a_render_request_id(emu: RenderEmulator, api: httpx.Client) -> None:
-    with httpx.Client(base_url=emu.base_url, timeout=5) as anon:
+    with _client(emu) as anon:
         unauthorized = anon.get("/postgres")
     answers = [
         api.get("/owners"),
@@ -136,7 +162,8 @@ def test_every_answer_carries_a_render_request_id(emu: RenderEmulator, api: http
     assert len(set(ids)) == len(ids)
 
 
-def test_unsupported_methods_answer_405_never_500(emu: RenderEmulator) -> None:
+def test_unsupported_methods_answer_405_never_500(served: RenderEmulator) -> None:
+    emu = served  # the real server must take any method, not only the app
     headers = {"Authorization": f"Bearer {emu.api_key}"}
     with httpx.Client(base_url=emu.base_url, timeout=5, headers=headers) as api:
         for method, path in [
@@ -188,7 +215,7 @@ def test_free_postgres_is_real_and_owned_by_a_non_superuser(
     assert created["ipAllowList"] == [{"cidrBlock": "0.0.0.0/0", "description": "everywhere"}]
     assert created["suspended"] == "not_suspended"
 
-    ready = _wait_available(api, created["id"])
+    ready = _wait_available(emu, api, created["id"])
     assert ready["createdAt"] == created["createdAt"]
 
     info = api.get(f"/postgres/{created['id']}/connection-info").json()
@@ -305,7 +332,7 @@ def test_clusters_it_started_stop_with_it(pg: Cluster) -> None:
     emu = RenderEmulator(pg, provision_delay=0).start()
     try:
         created = emu.create_postgres(name="other-major", plan="free", version=str(others[0]))
-        started = emu._cluster_for_version(created["version"])
+        started = emu.provisioner.cluster_for_version(created["version"])
         assert started is not pg and started.base_dir is not None
         data_dir = started.base_dir
     finally:
@@ -454,7 +481,7 @@ def test_postgres_suspend_blocks_logins_until_resume(
     emu: RenderEmulator, api: httpx.Client
 ) -> None:
     created = _create(api, emu, name="sleepy")
-    _wait_available(api, created["id"])
+    _wait_available(emu, api, created["id"])
     url = api.get(f"/postgres/{created['id']}/connection-info").json()["externalConnectionString"]
     suspended = api.post(f"/postgres/{created['id']}/suspend")
     assert suspended.status_code == 202 and suspended.content == b""
@@ -632,6 +659,7 @@ def test_deploy_goes_live_and_deactivates_the_previous_one(
     assert deploy["finishedAt"] is None
 
     done = _wait(
+        emu,
         lambda: api.get(f"/services/{sid}/deploys/{deploy['id']}").json(),
         lambda d: d["status"] == "live",
     )
@@ -655,7 +683,7 @@ def test_git_backed_deploy_builds_with_a_commit(emu: RenderEmulator, api: httpx.
         statuses.add(data["status"])
         return data
 
-    assert _wait(poll, lambda d: d["status"] == "live")["status"] == "live"
+    assert _wait(emu, poll, lambda d: d["status"] == "live")["status"] == "live"
     assert "build_in_progress" in statuses or "update_in_progress" in statuses
 
 
@@ -706,20 +734,26 @@ def test_server_error_fault_and_losing_only_the_answer(
         emu.faults.server_error(1, status=404)
 
 
-def test_latency_and_dropped_connection_faults(emu: RenderEmulator, api: httpx.Client) -> None:
-    emu.faults.latency(0.3)
-    started = time.monotonic()
+def test_latency_passes_on_the_emulators_clock(emu: RenderEmulator, api: httpx.Client) -> None:
+    emu.faults.latency(0.3, path_prefix="/owners")
+    before = emu.now()
     assert api.get("/owners").status_code == 200
-    assert time.monotonic() - started >= 0.3
+    assert emu.now() - before == pytest.approx(0.3)
+    assert api.get("/services").status_code == 200  # another path: no delay
+    assert emu.now() - before == pytest.approx(0.3)
     emu.faults.latency(0)
-    started = time.monotonic()
     api.get("/owners")
-    assert time.monotonic() - started < 0.3
+    assert emu.now() - before == pytest.approx(0.3)
 
+
+def test_a_dropped_connection_gets_no_answer(served: RenderEmulator) -> None:
+    emu = served
     emu.faults.drop_connection(1)
-    with pytest.raises(httpx.RemoteProtocolError):
-        api.get("/owners")
-    assert api.get("/owners").status_code == 200
+    headers = {"Authorization": f"Bearer {emu.api_key}"}
+    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=5) as api:
+        with pytest.raises(httpx.RemoteProtocolError):
+            api.get("/owners")
+        assert api.get("/owners").status_code == 200
 
 
 def test_failed_and_queued_deploy_faults(emu: RenderEmulator, api: httpx.Client) -> None:
@@ -729,12 +763,14 @@ def test_failed_and_queued_deploy_faults(emu: RenderEmulator, api: httpx.Client)
     ok = api.post(f"/services/{other}/deploys", json={}).json()  # other service: unaffected
     bad = api.post(f"/services/{sid}/deploys", json={}).json()
     final = _wait(
+        emu,
         lambda: api.get(f"/services/{sid}/deploys/{bad['id']}").json(),
         lambda d: d["status"] not in ("update_in_progress", "created"),
     )
     assert final["status"] == "update_failed" and final["finishedAt"] is not None
     assert (
         _wait(
+            emu,
             lambda: api.get(f"/services/{other}/deploys/{ok['id']}").json(),
             lambda d: d["status"] == "live",
         )["status"]
@@ -751,6 +787,7 @@ def test_failed_and_queued_deploy_faults(emu: RenderEmulator, api: httpx.Client)
     assert newest["status"] == "queued" and newest["trigger"] == "api"
     assert (
         _wait(
+            emu,
             lambda: api.get(f"/services/{sid}/deploys/{newest['id']}").json(),
             lambda d: d["status"] == "live",
         )["status"]
@@ -759,26 +796,28 @@ def test_failed_and_queued_deploy_faults(emu: RenderEmulator, api: httpx.Client)
 
 
 def test_real_rate_limits_can_be_enforced(pg: Cluster) -> None:
-    with RenderEmulator(pg, deploy_delay=0, enforce_rate_limits=True) as emu:
-        sid = emu.add_service("web")
-        headers = {"Authorization": f"Bearer {emu.api_key}"}
-        with httpx.Client(base_url=emu.base_url, headers=headers, timeout=5) as api:
-            answers = [api.post(f"/services/{sid}/deploys", json={}) for _ in range(11)]
+    emu = RenderEmulator(pg, deploy_delay=0, enforce_rate_limits=True, clock=ManualClock())
+    sid = emu.add_service("web")
+    with _client(emu, Authorization=f"Bearer {emu.api_key}") as api:
+        answers = [api.post(f"/services/{sid}/deploys", json={}) for _ in range(11)]
         assert [r.status_code for r in answers] == [201] * 10 + [429]
         assert [r.headers["Ratelimit-Remaining"] for r in answers[-2:]] == ["0", "0"]
-        assert int(answers[-1].headers["Retry-After"]) > 0
+        assert int(answers[-1].headers["Retry-After"]) == 60  # the clock has not moved
+        emu.advance_clock(60)  # a new window
+        assert api.post(f"/services/{sid}/deploys", json={}).status_code == 201
 
 
 def test_never_available_fault(emu: RenderEmulator, api: httpx.Client) -> None:
     emu.faults.never_available(True)
     created = _create(api, emu, name="stuck")
-    time.sleep(PROVISION_DELAY * 2)
+    emu.advance_clock(PROVISION_DELAY * 100)
     assert api.get(f"/postgres/{created['id']}").json()["status"] == "creating"
     emu.faults.clear()
     assert api.get(f"/postgres/{created['id']}").json()["status"] == "available"
 
 
-def test_control_endpoint_drives_faults_from_another_process(emu: RenderEmulator) -> None:
+def test_control_endpoint_drives_faults_from_another_process(served: RenderEmulator) -> None:
+    emu = served
     auth = {"Authorization": f"Bearer {emu.api_key}"}
     with httpx.Client(timeout=5) as http:
         armed = http.post(
@@ -857,7 +896,15 @@ def test_render_client_end_to_end(emu: RenderEmulator) -> None:
 
     owner = emu.default_owner_id
     sid = emu.add_service("web", env_vars={"DATABASE_URL": "postgresql://old"})
-    with RenderClient(api_key=emu.api_key, base_url=emu.base_url, timeout=10) as client:
+    clock = emu.clock  # the client's waits move the emulator's clock: nothing sleeps
+    with RenderClient(
+        api_key=emu.api_key,
+        base_url=IN_PROCESS_URL,
+        timeout=10,
+        transport=httpx.WSGITransport(app=emu.app),
+        sleep=clock.sleep,
+        clock=clock.time,
+    ) as client:
         assert [o.id for o in client.list_owners()] == [owner]
         created = client.create_postgres(
             name="client-db", owner_id=owner, plan="free", version="18"

@@ -12,7 +12,12 @@ import psycopg2
 import pytest
 
 from render_rotator.sandbox import Cluster, RenderEmulator
-from render_rotator.sandbox.emulator import FREE_TIER_LIMIT_MESSAGE, expires_in
+from render_rotator.sandbox.emulator import (
+    FREE_TIER_LIMIT_MESSAGE,
+    IN_PROCESS_URL,
+    ManualClock,
+    expires_in,
+)
 from render_rotator.sandbox.seed import create_postgres
 
 DAY = 86400.0
@@ -21,14 +26,18 @@ EVERYWHERE = [{"cidrBlock": "0.0.0.0/0", "description": "everywhere"}]
 
 @pytest.fixture
 def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with RenderEmulator(pg, provision_delay=0.05, deploy_delay=0.05) as e:
+    e = RenderEmulator(pg, provision_delay=0.05, deploy_delay=0.05, clock=ManualClock())
+    try:
         yield e
+    finally:
+        e.stop()
 
 
 @pytest.fixture
 def api(emu: RenderEmulator) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {emu.api_key}"}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=10) as client:
+    transport = httpx.WSGITransport(app=emu.app)
+    with httpx.Client(transport=transport, base_url=IN_PROCESS_URL, headers=headers) as client:
         yield client
 
 

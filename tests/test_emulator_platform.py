@@ -3,7 +3,6 @@ services), deploy bodies recorded and deploy_only as the spec describes it, and 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,20 +15,26 @@ from render_rotator.sandbox import Cluster, RenderEmulator
 from render_rotator.sandbox.emulator import (
     DEPLOY_ONLY_CONFLICT_MESSAGE,
     DEPLOY_ONLY_NO_BUILD_MESSAGE,
+    IN_PROCESS_URL,
     MAINTENANCE_ONLY_WEB_MESSAGE,
+    ManualClock,
 )
 
 
 @pytest.fixture(scope="module")
 def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with RenderEmulator(pg, provision_delay=0.1, deploy_delay=0.1) as e:
+    e = RenderEmulator(pg, provision_delay=0.1, deploy_delay=0.1, clock=ManualClock())
+    try:
         yield e
+    finally:
+        e.stop()
 
 
 @pytest.fixture
 def api(emu: RenderEmulator) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {emu.api_key}"}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=10) as client:
+    transport = httpx.WSGITransport(app=emu.app)
+    with httpx.Client(transport=transport, base_url=IN_PROCESS_URL, headers=headers) as client:
         yield client
 
 
@@ -40,15 +45,11 @@ def _maintenance(api: httpx.Client, sid: str, enabled: bool) -> httpx.Response:
     )
 
 
-def _deploy_status(api: httpx.Client, sid: str, dep_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        deploy: dict[str, Any] = api.get(f"/services/{sid}/deploys/{dep_id}").json()
-        if deploy["status"] in ("live", "update_failed", "build_failed") or (
-            time.monotonic() > deadline
-        ):
-            return deploy
-        time.sleep(0.02)
+def _deploy_status(emu: RenderEmulator, api: httpx.Client, sid: str, dep_id: str) -> dict[str, Any]:
+    """The deploy once finished: the emulator's clock is moved past its deploy delay."""
+    emu.advance_clock(emu.deploy_delay)
+    deploy: dict[str, Any] = api.get(f"/services/{sid}/deploys/{dep_id}").json()
+    return deploy
 
 
 # -- service types ------------------------------------------------------------------------------
@@ -70,7 +71,11 @@ def test_maintenance_mode_is_refused_for_other_service_types(
         assert answer.json()["message"] == MAINTENANCE_ONLY_WEB_MESSAGE
     # Render's 400 reaches the client as a typed error carrying its words
     with (
-        RenderClient(api_key=emu.api_key, base_url=emu.base_url) as client,
+        RenderClient(
+            api_key=emu.api_key,
+            base_url=IN_PROCESS_URL,
+            transport=httpx.WSGITransport(app=emu.app),
+        ) as client,
         pytest.raises(RenderAPIError, match="only supported for web services") as info,
     ):
         client.set_maintenance_mode(sid, True)
@@ -107,13 +112,13 @@ def test_deploy_only_ships_the_last_build_without_building(
     [first] = emu.deploys(sid)
     built = api.post(f"/services/{sid}/deploys", json={})
     assert built.status_code == 201
-    built_deploy = _deploy_status(api, sid, built.json()["id"])
+    built_deploy = _deploy_status(emu, api, sid, built.json()["id"])
     assert built_deploy["status"] == "live"
     again = api.post(f"/services/{sid}/deploys", json={"deployMode": "deploy_only"})
     assert again.status_code == 201
     body = again.json()
     assert body["status"] == "update_in_progress"  # no build_in_progress: nothing is built
-    final = _deploy_status(api, sid, body["id"])
+    final = _deploy_status(emu, api, sid, body["id"])
     assert final["status"] == "live"
     if repo:  # the same commit as the last build; a default deploy builds a new one
         assert final["commit"]["id"] == built_deploy["commit"]["id"]
@@ -154,7 +159,7 @@ def test_deploy_only_without_a_successful_build_is_a_400(
     # a build that succeeded but failed to go live still counts as a build to ship
     emu.faults.fail_next_deploy(sid, status="update_failed")
     failed = api.post(f"/services/{sid}/deploys", json={})
-    assert _deploy_status(api, sid, failed.json()["id"])["status"] == "update_failed"
+    assert _deploy_status(emu, api, sid, failed.json()["id"])["status"] == "update_failed"
     assert (
         api.post(f"/services/{sid}/deploys", json={"deployMode": "deploy_only"}).status_code == 201
     )

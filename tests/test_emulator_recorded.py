@@ -17,6 +17,7 @@ import pytest
 from recorded import load_interactions, recorded_dir, require_shared
 
 from render_rotator.sandbox import Cluster, RenderEmulator
+from render_rotator.sandbox.emulator import IN_PROCESS_URL, ManualClock
 
 require_shared(recorded_dir(), module=True)
 
@@ -34,17 +35,21 @@ def recorded() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def emu(pg: Cluster) -> Iterator[RenderEmulator]:
-    with RenderEmulator(pg, provision_delay=0.1, deploy_delay=0.1) as e:
+    e = RenderEmulator(pg, provision_delay=0.1, deploy_delay=0.1, clock=ManualClock())
+    try:
         e.add_owner(
             "Tucker's Terraform Cassette Test", "email@example.com", owner_id=RECORDED_OWNER
         )
         yield e
+    finally:
+        e.stop()
 
 
 @pytest.fixture
 def api(emu: RenderEmulator) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {emu.api_key}"}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=10) as client:
+    transport = httpx.WSGITransport(app=emu.app)
+    with httpx.Client(transport=transport, base_url=IN_PROCESS_URL, headers=headers) as client:
         yield client
 
 

@@ -23,7 +23,11 @@ from werkzeug.wrappers import Request, Response  # noqa: E402
 
 from render_rotator.render import RenderClient  # noqa: E402
 from render_rotator.sandbox.cluster import Cluster  # noqa: E402
-from render_rotator.sandbox.emulator import RenderEmulator  # noqa: E402
+from render_rotator.sandbox.emulator import (  # noqa: E402
+    IN_PROCESS_URL,
+    ManualClock,
+    RenderEmulator,
+)
 from render_rotator.sandbox.seed import seed_demo  # noqa: E402
 
 SPEC = shared_dir() / "render-api" / "openapi.json"
@@ -45,11 +49,11 @@ SPEC_DEVIATIONS = {
 }
 
 
-class Recorder(httpx.HTTPTransport):
-    """A real transport that keeps every exchange for validation."""
+class Recorder(httpx.WSGITransport):
+    """The emulator's app driven in-process, keeping every exchange for validation."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, emu: RenderEmulator) -> None:
+        super().__init__(app=emu.app)
         self.exchanges: list[tuple[httpx.Request, httpx.Response]] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -112,14 +116,22 @@ def test_spec_deviations_are_backed_by_recorded_traffic() -> None:
     assert '"project":' not in text
 
 
-def test_rotation_calls_conform_to_renders_openapi_spec(pg: Cluster) -> None:
+def test_rotation_calls_conform_to_renders_openapi_spec(
+    pg: Cluster, request: pytest.FixtureRequest
+) -> None:
     require_shared(SPEC)
     spec = openapi_core.OpenAPI.from_file_path(str(SPEC))
-    recorder = Recorder()
-    with (
-        RenderEmulator(pg, provision_delay=0.1, deploy_delay=0.1) as emu,
-        RenderClient(api_key=emu.api_key, base_url=emu.base_url, transport=recorder) as client,
-    ):
+    clock = ManualClock()  # the client's waits move the emulator's clock: nothing sleeps
+    emu = RenderEmulator(pg, provision_delay=0.1, deploy_delay=0.1, clock=clock)
+    request.addfinalizer(emu.stop)
+    recorder = Recorder(emu)
+    with RenderClient(
+        api_key=emu.api_key,
+        base_url=IN_PROCESS_URL,
+        transport=recorder,
+        sleep=clock.sleep,
+        clock=clock.time,
+    ) as client:
         scenario = seed_demo(emu, rows=50, name="contract-db")
         owners = client.list_owners()
         old = client.get_postgres(scenario.postgres_id)

@@ -23,9 +23,12 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from render_rotator.errors import RenderRotatorError
 from render_rotator.postgres.binaries import PgBin, bin_dir_info, candidate_dirs
@@ -45,6 +48,8 @@ local    all  all                 scram-sha-256
 hostssl  all  all  127.0.0.1/32   scram-sha-256
 hostssl  all  all  ::1/128        scram-sha-256
 """
+
+_HBA_LOCK = threading.Lock()  # emulators sharing a cluster edit one pg_hba.conf
 
 
 class ClusterError(RenderRotatorError):
@@ -503,6 +508,89 @@ class Cluster:
                 )
         finally:
             conn.close()
+
+    # -- Render-like databases (the emulator provisions through these) ------------------
+
+    @contextlib.contextmanager
+    def admin_cursor(self) -> Iterator[Any]:
+        """An autocommit superuser cursor on the maintenance database."""
+        import psycopg2
+
+        conn = psycopg2.connect(**PgURL.parse(self.admin_url).psycopg2_kwargs(10))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                yield cur
+        finally:
+            conn.close()
+
+    def create_owned_database(self, dbname: str, user: str, password: str) -> None:
+        """A login role that is not a superuser, owning a fresh database no one else may
+        enter: what Render gives a new Postgres."""
+        from psycopg2 import sql as psql
+
+        role, db = psql.Identifier(user), psql.Identifier(dbname)
+        with self.admin_cursor() as cur:
+            cur.execute(
+                psql.SQL(
+                    "CREATE ROLE {} LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                    "NOREPLICATION NOBYPASSRLS"
+                ).format(role),
+                (password,),
+            )
+            cur.execute(psql.SQL("CREATE DATABASE {} OWNER {}").format(db, role))
+            cur.execute(psql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+
+    def drop_owned_database(self, dbname: str, user: str) -> None:
+        """End the sessions, drop the database and its role (no new logins meanwhile)."""
+        from psycopg2 import sql as psql
+
+        with self.admin_cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+            if cur.fetchone() is not None:
+                cur.execute(psql.SQL("ALTER ROLE {} NOLOGIN").format(psql.Identifier(user)))
+            self._terminate(cur, dbname, user)
+            force = psql.SQL(" WITH (FORCE)") if self.major >= 13 else psql.SQL("")
+            cur.execute(
+                psql.SQL("DROP DATABASE IF EXISTS {}{}").format(psql.Identifier(dbname), force)
+            )
+            cur.execute(psql.SQL("DROP ROLE IF EXISTS {}").format(psql.Identifier(user)))
+
+    def set_login(self, dbname: str, user: str, allowed: bool) -> None:
+        """Let `user` log in or not; shutting it out also ends its sessions (a suspension)."""
+        from psycopg2 import sql as psql
+
+        with self.admin_cursor() as cur:
+            cur.execute(
+                psql.SQL("ALTER ROLE {} {}").format(
+                    psql.Identifier(user), psql.SQL("LOGIN" if allowed else "NOLOGIN")
+                )
+            )
+            if not allowed:
+                self._terminate(cur, dbname, user)
+
+    @staticmethod
+    def _terminate(cur: Any, dbname: str, user: str) -> None:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE (datname = %s OR usename = %s) AND pid <> pg_backend_pid()",
+            (dbname, user),
+        )
+
+    def reject_over_tcp(self, tag: str, users: list[str]) -> None:
+        """Refuse `users` on TCP (the external address) with a ``reject`` block tagged `tag`
+        at the top of pg_hba.conf, then reload; an empty list removes the block."""
+        path = self.data_dir / "pg_hba.conf"
+        begin, end = f"# {tag} begin", f"# {tag} end"
+        with _HBA_LOCK:
+            text = path.read_text()
+            if begin in text:
+                head, _, rest = text.partition(begin)
+                text = head + rest.partition(end + "\n")[2]
+            block = [begin, *(f'host all "{user}" all reject' for user in users), end]
+            path.write_text("\n".join(block) + "\n" + text if users else text)
+            with self.admin_cursor() as cur:
+                cur.execute("SELECT pg_reload_conf()")
 
     def __repr__(self) -> str:
         return (

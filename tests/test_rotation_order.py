@@ -18,7 +18,7 @@ import pytest
 
 from render_rotator.rotation.phases import PHASES, pending, phase_order
 from render_rotator.sandbox.emulator import RenderEmulator
-from tests.test_rotation_support import (
+from tests.rotation_support import (
     PAID_PLAN,
     App,
     assert_rotated,

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from render_rotator.rotation.phases import PHASES, pending, phase_order
+from render_rotator.rotation.phases import PHASES, phase_order
+from render_rotator.rotation.state import RotationState
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
     PAID_PLAN,
@@ -130,37 +131,11 @@ def test_a_provisioning_failure_before_the_freeze_freezes_nothing(
     assert [pg["id"] for pg in app.databases()] == [app.postgres_id]
 
 
-def _ctx(state: dict[str, Any], statuses: dict[str, str]) -> Any:
-    """The two things `pending` reads: the state and the journal's phase statuses."""
-    from render_rotator.rotation.journal import Journal
-
-    journal = Journal(path=Path("/nonexistent/j.json"), database="db", persist=False)
-    journal.phases.update({name: {"status": s} for name, s in statuses.items()})
-
-    class Ctx:
-        pass
-
-    ctx = Ctx()
-    ctx.state = state  # type: ignore[attr-defined]
-    ctx.journal = journal  # type: ignore[attr-defined]
-    return ctx
-
-
 def test_phase_order_moves_only_provision_and_only_for_create_first() -> None:
     names = [n for n, _ in PHASES]
-    early = [n for n, _ in phase_order({"strategy": "create-first"})]
+    early = [n for n, _ in phase_order(RotationState(strategy="create-first"))]
     assert sorted(early) == sorted(names)
     assert early[: early.index("freeze") + 1] == ["inspect", "upgrade", "provision", "freeze"]
-    assert [n for n, _ in phase_order({"strategy": "delete-first"})] == names
-    assert [n for n, _ in phase_order({"strategy": "create-first", "rescue": {"x": 1}})] == names
-
-
-def test_after_the_fallback_provision_and_a_skipped_delete_old_run_again() -> None:
-    fell_back = {"strategy": "delete-first", "requested_strategy": "auto"}
-    ctx = _ctx(fell_back, {"provision": "skipped", "delete-old": "skipped"})
-    assert pending(ctx, "provision") and pending(ctx, "delete-old")
-    assert not pending(ctx, "freeze") and not pending(ctx, "copy")
-    done = _ctx({**fell_back, "new_id": "dpg-new", "old_deleted": True}, {"delete-old": "done"})
-    assert not pending(done, "provision") and not pending(done, "delete-old")
-    create_first = _ctx({"strategy": "create-first"}, {"delete-old": "skipped"})
-    assert not pending(create_first, "provision") and not pending(create_first, "delete-old")
+    assert [n for n, _ in phase_order(RotationState(strategy="delete-first"))] == names
+    rescue = RotationState(strategy="create-first", rescue={"upgrade_to": "basic_256mb"})
+    assert [n for n, _ in phase_order(rescue)] == names

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from render_rotator.rotation.phases import phase_order
+from render_rotator.rotation.state import RotationState
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
     DONE,
@@ -46,6 +47,7 @@ CASES = [
     ],
     # auto's fallback decided before the freeze (the early provision was refused, nothing
     # deleted), then the second provision, after delete-old: killed after it and inside it
+    pytest.param("auto", "free", "provision", ("deferred",), id="delete-first-provision-gave-way"),
     pytest.param("auto", "free", "provision", DONE, 2, id="delete-first-after-provision-2"),
     pytest.param("auto", "free", "provision", ("started",), 2, id="delete-first-in-provision-2"),
     # a paid plan, create-first (provision before the freeze): where its path differs
@@ -98,7 +100,7 @@ def test_killed_then_resumed_ends_like_an_uninterrupted_run(
     assert at_kill["status"] == "running"
     # killed right there: no later phase (in the order this rotation runs them) had done
     # anything (one with nothing to do for this strategy may have been skipped already)
-    order = [name for name, _ in phase_order(at_kill["state"])]
+    order = [name for name, _ in phase_order(RotationState.from_dict(at_kill["state"]))]
     later = order[order.index(phase) + 1 :]
     assert not [p for p in later if at_kill["phases"].get(p, {}).get("status") == "done"]
     if at_kill["phases"].get("backup", {}).get("status") != "done":

@@ -15,6 +15,7 @@ checks the target of the issue: freeze window <= copy time + 10 s.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -92,7 +93,8 @@ def run(strategy: str, args: argparse.Namespace) -> dict[str, float]:
         size = owner_db.query("SELECT pg_database_size(current_database())")[0][0]
         print(
             f"\n## {strategy}: {args.profile} profile, {int(str(size)) / 1e9:.2f} GB "
-            f"(generated in {time.monotonic() - started:.0f}s)",
+            f"(generated in {time.monotonic() - started:.0f}s; load average "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}: the machine may be shared)",
             flush=True,
         )
         service = add_service(

@@ -346,10 +346,16 @@ def env_without(*names: str) -> dict[str, str]:
 
 
 def rotate_and_kill(
-    emu: RenderEmulator, app: App, config: Path, phase: str, statuses: tuple[str, ...]
+    emu: RenderEmulator,
+    app: App,
+    config: Path,
+    phase: str,
+    statuses: tuple[str, ...],
+    attempt: int = 1,
 ) -> dict[str, Any]:
     """Run `python -m render_rotator rotate` and SIGKILL it as soon as the journal shows
-    `phase` in one of `statuses`; returns the journal as it was at that moment."""
+    `phase` in one of `statuses` (in its `attempt`-th run: auto's fallback runs provision
+    twice); returns the journal as it was at that moment."""
     env = {
         **os.environ,
         "RENDER_API_URL": emu.base_url,
@@ -375,7 +381,8 @@ def rotate_and_kill(
                     data = json.loads(journal.read_text())
                 except (FileNotFoundError, ValueError):
                     data = None
-                if data and data["phases"].get(phase, {}).get("status") in statuses:
+                entry = data["phases"].get(phase, {}) if data else {}
+                if entry.get("status") in statuses and entry.get("attempts", 0) >= attempt:
                     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its pg_dump/pg_restore
                     proc.wait(timeout=10)
                     return data

@@ -226,12 +226,13 @@ def test_demo_says_it_is_loading_sample_data() -> None:
     result = CliRunner().invoke(cli, ["demo", "--rows", "1234", "--json"], env=env)
     assert result.exit_code == 0, result.output
     assert "1,234 rows of sample data to load" in result.stderr
-    # the auto fallback: provision gives way, the runner runs delete-old as its own step,
-    # then provision again; each shown for what happened
+    # auto tries to provision before the freeze; refused a second free database, provision
+    # gives way: freeze, backup, delete-old as its own step, then provision again
     order = [
-        "phase delete-old: skipped (nothing to do)",
         "phase provision: started",
         "phase provision: paused: Render refused a second free database",
+        "phase freeze: started",
+        "phase backup: done in",
         "phase delete-old: started",
         "phase delete-old: done in",
         "phase provision: started",

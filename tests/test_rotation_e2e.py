@@ -186,7 +186,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(emu: RenderEmulator, tmp_pa
     assert "dry run: nothing was changed" in out
     assert f"create {app.name}-{date.today():%Y%m%d} (plan free" in out
     assert f"DELETE {app.postgres_id} once every deploy is live" in out
-    assert "if Render refuses a second free database, DELETE" in out
+    assert "if Render refuses a second free database: freeze, back up, DELETE" in out
     assert f"set {app.service_id}:READ_URL to the new external connection string" in out
     assert f"freeze writes: suspend ({app.service_id})" in out
     data = report_of(run_cli(emu, "rotate", "-c", str(config), "--dry-run", "--json"))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from render_rotator.rotation.phases import PHASE_NAMES
+from render_rotator.rotation.phases import phase_order
+from render_rotator.rotation.state import RotationState
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
     DONE,
@@ -44,10 +45,25 @@ CASES = [
             "retire",
         )
     ],
-    # a paid plan, create-first: the boundaries where its path differs
+    # auto's fallback decided before the freeze (the early provision was refused, nothing
+    # deleted), then the second provision, after delete-old: killed after it and inside it
+    pytest.param("auto", "free", "provision", ("deferred",), id="delete-first-provision-gave-way"),
+    pytest.param("auto", "free", "provision", DONE, 2, id="delete-first-after-provision-2"),
+    pytest.param("auto", "free", "provision", ("started",), 2, id="delete-first-in-provision-2"),
+    # a paid plan, create-first (provision before the freeze): where its path differs
     *[
         pytest.param("create-first", PAID_PLAN, phase, DONE, id=f"create-first-after-{phase}")
-        for phase in ("provision", "copy", "verify", "repoint", "deploy", "retire")
+        for phase in (
+            "inspect",
+            "provision",
+            "freeze",
+            "backup",
+            "copy",
+            "verify",
+            "repoint",
+            "deploy",
+            "retire",
+        )
     ],
     # strategy delete-first given explicitly: delete-old runs as its own phase
     pytest.param(
@@ -55,12 +71,19 @@ CASES = [
     ),
     # killed inside a phase, in the middle of its work
     pytest.param("auto", "free", "provision", ("started",), id="delete-first-in-provision"),
+    pytest.param(
+        "create-first", PAID_PLAN, "provision", ("started",), id="create-first-in-provision"
+    ),
     pytest.param("create-first", PAID_PLAN, "copy", ("started",), id="create-first-in-copy"),
     pytest.param("create-first", PAID_PLAN, "deploy", ("started",), id="create-first-in-deploy"),
 ]
 
 
-@pytest.mark.parametrize(("strategy", "plan", "phase", "statuses"), CASES)
+# the attempt defaults to the first run of the phase
+CASES = [c if len(c.values) == 5 else pytest.param(*c.values, 1, id=c.id) for c in CASES]
+
+
+@pytest.mark.parametrize(("strategy", "plan", "phase", "statuses", "attempt"), CASES)
 def test_killed_then_resumed_ends_like_an_uninterrupted_run(
     emu: RenderEmulator,
     tmp_path: Path,
@@ -68,16 +91,21 @@ def test_killed_then_resumed_ends_like_an_uninterrupted_run(
     plan: str,
     phase: str,
     statuses: tuple[str, ...],
+    attempt: int,
 ) -> None:
     app = make_app(emu, plan=plan)
     config = write_config(tmp_path, app, strategy=strategy)
     before = inventory(app.external_url)
-    at_kill = rotate_and_kill(emu, app, config, phase, statuses)
+    at_kill = rotate_and_kill(emu, app, config, phase, statuses, attempt)
     assert at_kill["status"] == "running"
-    # killed right there: no later phase had done anything (one with nothing to do for this
-    # strategy may have been skipped already: that takes no time and changes nothing)
-    later = PHASE_NAMES[PHASE_NAMES.index(phase) + 1 :]
+    # killed right there: no later phase (in the order this rotation runs them) had done
+    # anything (one with nothing to do for this strategy may have been skipped already)
+    order = [name for name, _ in phase_order(RotationState.from_dict(at_kill["state"]))]
+    later = order[order.index(phase) + 1 :]
     assert not [p for p in later if at_kill["phases"].get(p, {}).get("status") == "done"]
+    if at_kill["phases"].get("backup", {}).get("status") != "done":
+        # whatever the strategy, the old database outlives the freeze and the backup
+        assert app.postgres_id in emu.postgres_ids()
 
     # a second rotate refuses while the journal is unfinished, and changes nothing
     refused = run_cli(emu, "rotate", "-c", str(config), "--yes")

@@ -8,6 +8,13 @@ database; `delete-old` only for the delete-first strategy (after a verified back
 A phase returns True (done), False (skipped) or a decision for the runner (decisions.py):
 only the runner (workflow.py) moves between phases, switches strategy and records phases.
 
+create-first (and auto, which starts as create-first) provisions before the freeze instead:
+inspect -> upgrade -> provision -> freeze -> backup -> copy -> ... (`phase_order`), so the
+minutes Render takes to make a database are not part of the app's downtime. When Render
+refuses that early second free database, auto falls back to delete-first without deleting
+anything (provision returns FallBackToDeleteFirst): freeze, backup and delete-old come
+first, then provision runs again.
+
 Each phase may be cut off at any point (a crash, a kill, Ctrl-C) and run again from the start
 by `resume`: progress inside a phase is written to the journal before each step that changes
 something on Render, and every step first looks at what already exists (a database created
@@ -64,7 +71,7 @@ from render_rotator.rotation.drift import old_database_changes
 from render_rotator.rotation.free_slot import create_when_slot_frees
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import derive_report, describe_postgres
-from render_rotator.rotation.state import BackupFacts, DatabaseSpec, TargetState
+from render_rotator.rotation.state import BackupFacts, DatabaseSpec, RotationState, TargetState
 from render_rotator.rotation.targets import (
     TargetValue,
     fingerprint,
@@ -78,6 +85,9 @@ log = logging.getLogger("render_rotator.rotation")
 #: a phase returns True (done), False (skipped) or decisions for the runner (decisions.py)
 Phase = Callable[[Rotation], Outcome]
 _FIRST_POLL = 0.25  # seconds before the first re-check of a wait; the client doubles it
+# waits inside the write freeze (a delete-first provision, the deploys) poll at least this
+# often: each second of overshoot is a second of downtime; 60 GETs a minute at most
+_FROZEN_MAX_POLL = 1.0
 
 
 # -- inspect ----------------------------------------------------------------------------
@@ -586,10 +596,15 @@ def provision(ctx: Rotation) -> bool | FallBackToDeleteFirst:
         state.new_id = new.id
         ctx.save()
     timeout = ctx.settings.provision_timeout
+    frozen = "started_at" in (state.frozen or {})
     try:
         with ctx.ui.waiting(f"{new.id} to become available"):
             new = ctx.client.wait_for_postgres(
-                new.id, status="available", timeout=timeout, poll_interval=_FIRST_POLL
+                new.id,
+                status="available",
+                timeout=timeout,
+                poll_interval=_FIRST_POLL,
+                max_poll_interval=_FROZEN_MAX_POLL if frozen else 10.0,
             )
     except APITimeoutError:
         if ctx.old is not None:
@@ -624,13 +639,17 @@ def _create(ctx: Rotation, name: str) -> Postgres | FallBackToDeleteFirst:
         return ctx.client.create_postgres(**_new_fields(ctx, name))
     except ConflictError as exc:
         refused_free = is_free_tier_refusal(exc)
-        if not refused_free or ctx.state.requested_strategy != "auto":
+        falls_back = ctx.state.requested_strategy == "auto"
+        if not refused_free or not falls_back or ctx.state.strategy != "create-first":
             if refused_free:
                 raise RotationError(
                     f"Render refused a second free database: {exc.message}",
                     hint='set strategy = "auto" or "delete-first" for free databases',
                 ) from None
             raise
+    # Nothing is deleted here: provision runs before the freeze (`phase_order`); the runner
+    # switches to delete-first, whose order puts freeze, backup and delete-old (after the
+    # verified backup, through the guard) before provision runs again.
     return FallBackToDeleteFirst(
         "Render refused a second free database: delete the old one first (after the "
         "verified backup), then create the new one"
@@ -989,6 +1008,7 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
                 record["deploy_id"],
                 timeout=ctx.settings.deploy_timeout,
                 poll_interval=_FIRST_POLL,
+                max_poll_interval=_FROZEN_MAX_POLL,  # the window ends when it is live
             )
         record["status"] = final.status_raw
         ctx.save()
@@ -1045,7 +1065,7 @@ def fill_report(ctx: Rotation) -> None:
         ctx.report,
         ctx.state,
         ctx.journal.phases,
-        order=PHASE_NAMES,
+        order=tuple(name for name, _ in phase_order(ctx.state)),
         freeze=ctx.settings.freeze,
         new=describe_postgres(new) if new is not None else None,
     )
@@ -1066,3 +1086,21 @@ PHASES: tuple[tuple[str, Phase], ...] = (
     ("report", report),
 )
 PHASE_NAMES = tuple(name for name, _ in PHASES)
+
+
+def provisions_early(state: RotationState) -> bool:
+    """Whether the new database is made before the freeze: create-first (auto until Render
+    refuses a second free database) may hold both databases at once, so the app keeps
+    running while Render provisions. A rescue keeps the documented order (its old database
+    is unreadable until upgraded anyway), delete-first must free the slot first."""
+    return state.strategy == "create-first" and not state.rescue
+
+
+def phase_order(state: RotationState) -> tuple[tuple[str, Phase], ...]:
+    """The phases in the order this rotation runs them now (read again after each phase:
+    auto's fallback changes it). Same names either way; only provision moves."""
+    if not provisions_early(state):
+        return PHASES
+    rest = tuple(p for p in PHASES if p[0] != "provision")
+    at = [n for n, _ in rest].index("freeze")  # right before the freeze, after upgrade
+    return (*rest[:at], ("provision", provision), *rest[at:])

@@ -414,20 +414,24 @@ def _rotate(
     try:
         _apply_decisions(ctx)  # resuming: one recorded but not acted on when the run died
         at, gave_way = 0, 0
-        while at < len(phases.PHASES):
-            name, phase = phases.PHASES[at]
+        ran: set[str] = set()
+        # the order is read again at each step: create-first provisions before the freeze,
+        # and auto's fallback to delete-first (decided there) moves provision after delete-old
+        while at < len(order := phases.phase_order(ctx.state)):
+            name, phase = order[at]
             at += 1
             if name == "inspect" and not resuming:
                 continue  # ran above
-            if name != "inspect" and journal.is_done(name) and not _rerun(journal, name):
+            if name != "inspect" and _skip(journal, name, ran):
                 continue  # resuming: inspect always runs again, to re-read Render
             current = name
+            ran.add(name)
             if _run_phase(ctx, name, phase):
                 # it gave way to a decision: run what the decision put before it, then it
                 gave_way += 1
                 if gave_way > len(phases.PHASES):
                     raise RotationError(f"phase {name} keeps giving way; stopping")
-                at = _first_undone(journal, upto=at)
+                at = _first_undone(ctx, ran)
                 continue
             if name == "inspect":
                 _take_lease(ctx)  # resuming: before the first change
@@ -471,12 +475,20 @@ def _rotate(
     return report
 
 
-def _first_undone(journal: Journal, upto: int) -> int:
-    """Index of the first phase after inspect, before `upto`, that is not done."""
-    for index, (name, _phase) in enumerate(phases.PHASES[:upto]):
-        if name != "inspect" and not journal.is_done(name):
+def _skip(journal: Journal, name: str, ran: set[str]) -> bool:
+    """Whether the runner passes over a phase: done, and not one to run again (the freeze
+    of a resumed run, once)."""
+    return journal.is_done(name) and not (_rerun(journal, name) and name not in ran)
+
+
+def _first_undone(ctx: Rotation, ran: set[str]) -> int:
+    """Index, in the order as it stands now, of the first phase after inspect still to run:
+    after auto's fallback, the freeze, the backup and delete-old come before provision."""
+    order = phases.phase_order(ctx.state)
+    for index, (name, _phase) in enumerate(order):
+        if name != "inspect" and not _skip(ctx.journal, name, ran):
             return index
-    return upto
+    return len(order)
 
 
 def _rerun(journal: Journal, name: str) -> bool:
@@ -618,7 +630,8 @@ def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> bool:
 
 
 def _show_phases(ctx: Rotation) -> None:
-    ctx.report.phases = phase_rows(ctx.journal.phases, phases.PHASE_NAMES)
+    order = tuple(name for name, _ in phases.phase_order(ctx.state))
+    ctx.report.phases = phase_rows(ctx.journal.phases, order)
 
 
 def _apply_decisions(ctx: Rotation) -> None:
@@ -758,6 +771,7 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
                 f"UPGRADE {state.old_id} to {rescue['upgrade_to']} (paid, a few cents) to "
                 "regain access; wait until it is available"
             )
+    freeze_at = len(plan)
     plan += [
         f"freeze writes: {describe_freeze(ctx, ctx.settings.freeze)}",
         f"back up to {ctx.settings.backup_dir} (checked with pg_restore --list, sha256, inventory)",
@@ -770,22 +784,27 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     elif strategy == "delete-first":
         plan.append(f"DELETE {state.old_id} after the backup is verified")
     if state.new_id:
-        plan.append(
+        provision = (
             f"reuse {state.new_id} ({state.new_name}), the new database of a "
             "half-done rotation found on Render (emptied first)"
         )
     else:
         new_name = naming.new_name(ctx.db.new_name, spec.name, ctx.today or date.today())
-        plan.append(
+        provision = (
             f"create {new_name} (plan {(rescue or {}).get('plan') or spec.plan}, version "
             f"{ctx.db.version or spec.version}, region {spec.region})"
             + (
-                " - or, if Render refuses a second free database, DELETE "
-                f"{state.old_id} first (after the verified backup)"
+                " - or, if Render refuses a second free database: freeze, back up, DELETE "
+                f"{state.old_id} (after the verified backup), then create it"
                 if strategy == "auto"
                 else ""
             )
         )
+    if phases.provisions_early(state):
+        # before the freeze: the app keeps running while Render provisions
+        plan.insert(freeze_at, provision + "; wait until it is available, before the freeze")
+    else:
+        plan.append(provision)
     plan.append("copy the data (--no-owner --no-privileges) and ANALYZE")
     plan.append(
         f"verify ({ctx.settings.verify}): rows, sequences, definitions, settings, large objects"

@@ -528,7 +528,7 @@ def _verify(c: CopyWorkers, source_side: SourceFingerprint) -> VerificationRepor
     return report
 
 
-def _copy_settings(c: CopyWorkers) -> int:
+def _copy_settings(c: CopyWorkers) -> None:
     """The source database's own settings (`ALTER DATABASE ... SET`), which a schema dump
     without --create leaves out, set on the target."""
     settings = database_settings(c.source, connect_timeout=c.connect_timeout)
@@ -539,7 +539,6 @@ def _copy_settings(c: CopyWorkers) -> int:
             f"could not carry the database settings over: {exc.message}",
             hint="the target's role must own the target database",
         ) from None
-    return len(settings)
 
 
 __all__ = ["CopyResult", "copy_database"]

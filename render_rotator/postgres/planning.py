@@ -32,17 +32,31 @@ LO_SLICE = 64 * 1024 * 1024
 def load_order(
     tables: Sequence[SourceTable], constraints: dict[int, Constraint]
 ) -> list[SourceTable]:
-    """Costliest tables first (rows plus weighted index builds), except that a table
-    referenced by a foreign key follows right after the costliest table referencing it:
-    the key can only be validated once both are in, and must not be left for the end."""
-    by_oid = {t.oid: t for t in tables}
-    cost = {t.oid: float(t.size + t.index_cost) for t in tables}
+    """Costliest tables first (see `load_costs`)."""
+    cost = load_costs(tables, constraints)
+    return sorted(tables, key=lambda t: (-cost[t.oid], t.schema, t.name))
+
+
+def table_cost(table: SourceTable) -> float:
+    """The work a table brings, in bytes-equivalent: its rows, then its index builds
+    (weighted by access method)."""
+    return float(table.size + table.index_cost)
+
+
+def load_costs(
+    tables: Sequence[SourceTable], constraints: dict[int, Constraint]
+) -> dict[int, float]:
+    """Each table's cost (`table_cost`), except that a table referenced by a foreign key
+    counts just below the costliest table referencing it, so it loads right after: the key
+    can only be validated once both are in, and must not be left for the end."""
+    copied = {t.oid for t in tables}
+    cost = {t.oid: table_cost(t) for t in tables}
     edges = [
         (c.table, c.referenced)
         for c in constraints.values()
         if c.contype == "f"
-        and c.table in by_oid
-        and c.referenced in by_oid
+        and c.table in copied
+        and c.referenced in copied
         and c.table != c.referenced
     ]
     for _round in range(len(tables)):  # a chain lifts at most one link per round
@@ -54,7 +68,7 @@ def load_order(
                 changed = True
         if not changed:
             break
-    return sorted(tables, key=lambda t: (-cost[t.oid], t.schema, t.name))
+    return cost
 
 
 @dataclass

@@ -18,7 +18,13 @@ from typing import Protocol
 
 from render_rotator.postgres.archive import PG_CONSTRAINT, TocEntry
 from render_rotator.postgres.catalog import Constraint, SourceCatalog, SourceTable
-from render_rotator.postgres.planning import Chunk, index_oid, large_object_parts
+from render_rotator.postgres.planning import (
+    Chunk,
+    index_oid,
+    large_object_parts,
+    load_costs,
+    table_cost,
+)
 from render_rotator.postgres.scheduler import Task, TaskKind
 
 # An index build this large (weighted source size) that outweighs all other waiting work is
@@ -60,6 +66,16 @@ class CopyTasks:
     """The copy's task graph: `initial()` tasks, and `after(task)` the ones each makes ready."""
 
     INDEX, FOREIGN_KEY, ANALYZE, DATA, BLOBS = 10_000.0, 8_000.0, 5_000.0, 1_000.0, 0.0
+    DATA_SPAN = 3_000.0  # data priorities stay between DATA and ANALYZE, however many tables
+
+    @classmethod
+    def data_priority(cls, cost: float, longest: float) -> float:
+        """A data task (a table, a range of one, a batch of small tables) ranks by the work
+        its start leads to (rows plus the index builds that follow), the costliest first:
+        the longest chains start early and the cheap ones fill the workers' gaps at the end.
+        A batch of small tables ranks by its own cost among the big tables, not after them.
+        Ties (the ranges of one table) keep their order."""
+        return cls.DATA + cls.DATA_SPAN * min(1.0, cost / longest)
 
     def __init__(
         self,
@@ -81,28 +97,29 @@ class CopyTasks:
         self._pending_blobs = 0
 
     def initial(self, chunks: list[Chunk], batches: list[list[SourceTable]]) -> list[Task]:
-        """Data tasks in the plan's load order (a batch ranks as its earliest table)."""
+        """Data tasks, costliest work first (see `data_priority`)."""
+        costs = load_costs(self.plan.tables, self.plan.constraints)
+        batch_costs = [sum(table_cost(t) for t in batch) for batch in batches]
+        longest = max([*costs.values(), *batch_costs, 1.0])
         tasks: list[Task] = []
-        rank = {t.oid: i for i, t in enumerate(self.plan.tables)}
-        total = len(rank)
         for chunk in chunks:
             tasks.append(
                 Task(
                     TaskKind.DATA,
                     chunk.label,
-                    priority=self.DATA + total - rank[chunk.table.oid] - chunk.part / 1000,
+                    priority=self.data_priority(costs[chunk.table.oid], longest),
                     run=self._chunk_runner(chunk),
                     locks=(chunk.table.oid,),
                     tables=(chunk.table,),
                     cost=chunk.table.size // max(1, chunk.parts),
                 )
             )
-        for batch in batches:
+        for batch, cost in zip(batches, batch_costs, strict=True):
             tasks.append(
                 Task(
                     TaskKind.BATCH,
                     f"{len(batch)} small tables",
-                    priority=self.DATA + total - min(rank[t.oid] for t in batch),
+                    priority=self.data_priority(cost, longest),
                     run=self._batch_runner(batch),
                     locks=tuple(t.oid for t in batch),
                     tables=tuple(batch),

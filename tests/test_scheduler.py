@@ -274,3 +274,19 @@ def test_grant_adjusts_the_task_being_picked_with_what_still_waits() -> None:
 def test_jobs_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Scheduler(0)
+
+
+def test_a_failing_after_stops_the_run_and_is_raised() -> None:
+    """A broken task graph fails the copy instead of hanging it."""
+    stopped = threading.Event()
+    log: list[str] = []
+
+    def after(done: Task) -> list[Task]:
+        raise KeyError(done.label)
+
+    with pytest.raises(KeyError, match="first"):
+        Scheduler(1, stop=stopped.set).run(
+            [task("first", log, priority=2), task("second", log, priority=1)], after
+        )
+    assert log == ["first"]
+    assert stopped.is_set()

@@ -5,9 +5,11 @@ between tables that are both ready; large objects in parts, then their comments.
 work itself is done by a `CopyWork` (the copy's workers); `postgres/scheduler.py` runs
 the tasks.
 
-Priorities order the ready tasks: index builds first (a long GIN build must start as
-soon as its table is loaded), then foreign keys and ANALYZE, then data (largest first),
-large objects last.
+Priorities order the ready tasks: index builds first, the costliest first (a long GIN
+build must start as soon as its table is loaded), then foreign keys and ANALYZE, then data
+by the work it leads to (`CopyTasks.data_priority`: a big table's rows and index builds, a
+batch of small tables' likewise, so the longest chains start first and the cheap ones fill
+the gaps at the end), large objects last.
 """
 
 from __future__ import annotations

@@ -41,14 +41,14 @@ from rich.table import Table
 from rich.text import Text
 
 from render_rotator import github
+from render_rotator.postgres.progress import CopyWatcher
 from render_rotator.rotation.observer import CopyMeter, PhaseShown
 from render_rotator.secrets import scrub
 
 __all__ = [
     "ActionsUI",
     "PhaseShown",
-    "CopyProgress",
-    "CopyWatcher",
+    "CopyProgressDisplay",
     "PlainUI",
     "TerminalUI",
     "UI",
@@ -221,7 +221,7 @@ def _rich_report(report: Mapping[str, Any]) -> list[Any]:
 # --- the UI ------------------------------------------------------------------------------
 
 
-class CopyProgress:
+class CopyProgressDisplay:
     """Progress of one copy; `update` may be called from several worker threads.
 
     `update(table, bytes_done, rows_done)` takes the running totals for that table (not
@@ -311,7 +311,7 @@ class CopyProgress:
     def _changed(self, table: str) -> None:
         """Hook for the display."""
 
-    def __enter__(self) -> CopyProgress:
+    def __enter__(self) -> CopyProgressDisplay:
         return self
 
     def __exit__(
@@ -332,114 +332,6 @@ class CopyProgress:
         with self._lock:
             tables = f"{len(self._done)}/{len(self._tables)} tables done"
         return f"{size}, {rows} rows, {tables}"
-
-
-_PROGRESS_SQL = """
-SELECT n.nspname, c.relname, p.bytes_processed, p.tuples_processed
-FROM pg_stat_progress_copy p
-JOIN pg_class c ON c.oid = p.relid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE p.datname = current_database() AND p.command = 'COPY FROM'
-"""
-
-
-class CopyWatcher:
-    """Feeds a `CopyProgress` from the target's ``pg_stat_progress_copy`` during a restore.
-
-    pg_restore and COPY report nothing to their caller while they run, but the server knows
-    the bytes and rows each COPY has taken in; a side connection polls that view (PostgreSQL
-    14+; the restoring role sees its own sessions) and reports per table, named like the
-    inventory (``schema.table``). A table leaving the view is done. With `expected_rows`
-    (the source inventory's counts), a copy that ends cleanly reports every table complete,
-    including ones too quick to be seen. Any problem only disables the display: it never
-    fails the copy.
-
-        progress = ui.copy_progress(total_rows=inventory.total_rows)
-        with progress, CopyWatcher(target_url, progress, expected_rows=inventory.tables):
-            manager.restore_database(target_url, archive)
-    """
-
-    def __init__(
-        self,
-        url: str,
-        progress: CopyMeter,
-        *,
-        interval: float = 0.5,
-        connect_timeout: float = 10.0,
-        expected_rows: Mapping[str, int] | None = None,
-        track_rows: bool = True,
-    ) -> None:
-        self.url = url
-        self.track_rows = track_rows
-        self.expected_rows = dict(expected_rows or {})
-        self.progress = progress
-        self.interval = interval
-        self.connect_timeout = connect_timeout
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._active: set[str] = set()
-
-    def __enter__(self) -> CopyWatcher:
-        self._thread = threading.Thread(target=self._run, name="copy-watcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.connect_timeout + 5)
-        if kind is None:
-            for table, rows in self.expected_rows.items():
-                self.progress.update(table, 0, rows)
-                self.progress.table_done(table)
-        for table in sorted(self._active):
-            self.progress.table_done(table)
-        self._active.clear()
-
-    def _run(self) -> None:
-        from render_rotator.postgres.connect import connect
-
-        try:
-            conn = connect(self.url, connect_timeout=self.connect_timeout, statement_timeout=5)
-        except Exception as exc:  # the display is optional; the copy is not
-            log.debug("copy progress unavailable: %s", scrub(str(exc)))
-            return
-        try:
-            if conn.server_version < 140000 and self.track_rows:
-                log.debug("copy progress by rows needs PostgreSQL 14+ on the target")
-                self.track_rows = False
-            while True:
-                self.poll(conn)
-                if self._stop.wait(self.interval):
-                    break
-        except Exception as exc:
-            log.debug("copy progress stopped: %s", scrub(str(exc)))
-        finally:
-            conn.close()
-
-    def poll(self, conn: Any) -> None:
-        """One look: the copied data's size on disk; with `track_rows`, also the view's
-        running COPYs (rows per table), finishing the ones that ended."""
-        from render_rotator.postgres.size import user_data_bytes
-
-        self.progress.measure_bytes(user_data_bytes(conn))
-        if not self.track_rows:
-            return
-        with conn.cursor() as cur:
-            cur.execute(_PROGRESS_SQL)
-            rows = cur.fetchall()
-        from render_rotator.postgres.inventory import qualified
-
-        seen = set()
-        for schema, name, _stream_bytes, rows_done in rows:
-            table = qualified(schema, name)
-            seen.add(table)
-            self.progress.update(table, 0, int(rows_done or 0))
-        for table in sorted(self._active - seen):
-            self.progress.table_done(table)
-        self._active = seen
 
 
 class UI:
@@ -478,8 +370,8 @@ class UI:
 
     def copy_progress(
         self, total_bytes: int | None = None, total_rows: int | None = None
-    ) -> CopyProgress:
-        return CopyProgress(total_bytes, total_rows)
+    ) -> CopyProgressDisplay:
+        return CopyProgressDisplay(total_bytes, total_rows)
 
     def watch_copy(
         self,
@@ -524,7 +416,7 @@ class UI:
         self.close()
 
 
-class _PlainCopy(CopyProgress):
+class _PlainCopy(CopyProgressDisplay):
     """A line at most every `interval` seconds, and one at the end."""
 
     def __init__(self, total_bytes: int | None, total_rows: int | None, interval: float) -> None:
@@ -597,7 +489,7 @@ class PlainUI(UI):
 
     def copy_progress(
         self, total_bytes: int | None = None, total_rows: int | None = None
-    ) -> CopyProgress:
+    ) -> CopyProgressDisplay:
         return _PlainCopy(total_bytes, total_rows, self.progress_interval)
 
 
@@ -691,7 +583,7 @@ class _LiveStream:
             self.console.print(Text(rest), highlight=False, markup=False, soft_wrap=True)
 
 
-class _TerminalCopy(CopyProgress):
+class _TerminalCopy(CopyProgressDisplay):
     def __init__(
         self, ui: TerminalUI, total_bytes: int | None, total_rows: int | None, visible: int = 4
     ) -> None:
@@ -860,7 +752,7 @@ class TerminalUI(UI):
 
     def copy_progress(
         self, total_bytes: int | None = None, total_rows: int | None = None
-    ) -> CopyProgress:
+    ) -> CopyProgressDisplay:
         self._acquire()
         return _TerminalCopy(self, total_bytes, total_rows)
 

@@ -14,15 +14,13 @@ import pytest
 from render_rotator.errors import CommandTimeoutError, CopyError, DatabaseError
 from render_rotator.postgres import archive
 from render_rotator.postgres.binaries import resolve_client
-from render_rotator.postgres.copy import (
-    CopyProgress,
-    SourceTable,
-    copy_database,
-    plan_chunks,
-    target_objects,
-)
+from render_rotator.postgres.catalog import SourceTable
+from render_rotator.postgres.clean import target_objects
+from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import verify_copy
 from render_rotator.postgres.passfiles import passfile_for
+from render_rotator.postgres.planning import plan_chunks
+from render_rotator.postgres.progress import CopyProgressReport
 from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.cluster import Cluster
 from tests.sample_data import unique_name
@@ -203,7 +201,7 @@ def _assert_identical(
 def test_copy_is_exact_with_small_tables_batched(pg: Cluster, edge_source: str) -> None:
     target = unique_name("dst")
     pg.create_database(target)
-    events: list[CopyProgress] = []
+    events: list[CopyProgressReport] = []
     result = copy_database(
         pg.url(edge_source), pg.url(target), jobs=2, verify=True, progress=events.append
     )
@@ -300,7 +298,7 @@ def test_killed_worker_fails_cleanly_and_a_clean_rerun_succeeds(
     pg.create_database(target)
     killed: list[int] = []
 
-    def kill_loaders(event: CopyProgress) -> None:
+    def kill_loaders(event: CopyProgressReport) -> None:
         # A "bytes" report comes from a stream in flight: its loader is alive, mid-COPY.
         if event.event != "bytes" or killed:
             return
@@ -418,9 +416,9 @@ def test_parallel_directory_dump_and_restore(pg: Cluster, edge_source: str, tmp_
 
 def test_large_objects_travel_in_slices(pg: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """A large object larger than a slice (a bytea caps at 1 GB) arrives whole and exact."""
-    import render_rotator.postgres.copy as copy_module
+    from render_rotator.postgres import planning
 
-    monkeypatch.setattr(copy_module, "LO_SLICE", 1000)
+    monkeypatch.setattr(planning, "LO_SLICE", 1000)
     source, target = unique_name("lo"), unique_name("lodst")
     pg.create_database(source)
     pg.create_database(target)

@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from render_rotator import rotate
+from render_rotator.postgres.progress import CopyWatcher
 from render_rotator.postgres.url import require_tls
 from render_rotator.render import RenderClient
 from render_rotator.rotation.observer import CopyMeter
 from render_rotator.sandbox.emulator import RenderEmulator
-from render_rotator.ui import UI, CopyProgress, CopyWatcher
+from render_rotator.ui import UI, CopyProgressDisplay
 from tests.rotation_support import make_app, write_config
 
 
@@ -20,12 +21,12 @@ class WatchingUI(UI):
 
     def __init__(self) -> None:
         super().__init__(quiet=True)
-        self.progress: list[CopyProgress] = []
+        self.progress: list[CopyProgressDisplay] = []
         self.watched: list[tuple[str, dict[str, int] | None]] = []
 
     def copy_progress(
         self, total_bytes: int | None = None, total_rows: int | None = None
-    ) -> CopyProgress:
+    ) -> CopyProgressDisplay:
         progress = super().copy_progress(total_bytes, total_rows)
         self.progress.append(progress)
         return progress

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from render_rotator.ui import CopyProgress, CopyWatcher, _progress_fields, human_bytes, report_lines
+from render_rotator.postgres.progress import CopyWatcher
+from render_rotator.ui import CopyProgressDisplay, _progress_fields, human_bytes, report_lines
 from tests.sample_report import REPORT
 
 UI_PROGRAM = textwrap.dedent(
@@ -141,7 +142,7 @@ def test_json_keeps_stdout_to_one_object_even_on_a_terminal(tmp_path: Path) -> N
     assert "✓ myapp-db rotated" not in screen  # the JSON is the report
 
 
-class _Recorder(CopyProgress):
+class _Recorder(CopyProgressDisplay):
     def __init__(self) -> None:
         super().__init__(total_rows=2000)
         self.events: list[tuple[str, str, int, int]] = []
@@ -194,7 +195,7 @@ def test_copy_watcher_reports_a_running_copy_per_table(fresh_db: str) -> None:
 
 
 def test_copy_watcher_never_breaks_the_copy() -> None:
-    progress = CopyProgress()
+    progress = CopyProgressDisplay()
     with CopyWatcher("postgresql://nobody@127.0.0.1:1/none", progress, connect_timeout=1):
         pass
     assert progress.rows_done == 0
@@ -222,7 +223,7 @@ def test_the_database_is_called_old_only_beside_a_new_one() -> None:
 
 
 def test_copy_progress_never_shows_done_above_the_total() -> None:
-    progress = CopyProgress(total_bytes=2_500_000, total_rows=10)
+    progress = CopyProgressDisplay(total_bytes=2_500_000, total_rows=10)
     progress.measure_bytes(7_600_000)  # the source's size was an underestimate
     assert progress.bytes_total == 7_600_000
     assert "7.2 MiB of ~7.2 MiB (100%)" in progress.summary()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from render_rotator.errors import BackupError, ToolError
 from render_rotator.postgres.binaries import PgBin
+from render_rotator.postgres.catalog import is_superuser
 from render_rotator.postgres.connect import connection
 from render_rotator.postgres.runner import run_tool, tool_env
 from render_rotator.postgres.tuning import analyze_parallel, with_settings
@@ -364,13 +365,8 @@ def restore_parallel(
     """
     started = time.monotonic()
     if superuser is None:
-        with (
-            connection(target, connect_timeout=connect_timeout, statement_timeout=timeout) as conn,
-            conn.cursor() as cur,
-        ):
-            cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-            row = cur.fetchone()
-            superuser = bool(row and row[0])
+        with connection(target, connect_timeout=connect_timeout, statement_timeout=timeout) as conn:
+            superuser = is_superuser(conn)
     tuned = target
     if maintenance_work_mem:
         tuned = with_settings(target, {"maintenance_work_mem": maintenance_work_mem})
@@ -387,3 +383,49 @@ def restore_parallel(
         remaining = max(1.0, timeout - (time.monotonic() - started))
         analyze_parallel(target, jobs=jobs, connect_timeout=connect_timeout, timeout=remaining)
     return RestoreResult(seconds=time.monotonic() - started, skipped=result.skipped)
+
+
+# -- the archive's table of contents (`pg_restore --list`) ------------------------------------
+
+_TOC_LINE = re.compile(r"^(\d+);\s+(\d+)\s+(\d+)\s+(.*)$")
+PG_CLASS = 1259  # catalog OIDs in pg_restore --list lines
+PG_CONSTRAINT = 2606
+PG_LARGEOBJECT = 2613
+
+
+@dataclass
+class TocEntry:
+    """One line of `pg_restore --list`: `dump_id; catalog oid description`."""
+
+    line: str
+    dump_id: int
+    catalog: int
+    oid: int
+    desc: str
+
+
+def parse_toc(toc: str) -> list[TocEntry]:
+    """The entries of a listing; comment lines (`;`) and anything unparsable are left out."""
+    entries = []
+    for line in toc.splitlines():
+        match = _TOC_LINE.match(line)
+        if match:
+            entries.append(
+                TocEntry(
+                    line,
+                    int(match.group(1)),
+                    int(match.group(2)),
+                    int(match.group(3)),
+                    match.group(4),
+                )
+            )
+    return entries
+
+
+def is_large_object_entry(line: str) -> bool:
+    """pg_dump counts large objects' metadata (lo_create, comments) as data."""
+    match = _TOC_LINE.match(line)
+    if not match:
+        return False
+    desc = match.group(4)
+    return int(match.group(2)) == PG_LARGEOBJECT or " - LARGE OBJECT " in f" {desc}"

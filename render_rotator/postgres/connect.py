@@ -206,11 +206,6 @@ def sql_error(url: PgURL, exc: psycopg2.Error) -> DatabaseError:
     return DatabaseError(f"query on {url.redacted()} failed: {first}")
 
 
-def server_version_num(conn: psycopg2.extensions.connection) -> int:
-    """The server's version as an integer, e.g. 160002."""
-    return int(conn.server_version)
-
-
 def wait_interruptible(conn: Any) -> None:
     """A psycopg2 wait callback under which Ctrl-C (or a signal turned into it) stops a query
     that waits on the server: the query is cancelled and KeyboardInterrupt raised once the

@@ -46,6 +46,12 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from render_rotator.errors import UsageError
+from render_rotator.postgres.catalog import (
+    USER_SCHEMA,
+    export_snapshot,
+    not_extension_member,
+    qualified,
+)
 from render_rotator.postgres.connect import connection, sql_error
 from render_rotator.postgres.url import PgURL, parse_url
 
@@ -89,21 +95,11 @@ _RANGE_TYPES = {
     "character varying": "C",
 }
 
-_USER = """n.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"""
-
-
-def _not_ext(catalog: str, oid: str) -> str:
-    return (
-        "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = "
-        f"'{catalog}'::regclass AND d.objid = {oid} AND d.deptype = 'e')"
-    )
-
 
 _TABLES = f"""
 SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispopulated, pg_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'm') AND {_USER} AND {_not_ext("pg_class", "c.oid")}
+WHERE c.relkind IN ('r', 'm') AND {USER_SCHEMA} AND {not_extension_member("pg_class", "c.oid")}
 ORDER BY 2, 3
 """
 
@@ -137,7 +133,8 @@ WHERE c.oid = ANY(%s) AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid 
 
 _SEQUENCES = f"""
 SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'S' AND {_USER} AND {_not_ext("pg_class", "c.oid")} ORDER BY 2, 3
+WHERE c.relkind = 'S' AND {USER_SCHEMA}
+  AND {not_extension_member("pg_class", "c.oid")} ORDER BY 2, 3
 """
 
 # kind -> query returning (name, definition); search_path is pg_catalog, so names and
@@ -151,8 +148,8 @@ _DEFINITIONS: dict[str, str] = {
                || coalesce(' partition ' || pg_get_expr(c.relpartbound, c.oid), '')
                || coalesce(' partitioned by ' || pg_get_partkeydef(c.oid), '')
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c') AND {_USER}
-          AND {_not_ext("pg_class", "c.oid")}""",
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c') AND {USER_SCHEMA}
+          AND {not_extension_member("pg_class", "c.oid")}""",
     "columns": f"""
         SELECT c.oid::regclass::text || '.' || quote_ident(a.attname),
                format_type(a.atttypid, a.atttypmod)
@@ -171,34 +168,38 @@ _DEFINITIONS: dict[str, str] = {
         JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c') AND a.attnum > 0
-          AND NOT a.attisdropped AND {_USER} AND {_not_ext("pg_class", "c.oid")}""",
+          AND NOT a.attisdropped AND {USER_SCHEMA}
+            AND {not_extension_member("pg_class", "c.oid")}""",
     # NOT NULL (contype 'n', PostgreSQL 18) is compared as the columns' nullability
     "constraints": f"""
         SELECT coalesce(nullif(k.conrelid, 0)::regclass::text, k.contypid::regtype::text)
                || ' ' || quote_ident(k.conname), pg_get_constraintdef(k.oid)
         FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
-        WHERE k.contype <> 'n' AND {_USER} AND {_not_ext("pg_constraint", "k.oid")}""",
+        WHERE k.contype <> 'n' AND {USER_SCHEMA}
+          AND {not_extension_member("pg_constraint", "k.oid")}""",
     "indexes": f"""
         SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
         FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_USER} AND {_not_ext("pg_class", "c.oid")}""",
+        WHERE {USER_SCHEMA} AND {not_extension_member("pg_class", "c.oid")}""",
     "views": f"""
         SELECT c.oid::regclass::text, pg_get_viewdef(c.oid)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('v', 'm') AND {_USER} AND {_not_ext("pg_class", "c.oid")}""",
+        WHERE c.relkind IN ('v', 'm') AND {USER_SCHEMA}
+          AND {not_extension_member("pg_class", "c.oid")}""",
     "functions": f"""
         SELECT p.oid::regprocedure::text,
                CASE WHEN p.prokind = 'a' THEN 'aggregate'
                     ELSE pg_get_functiondef(p.oid) END
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE {_USER} AND {_not_ext("pg_proc", "p.oid")}""",
+        WHERE {USER_SCHEMA} AND {not_extension_member("pg_proc", "p.oid")}""",
     "triggers": f"""
         SELECT t.tgrelid::regclass::text || ' ' || quote_ident(t.tgname),
                pg_get_triggerdef(t.oid) || ' enabled ' || t.tgenabled::text
         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE NOT t.tgisinternal AND {_USER} AND {_not_ext("pg_class", "c.oid")}""",
+        WHERE NOT t.tgisinternal AND {USER_SCHEMA}
+          AND {not_extension_member("pg_class", "c.oid")}""",
     "policies": f"""
         SELECT p.polrelid::regclass::text || ' ' || quote_ident(p.polname),
                'cmd ' || p.polcmd::text || ' permissive ' || p.polpermissive
@@ -208,7 +209,7 @@ _DEFINITIONS: dict[str, str] = {
                || coalesce(' using ' || pg_get_expr(p.polqual, p.polrelid), '')
                || coalesce(' check ' || pg_get_expr(p.polwithcheck, p.polrelid), '')
         FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_USER}""",
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMA}""",
     "types": f"""
         SELECT t.oid::regtype::text,
                CASE t.typtype
@@ -220,8 +221,8 @@ _DEFINITIONS: dict[str, str] = {
                       || coalesce(' DEFAULT ' || t.typdefault, '')
                  ELSE 'type ' || t.typtype::text END
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE t.typtype IN ('e', 'd', 'r', 'm') AND {_USER}
-          AND {_not_ext("pg_type", "t.oid")}""",
+        WHERE t.typtype IN ('e', 'd', 'r', 'm') AND {USER_SCHEMA}
+          AND {not_extension_member("pg_type", "t.oid")}""",
     "sequence_definitions": f"""
         SELECT s.seqrelid::regclass::text,
                format_type(s.seqtypid, NULL) || ' start ' || s.seqstart
@@ -229,7 +230,7 @@ _DEFINITIONS: dict[str, str] = {
                || ' max ' || s.seqmax || ' cache ' || s.seqcache || ' cycle ' || s.seqcycle
         FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_USER} AND {_not_ext("pg_class", "c.oid")}""",
+        WHERE {USER_SCHEMA} AND {not_extension_member("pg_class", "c.oid")}""",
     "comments": f"""
         SELECT pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description
         FROM pg_description d
@@ -237,10 +238,10 @@ _DEFINITIONS: dict[str, str] = {
           AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classoid
                           AND e.objid = d.objoid AND e.deptype = 'e')
           AND NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE d.classoid = 'pg_namespace'::regclass
-                          AND n.oid = d.objoid AND NOT ({_USER}))""",
+                          AND n.oid = d.objoid AND NOT ({USER_SCHEMA}))""",
     "schemas": f"""
         SELECT quote_ident(n.nspname), 'schema' FROM pg_namespace n
-        WHERE {_USER} AND {_not_ext("pg_namespace", "n.oid")}""",
+        WHERE {USER_SCHEMA} AND {not_extension_member("pg_namespace", "n.oid")}""",
 }
 
 _SINGULAR = {
@@ -654,10 +655,7 @@ def take_fingerprint(
         with conn.cursor() as cur:
             shared = snapshot
             if shared is None:
-                cur.execute("SELECT pg_export_snapshot()")
-                row = cur.fetchone()
-                assert row is not None
-                shared = str(row[0])
+                shared = export_snapshot(cur)
             work = _plan(cur, mode, jobs, like)
             present = {job.table for job in work}
             if known:
@@ -845,17 +843,6 @@ class FingerprintCancelled(Exception):
 
 
 # -- comparing two ----------------------------------------------------------------------
-
-
-def qualified(schema: str, name: str) -> str:
-    """`schema.name`, quoted where PostgreSQL would need it, for reports."""
-
-    def q(part: str) -> str:
-        if part.isidentifier() and part == part.lower() and part.isascii():
-            return part
-        return '"' + part.replace('"', '""') + '"'
-
-    return f"{q(schema)}.{q(name)}"
 
 
 def _short(text: str, limit: int = 160) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg2.extensions
 from psycopg2 import sql
 
+from render_rotator.postgres.catalog import USER_SCHEMA, not_extension_member, qualified
 from render_rotator.postgres.connect import connection
 from render_rotator.postgres.fingerprint import (
     Fingerprint,
@@ -25,51 +26,42 @@ from render_rotator.postgres.fingerprint import (
     key_ranges,
     take_fingerprint,
 )
-from render_rotator.postgres.fingerprint import qualified as qualified
 from render_rotator.postgres.url import PgURL, parse_url
 
 log = logging.getLogger("render_rotator.postgres")
 
-_USER_SCHEMAS = """
-    n.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-"""
-_NOT_FROM_EXTENSION = """
-    NOT EXISTS (SELECT 1 FROM pg_depend d
-                WHERE d.classid = {catalog}::regclass AND d.objid = {oid} AND d.deptype = 'e')
-"""
 
 _OBJECT_COUNTS: dict[str, str] = {
-    "schemas": f"""SELECT count(*) FROM pg_namespace n WHERE {_USER_SCHEMAS}
-        AND {_NOT_FROM_EXTENSION.format(catalog="'pg_namespace'", oid="n.oid")}""",
+    "schemas": f"""SELECT count(*) FROM pg_namespace n WHERE {USER_SCHEMA}
+        AND {not_extension_member("pg_namespace", "n.oid")}""",
     "tables": f"""SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND {_USER_SCHEMAS}
-        AND {_NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid")}""",
+        WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMA}
+        AND {not_extension_member("pg_class", "c.oid")}""",
     "views": f"""SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'v' AND {_USER_SCHEMAS}
-        AND {_NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid")}""",
+        WHERE c.relkind = 'v' AND {USER_SCHEMA}
+        AND {not_extension_member("pg_class", "c.oid")}""",
     "materialized_views": f"""SELECT count(*) FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'm' AND {_USER_SCHEMAS}""",
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'm' AND {USER_SCHEMA}""",
     "indexes": f"""SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('i', 'I') AND {_USER_SCHEMAS}
-        AND {_NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid")}""",
+        WHERE c.relkind IN ('i', 'I') AND {USER_SCHEMA}
+        AND {not_extension_member("pg_class", "c.oid")}""",
     "sequences": f"""SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'S' AND {_USER_SCHEMAS}
-        AND {_NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid")}""",
+        WHERE c.relkind = 'S' AND {USER_SCHEMA}
+        AND {not_extension_member("pg_class", "c.oid")}""",
     # PostgreSQL 18 records NOT NULL as constraints (contype 'n'); older servers do not, so
     # they are left out so counts compare across majors
     "constraints": f"""SELECT count(*) FROM pg_constraint k
-        JOIN pg_namespace n ON n.oid = k.connamespace WHERE {_USER_SCHEMAS} AND k.contype <> 'n'
-        AND {_NOT_FROM_EXTENSION.format(catalog="'pg_constraint'", oid="k.oid")}""",
+        JOIN pg_namespace n ON n.oid = k.connamespace WHERE {USER_SCHEMA} AND k.contype <> 'n'
+        AND {not_extension_member("pg_constraint", "k.oid")}""",
     "functions": f"""SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE {_USER_SCHEMAS}
-        AND {_NOT_FROM_EXTENSION.format(catalog="'pg_proc'", oid="p.oid")}""",
+        WHERE {USER_SCHEMA}
+        AND {not_extension_member("pg_proc", "p.oid")}""",
     "triggers": f"""SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal
-        AND {_USER_SCHEMAS}""",
+        AND {USER_SCHEMA}""",
     "types": f"""SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE t.typtype IN ('e', 'd', 'r', 'm') AND {_USER_SCHEMAS}
-        AND {_NOT_FROM_EXTENSION.format(catalog="'pg_type'", oid="t.oid")}""",
+        WHERE t.typtype IN ('e', 'd', 'r', 'm') AND {USER_SCHEMA}
+        AND {not_extension_member("pg_type", "t.oid")}""",
     "large_objects": "SELECT count(*) FROM pg_largeobject_metadata",
 }
 
@@ -78,14 +70,16 @@ _OBJECT_COUNTS: dict[str, str] = {
 _TABLES = f"""
     SELECT n.nspname, c.relname, c.relkind FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated)) AND {_USER_SCHEMAS}
-    AND {_NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid")}
+    WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated)) AND {USER_SCHEMA}
+    AND {not_extension_member("pg_class", "c.oid")}
     ORDER BY 1, 2
 """
 
-_SEQUENCES = """
-    SELECT schemaname, sequencename, last_value FROM pg_sequences
-    WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
+_SEQUENCES = f"""
+    SELECT s.schemaname, s.sequencename, s.last_value FROM pg_sequences s
+    JOIN pg_namespace n ON n.nspname = s.schemaname
+    JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
+    WHERE {USER_SCHEMA} AND {not_extension_member("pg_class", "c.oid")} ORDER BY 1, 2
 """
 
 

@@ -30,8 +30,9 @@ from render_rotator.postgres.binaries import (
     server_major_from_num,
     url_needs_tls,
 )
+from render_rotator.postgres.catalog import export_snapshot, is_superuser
+from render_rotator.postgres.clean import target_objects
 from render_rotator.postgres.connect import connect, connection
-from render_rotator.postgres.copy import target_objects
 from render_rotator.postgres.fingerprint import Fingerprint, take_fingerprint
 from render_rotator.postgres.inventory import (
     Inventory,
@@ -166,10 +167,8 @@ class DatabaseManager:
         try:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
-                cur.execute("SELECT pg_export_snapshot()")
-                row = cur.fetchone()
-            assert row is not None
-            yield conn, str(row[0])
+                snapshot = export_snapshot(cur)
+            yield conn, snapshot
         finally:
             with contextlib.suppress(psycopg2.Error):
                 conn.rollback()
@@ -327,9 +326,7 @@ class DatabaseManager:
             raise UsageError(f"backup file {path} does not exist", hint="check the path")
         self._hand_over(target)
         with self.cursor(target) as cur:
-            cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-            row = cur.fetchone()
-            superuser = bool(row and row[0])
+            superuser = is_superuser(cur.connection)
             leftovers = target_objects(cur.connection) if require_empty else []
         if leftovers:
             shown = ", ".join(leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")

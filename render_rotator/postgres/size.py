@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-USER_DATA_BYTES_SQL = """
+from render_rotator.postgres.catalog import USER_SCHEMA
+
+USER_DATA_BYTES_SQL = f"""
 SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg\\_%'
+WHERE c.relkind IN ('r', 'm', 'p') AND {USER_SCHEMA}
 """
 
 

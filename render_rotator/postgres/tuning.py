@@ -17,19 +17,17 @@ from dataclasses import replace
 from psycopg2 import sql
 
 from render_rotator.errors import CommandTimeoutError, DatabaseError
+from render_rotator.postgres.catalog import USER_SCHEMA, not_extension_member
 from render_rotator.postgres.connect import connection
 from render_rotator.postgres.url import PgURL
 
 log = logging.getLogger("render_rotator.postgres")
 
-_USER_RELATIONS = """
+_USER_RELATIONS = f"""
     SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't'
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                      AND d.objid = c.oid AND d.deptype = 'e')
-      {only}
+      AND {USER_SCHEMA} AND {not_extension_member("pg_class", "c.oid")}
+      {{only}}
     ORDER BY pg_total_relation_size(c.oid) DESC, 1, 2
 """
 _PARENTS_AND_VIEWS = "AND (c.relkind IN ('p', 'm') OR c.relhassubclass)"

@@ -737,34 +737,37 @@ def sandbox(port: int, api_key: str | None, seed: bool) -> None:
         tempfile.TemporaryDirectory(prefix="render-rotator-sandbox-") as workdir,
         sandbox_ctx(seed=seed, port=port, api_key=api_key) as box,
     ):
-        click.echo(
-            f"Render emulator running on a throwaway PostgreSQL {box.cluster.major}. "
-            "In another shell:"
-        )
-        click.echo(f"  export RENDER_API_URL={box.emulator.base_url}")
-        click.echo(f"  export RENDER_API_KEY={box.emulator.api_key}")
-        if box.scenario is not None:
-            config = box.write_config(Path(workdir))
-            click.echo(f"  export RENDER_ROTATOR_CONFIG={config}")
-        click.echo(
-            "External connection strings take TLS only, as Render's do (sslmode=require); "
-            "internal ones go through the server's Unix socket."
-        )
-        if box.scenario is not None:
-            s = box.scenario
-            click.echo(
-                f"seeded: database {s.postgres_name} ({s.postgres_id}), service {s.service_id}, "
-                f"env group {s.env_group_id}; the config above rotates it: try "
-                "`render-rotator status`, then `render-rotator rotate --dry-run`"
-            )
-        else:
-            click.echo(
-                "empty: no workspace, database or service yet. `render-rotator sandbox --seed` "
-                "adds the demo's (a free database with sample data, a web service, an env "
-                "group) and a config for them"
-            )
-        click.echo("Ctrl-C to stop (everything is removed).")
+        # a stop request may come the moment the last line is out (even inside that echo):
+        # from here on, every one ends in the same clean stop
         try:
+            click.echo(
+                f"Render emulator running on a throwaway PostgreSQL {box.cluster.major}. "
+                "In another shell:"
+            )
+            click.echo(f"  export RENDER_API_URL={box.emulator.base_url}")
+            click.echo(f"  export RENDER_API_KEY={box.emulator.api_key}")
+            if box.scenario is not None:
+                config = box.write_config(Path(workdir))
+                click.echo(f"  export RENDER_ROTATOR_CONFIG={config}")
+            click.echo(
+                "External connection strings take TLS only, as Render's do (sslmode=require); "
+                "internal ones go through the server's Unix socket."
+            )
+            if box.scenario is not None:
+                s = box.scenario
+                click.echo(
+                    f"seeded: database {s.postgres_name} ({s.postgres_id}), "
+                    f"service {s.service_id}, env group {s.env_group_id}; the config above "
+                    "rotates it: try "
+                    "`render-rotator status`, then `render-rotator rotate --dry-run`"
+                )
+            else:
+                click.echo(
+                    "empty: no workspace, database or service yet. `render-rotator sandbox --seed` "
+                    "adds the demo's (a free database with sample data, a web service, an env "
+                    "group) and a config for them"
+                )
+            click.echo("Ctrl-C to stop (everything is removed).")
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt as exc:

@@ -89,10 +89,23 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+LAST_LINE = "Ctrl-C to stop"
+FIRST_LINE = "Render emulator running"  # stopped while it still announces itself
+
+
 @pytest.mark.parametrize(
-    ("signum", "seed"), [(signal.SIGTERM, True), (signal.SIGHUP, False), (signal.SIGINT, False)]
+    ("signum", "seed", "stop_at"),
+    [
+        (signal.SIGTERM, True, LAST_LINE),
+        (signal.SIGHUP, False, LAST_LINE),
+        (signal.SIGINT, False, LAST_LINE),
+        (signal.SIGTERM, True, FIRST_LINE),
+        (signal.SIGINT, False, FIRST_LINE),
+    ],
 )
-def test_a_stopped_sandbox_leaves_no_server_and_no_files(signum: int, seed: bool) -> None:
+def test_a_stopped_sandbox_leaves_no_server_and_no_files(
+    signum: int, seed: bool, stop_at: str
+) -> None:
     # a directory the unprivileged PostgreSQL user can reach (pytest's tmp_path is 0700)
     tmp = Path(tempfile.mkdtemp(prefix="rr-sandbox-test-"))
     tmp.chmod(0o755)
@@ -107,21 +120,25 @@ def test_a_stopped_sandbox_leaves_no_server_and_no_files(signum: int, seed: bool
     reader.start()
     seen: list[str] = []
     try:
-        while not (seen and seen[-1].startswith("Ctrl-C to stop")):
+        while not (seen and seen[-1].startswith(stop_at)):
             seen.append(lines.get(timeout=180))
         output = "".join(seen)
-        assert _processes_mentioning(str(tmp)), "the sandbox's PostgreSQL is not running?"
-        assert any(p.name.startswith("rr-pg") for p in tmp.iterdir())
-        if seed:
-            config = next(x for x in seen if "RENDER_ROTATOR_CONFIG=" in x).split("=", 1)[1]
-            assert Path(config.strip()).is_file()
+        if stop_at == FIRST_LINE:
+            proc.send_signal(signum)  # at once: the announcement is still being written
         else:
-            assert "--seed" in output
-        proc.send_signal(signum)
-        assert proc.wait(timeout=180) == 0
+            assert _processes_mentioning(str(tmp)), "the sandbox's PostgreSQL is not running?"
+            assert any(p.name.startswith("rr-pg") for p in tmp.iterdir())
+            if seed:
+                config = next(x for x in seen if "RENDER_ROTATOR_CONFIG=" in x).split("=", 1)[1]
+                assert Path(config.strip()).is_file()
+            else:
+                assert "--seed" in output
+            proc.send_signal(signum)
+        code = proc.wait(timeout=180)
         reader.join(timeout=10)
         while not lines.empty():
             seen.append(lines.get())
+        assert code == 0, "".join(seen)
         assert "stopping the sandbox" in "".join(seen)
         assert _processes_mentioning(str(tmp)) == []
         assert list(tmp.iterdir()) == []

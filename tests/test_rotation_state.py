@@ -283,6 +283,40 @@ def test_rotate_restart_discards_a_journal_this_version_cannot_read(
     assert json.loads(kept.read_text())["version"] == 7  # set aside as it was, not deleted
 
 
+def test_rotate_restart_with_several_databases_sets_an_unreadable_journal_aside(
+    emu: Any, tmp_path: Path
+) -> None:
+    """With two [[database]] entries the pre-flight inspects both before either rotates; an
+    unreadable journal of the second is set aside as with one database, not refused."""
+    first, second = make_app(emu, plan="free"), make_app(emu, plan="free")
+    before = {app.name: inventory(app.external_url) for app in (first, second)}
+    config = write_config(tmp_path, first, strategy="delete-first")
+    text = config.read_text().replace(f'owner_id = "{first.owner_id}"\n', "")
+    text += f'\n[[database]]\nname = "{second.name}"\n'
+    for key, connection in (("DATABASE_URL", "internal"), ("READ_URL", "external")):
+        text += f'\n  [[database.target]]\n  service = "{second.service_id}"\n'
+        text += f'  key = "{key}"\n  connection = "{connection}"\n'
+    text += f'\n  [[database.target]]\n  env_group = "{second.env_group_id}"\n'
+    text += '  key = "DATABASE_URL"\n'
+    config.write_text(text)
+    path = journal_file(config, second)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(V2_AFTER_BACKUP.read_text())
+    data["database"] = second.name
+    data["state"]["frozen"]["melted"] = True  # a key this version does not know
+    path.write_text(json.dumps(data))
+
+    refused = run_cli(emu, "rotate", "-c", str(config), "--yes")
+    assert refused.exit_code != 0 and "frozen has unknown key(s) melted" in refused.output
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--restart", "--json")
+    assert result.exit_code == 0, result.output
+    reports = {r["database"]: r for r in report_of(result)["databases"]}
+    for app in (first, second):
+        assert_rotated(app, reports[app.name], before[app.name], config=config)
+    [kept] = path.parent.glob(f"{path.name.removesuffix('.json')}.unreadable.*.json")
+    assert json.loads(kept.read_text())["state"]["frozen"]["melted"] is True  # kept as it was
+
+
 # -- decisions recorded but not acted on (a run killed in between) -------------------------
 
 

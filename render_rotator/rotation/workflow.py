@@ -192,7 +192,7 @@ def rotate(
     reports = []
     try:
         if not dry_run and len(dbs) > 1:
-            _preflight(cfg, dbs, api, pg_bin=pg_bin, today=today)
+            _preflight(cfg, dbs, api, pg_bin=pg_bin, today=today, restart=restart)
         for db in dbs:
             lock = contextlib.nullcontext() if dry_run else _locked(db)
             with lock:
@@ -287,12 +287,22 @@ def _preflight(
     *,
     pg_bin: str | None,
     today: date | None,
+    restart: bool = False,
 ) -> None:
     """Inspect every database (read-only, nothing written) before the first is rotated, so
     a problem with the second one (unknown name, wrong target, a downgrade) stops the run
-    before any change rather than after the first rotation."""
+    before any change rather than after the first rotation.
+
+    With `restart`, a journal this version cannot read is treated like any unfinished one:
+    it is set aside (by the loop that rotates, like the single-database path) and its
+    inspect runs afresh there; nothing is moved here."""
     for db in dbs:
-        journal = _unfinished(db)
+        try:
+            journal = _unfinished(db)
+        except RotationError:
+            if not restart:
+                raise
+            continue
         if journal is not None:
             continue  # --restart: its inspect runs afresh below
         path = Journal.path_for(_state_dir(db), db.label)

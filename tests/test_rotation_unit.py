@@ -378,8 +378,16 @@ def test_journal_accepts_redacted_urls_in_error_text(tmp_path: Path) -> None:
         journal.save()
 
 
-def test_journal_refuses_a_secret_that_json_escaping_would_hide(tmp_path: Path) -> None:
-    secret = 'pw"with\\quotes-and-backslash'  # in the JSON text: pw\"with\\quotes...
+@pytest.mark.parametrize(
+    "secret",
+    [
+        'pw"with\\quotes-and-backslash',  # in the JSON text: pw\"with\\\\quotes...
+        "pässwörd-ünïcode-42",  # in the JSON text: p\\u00e4ssw...
+    ],
+)
+def test_journal_refuses_a_secret_that_json_escaping_would_hide(
+    tmp_path: Path, secret: str
+) -> None:
     secrets.register(secret)
     journal = Journal(path=tmp_path / "db.journal.json", database="db")
     journal.state.copy = CopySummary(method="pg_restore", skipped=[f"COMMENT ... {secret}"])

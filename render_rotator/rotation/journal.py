@@ -50,24 +50,27 @@ def _safe_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label) or "database"
 
 
-def _strings(data: Any) -> Iterator[str]:
-    """Every key and string value in JSON data, as the program holds it (not JSON-escaped)."""
+def _escaped_strings(data: Any) -> Iterator[str]:
+    """Every key and string value in JSON data that JSON's escaping changes (a quote, a
+    backslash, a control or non-ASCII character): the saved text does not show it as is."""
     if isinstance(data, str):
-        yield data
+        if not (data.isascii() and data.isprintable()) or '"' in data or "\\" in data:
+            yield data
     elif isinstance(data, dict):
         for key, value in data.items():
-            yield str(key)
-            yield from _strings(value)
+            yield from _escaped_strings(str(key))
+            yield from _escaped_strings(value)
     elif isinstance(data, (list, tuple)):
         for value in data:
-            yield from _strings(value)
+            yield from _escaped_strings(value)
 
 
-def _holds_secret(data: Any) -> bool:
-    """Whether any string in `data` holds a secret (render_rotator/secrets.py decides: a URL's
-    password, a password= parameter, a registered secret). Each string is checked as the
-    program holds it, so JSON's escaping (a quote in a password) cannot hide one."""
-    return any(holds_secret(text) for text in _strings(data))
+def _holds_secret(data: Any, text: str) -> bool:
+    """Whether the journal holds a secret (render_rotator/secrets.py decides: a URL's
+    password, a password= parameter, a registered secret): in its saved `text`, and in each
+    string that text shows escaped, checked as the program holds it (a quote in a password
+    would otherwise hide it)."""
+    return holds_secret(text) or any(holds_secret(s) for s in _escaped_strings(data))
 
 
 @dataclass
@@ -170,8 +173,9 @@ class Journal:
         shared when asking for help.
         """
         # not sort_keys: the phases keep the order they ran in
-        text = json.dumps(self.to_dict(), indent=2, default=str)
-        if _holds_secret(self.to_dict()) or holds_secret(text):
+        data = self.to_dict()
+        text = json.dumps(data, indent=2, default=str)
+        if _holds_secret(data, text):
             raise RotationError(
                 f"refusing to write a connection string or password to the journal {self.path}",
                 hint="this is a bug in render-rotator: please report it",

@@ -31,6 +31,11 @@ _listeners: list[Callable[[str], None]] = []
 _URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*:/{1,2}[^:/@\s'\"]*:)([^\s'\"]*)(@)")
 # password=VALUE in a query string or a libpq keyword/value string
 _PARAM_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)", re.IGNORECASE)
+# for refusing to store text, not for blanking it: any URL with userinfo whose password is
+# not the mask, whatever characters it holds (a quote, say, which redact_urls stops at)
+_UNMASKED_URL_PASSWORD = re.compile(
+    r"[a-z][a-z0-9+.-]*:/{1,2}[^\s/@]*:(?!\*\*\*@)[^\s@]+@", re.IGNORECASE
+)
 # where a letters-only secret counts as a value: after = or :, or quoted, up to a delimiter
 _VALUE_BEFORE = "=:'\"/"
 _VALUE_AFTER = "'\"@&,;)/"
@@ -112,3 +117,10 @@ def scrub(text: str, extra: Iterable[str | None] = ()) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = _blank(text, secret)
     return text
+
+
+def holds_secret(text: str) -> bool:
+    """Whether `text` holds anything secret: what `scrub` would blank, or a URL whose
+    password is not masked. For refusing to store text at all (the journal), where erring
+    towards refusal is right."""
+    return bool(_UNMASKED_URL_PASSWORD.search(text)) or scrub(text) != text

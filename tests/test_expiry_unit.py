@@ -21,7 +21,7 @@ from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.phases import _new_fields
 from render_rotator.rotation.report import RotationReport
-from render_rotator.rotation.state import DatabaseSpec
+from render_rotator.rotation.state import DatabaseSpec, Rescue
 from render_rotator.sandbox.emulator import LEGACY_POSTGRES_PLANS, POSTGRES_PLANS
 
 BASE = "https://api.render.test/v1"
@@ -139,7 +139,7 @@ def test_an_empty_allow_list_is_sent_as_an_empty_list(ctx: Rotation) -> None:
 
 def test_a_rescued_database_is_replaced_by_a_free_one(ctx: Rotation) -> None:
     assert _new_fields(ctx, "x")["plan"] == RESCUE_PLAN  # an ordinary paid rotation
-    ctx.state.rescue = {"plan": "free", "upgrade_to": RESCUE_PLAN}
+    ctx.state.rescue = Rescue(plan="free", upgrade_to=RESCUE_PLAN)
     assert _new_fields(ctx, "x")["plan"] == "free"
 
 

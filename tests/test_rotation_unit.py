@@ -15,7 +15,7 @@ from render_rotator.render import ConnectionInfo
 from render_rotator.rotation.journal import Journal
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import PhaseRecord, RotationReport, RotationResult
-from render_rotator.rotation.state import PhaseState
+from render_rotator.rotation.state import CopySummary, PhaseState
 from render_rotator.rotation.targets import endpoint, fingerprint, new_value, points_at
 from render_rotator.ui import report_lines
 
@@ -192,6 +192,9 @@ def test_journal_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "postgresql://app_user:hunter2hunter2@dpg-abc-a/app",
         "postgres://u:p@h:5432/db?sslmode=require",
         "REGISTERED-SECRET-VALUE-42",
+        # a quote inside the password is escaped in the journal's JSON text
+        'postgresql://app_user:pa"ss@dpg-abc-a/app',
+        "password=hunter2hunter2",
     ],
 )
 def test_journal_refuses_to_store_a_secret(tmp_path: Path, secret: str) -> None:
@@ -199,7 +202,7 @@ def test_journal_refuses_to_store_a_secret(tmp_path: Path, secret: str) -> None:
     journal = Journal(path=tmp_path / "db.journal.json", database="db")
     journal.save()
     before = journal.path.read_text()
-    journal.state.copy = {"skipped": [f"COMMENT ... {secret}"]}
+    journal.state.copy = CopySummary(method="pg_restore", skipped=[f"COMMENT ... {secret}"])
     with pytest.raises(RotationError, match="refusing to write a connection string or password"):
         journal.save()
     assert journal.path.read_text() == before
@@ -373,3 +376,21 @@ def test_journal_accepts_redacted_urls_in_error_text(tmp_path: Path) -> None:
     journal.error = "cannot connect to postgresql://app:hunter22@127.0.0.1:5432/app"
     with pytest.raises(RotationError):
         journal.save()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        'pw"with\\quotes-and-backslash',  # in the JSON text: pw\"with\\\\quotes...
+        "pässwörd-ünïcode-42",  # in the JSON text: p\\u00e4ssw...
+    ],
+)
+def test_journal_refuses_a_secret_that_json_escaping_would_hide(
+    tmp_path: Path, secret: str
+) -> None:
+    secrets.register(secret)
+    journal = Journal(path=tmp_path / "db.journal.json", database="db")
+    journal.state.copy = CopySummary(method="pg_restore", skipped=[f"COMMENT ... {secret}"])
+    with pytest.raises(RotationError, match="refusing to write a connection string or password"):
+        journal.save()
+    assert not journal.path.exists()

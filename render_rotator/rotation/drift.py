@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from render_rotator.errors import DriftError, RotationError
 from render_rotator.postgres.fingerprint import Fingerprint, drift
 from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
+from render_rotator.rotation.state import DriftSummary
 
 if TYPE_CHECKING:
     from render_rotator.rotation.context import Rotation
@@ -72,7 +73,7 @@ def check_no_drift(ctx: Rotation, *, action: str, next_step: str) -> None:
         return
     old_id = ctx.state.old_id
     where = ", ".join(tables) if tables else "; ".join(diffs[:3])
-    ctx.state.drift = {"tables": tables, "differences": len(diffs)}
+    ctx.state.drift = DriftSummary(tables=list(tables), differences=len(diffs))
     ctx.save()
     raise DriftError(
         f"refusing to {action} the old database {old_id}: it changed after the snapshot the "

@@ -19,6 +19,7 @@ from typing import Any
 from render_rotator.errors import ConflictError, RotationError
 from render_rotator.render import Postgres, is_free_tier_refusal
 from render_rotator.rotation.context import Rotation
+from render_rotator.rotation.state import FreeSlotWait
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -45,17 +46,17 @@ def _create(ctx: Rotation, fields: dict[str, Any], waiting: contextlib.ExitStack
             now = time.time()
             wait = state.free_slot_wait
             if wait is None:
-                wait = state.free_slot_wait = {"since": now, "refusals": 0}
-            wait["refusals"] += 1
+                wait = state.free_slot_wait = FreeSlotWait(since=now)
+            wait.refusals += 1
             ctx.save()
             timeout = ctx.settings.provision_timeout
-            remaining = wait["since"] + timeout - now
+            remaining = wait.since + timeout - now
             if remaining <= 0:
                 state.free_slot_waited, state.free_slot_wait = state.free_slot_wait, None
                 ctx.save()
                 raise RotationError(
-                    f"Render still refuses a new free database {now - wait['since']:.0f}s "
-                    f"after the first refusal ({wait['refusals']} attempts): {exc.message}",
+                    f"Render still refuses a new free database {now - wait.since:.0f}s "
+                    f"after the first refusal ({wait.refusals} attempts): {exc.message}",
                     hint="Render frees the slot of a deleted free database after a while: run "
                     "`render-rotator resume` later (it waits again), or raise provision_timeout; "
                     "check that no other free database holds the workspace's one free slot",
@@ -73,7 +74,7 @@ def _create(ctx: Rotation, fields: dict[str, Any], waiting: contextlib.ExitStack
             continue
         if state.free_slot_wait is not None:
             ctx.report.notes.append(
-                f"Render refused the new free database {state.free_slot_wait['refusals']} "
+                f"Render refused the new free database {state.free_slot_wait.refusals} "
                 "time(s) while it freed the slot of the deleted one"
             )
             state.free_slot_waited, state.free_slot_wait = state.free_slot_wait, None

@@ -16,8 +16,8 @@ this process's memory of them):
 - what exists: a rollback to the old database first re-reads that it still exists; the new
   database is never deleted while the old one is gone (it may hold the only copy);
 - proof: the old database is deleted only when the copy was proven (recorded by the verify
-  phase, ``state.facts["copy"]``; for delete-first, the backup archive, re-hashed now) and
-  the drift check, run right now, passed (``state.facts["drift"]``).
+  phase, ``state.facts.copy``; for delete-first, the backup archive, re-hashed now) and
+  the drift check, run right now, passed (``state.facts.drift``).
 
 The drift check is a hook: `Rotation.drift_check` (default `content_drift_check`: a fresh
 content fingerprint of the old database against the one stored for the snapshot the copy was
@@ -51,6 +51,7 @@ from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation import naming
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.drift import old_database_changes
+from render_rotator.rotation.state import CopyProof, DriftRecord, DriftSummary
 from render_rotator.rotation.targets import (
     TargetValue,
     fingerprint,
@@ -96,11 +97,6 @@ def content_drift_check(ctx: Rotation) -> DriftFact:
     return DriftFact(False, f"{len(diffs)} difference(s); {where}", diffs, method, tables)
 
 
-def _facts(ctx: Rotation) -> dict[str, Any]:
-    facts: dict[str, Any] = ctx.state.facts
-    return facts
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -110,25 +106,25 @@ def _now() -> str:
 
 def record_copy_proof(ctx: Rotation, *, method: str) -> None:
     """The verify phase proved the new database equal to the snapshot (called by it)."""
-    _facts(ctx)["copy"] = {"new_id": ctx.state.new_id, "method": method, "at": _now()}
+    ctx.state.facts.copy = CopyProof(new_id=ctx.state.new_id, method=method, at=_now())
     ctx.save()
 
 
 def record_drift(ctx: Rotation, fact: DriftFact) -> None:
     """A drift check's outcome for the old database (kept for the report and for resume)."""
-    _facts(ctx)["drift"] = {
-        "old_id": ctx.state.old_id,
-        "unchanged": fact.passed,  # no "pass" in journal keys: "pass" may be a secret
-        "method": fact.method,
-        "summary": fact.summary,
-        "at": _now(),
-    }
+    ctx.state.facts.drift = DriftRecord(
+        old_id=ctx.state.old_id,
+        unchanged=fact.passed,
+        method=fact.method,
+        summary=fact.summary,
+        at=_now(),
+    )
     ctx.save()
 
 
 def copy_proven(ctx: Rotation) -> bool:
-    proof = _facts(ctx).get("copy") or {}
-    return bool(ctx.state.new_id) and proof.get("new_id") == ctx.state.new_id
+    proof = ctx.state.facts.copy
+    return bool(ctx.state.new_id) and proof is not None and proof.new_id == ctx.state.new_id
 
 
 # -- facts read now ----------------------------------------------------------------------
@@ -199,12 +195,13 @@ def made_by_us(ctx: Rotation, pg: Postgres) -> str | None:
     provisioned, or the marker was never written because a run died right after creating
     it), this journal's create request counts if Render created `pg` after it, by that name.
     """
-    creating = ctx.state.creating or {}
+    creating = ctx.state.creating
     created = pg.created_at.timestamp() if pg.created_at else None
     if (
-        creating.get("name") == pg.name
+        creating is not None
+        and creating.name == pg.name
         and created is not None
-        and created >= creating.get("requested_at", float("inf")) - _CREATE_SLACK
+        and created >= creating.requested_at - _CREATE_SLACK
     ):
         return "journal"
     if pg.id in (ctx.state.created_ids or []):
@@ -315,11 +312,7 @@ def empty_new(ctx: Rotation) -> int:
     if old_now(ctx) is None:
         require_backup(ctx, f"empty {new_id} (the old database is gone)")
     users = pointing_at(ctx, new_id)
-    live = [
-        service
-        for service, record in (ctx.state.deploys or {}).items()
-        if record.get("status") == "live"
-    ]
+    live = [service for service, record in ctx.state.deploys.items() if record.status == "live"]
     if users and live:
         raise GuardError(
             f"refusing to empty {new_id}: {', '.join(users)} point(s) at it and the deploy "
@@ -385,7 +378,7 @@ def _check_drift(ctx: Rotation) -> None:
     fact = check(ctx)
     record_drift(ctx, fact)
     if not fact.passed:
-        ctx.state.drift = {"tables": list(fact.tables), "differences": len(fact.differences)}
+        ctx.state.drift = DriftSummary(tables=list(fact.tables), differences=len(fact.differences))
         ctx.save()
         old_id, new_id = ctx.state.old_id, ctx.state.new_id
         if ctx.state.strategy == "delete-first":
@@ -412,8 +405,8 @@ def _check_drift(ctx: Rotation) -> None:
 
 
 def _drift_passed(ctx: Rotation) -> bool:
-    drift = _facts(ctx).get("drift") or {}
-    return bool(drift.get("unchanged")) and drift.get("old_id") == ctx.state.old_id
+    drift = ctx.state.facts.drift
+    return drift is not None and drift.unchanged and drift.old_id == ctx.state.old_id
 
 
 def delete_old(ctx: Rotation) -> bool:

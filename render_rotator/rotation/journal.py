@@ -25,6 +25,7 @@ import os
 import re
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,15 +33,13 @@ from typing import Any
 
 from render_rotator.errors import RotationError, UsageError
 from render_rotator.rotation.state import PhaseState, RotationState, StateFormatError
-from render_rotator.secrets import scrub
+from render_rotator.secrets import holds_secret
 
 log = logging.getLogger("render_rotator.rotation")
 
 JOURNAL_VERSION = 2
 #: versions this one reads (1: the untyped journal, migrated on load)
 READABLE_VERSIONS = (1, 2)
-# a URL with a password in it; a redacted one (user:***@host) is fine
-_SECRETISH = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@]*:(?!\*\*\*@)[^\s@]+@", re.IGNORECASE)
 
 
 def now_iso() -> str:
@@ -49,6 +48,29 @@ def now_iso() -> str:
 
 def _safe_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label) or "database"
+
+
+def _escaped_strings(data: Any) -> Iterator[str]:
+    """Every key and string value in JSON data that JSON's escaping changes (a quote, a
+    backslash, a control or non-ASCII character): the saved text does not show it as is."""
+    if isinstance(data, str):
+        if not (data.isascii() and data.isprintable()) or '"' in data or "\\" in data:
+            yield data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _escaped_strings(str(key))
+            yield from _escaped_strings(value)
+    elif isinstance(data, (list, tuple)):
+        for value in data:
+            yield from _escaped_strings(value)
+
+
+def _holds_secret(data: Any, text: str) -> bool:
+    """Whether the journal holds a secret (render_rotator/secrets.py decides: a URL's
+    password, a password= parameter, a registered secret): in its saved `text`, and in each
+    string that text shows escaped, checked as the program holds it (a quote in a password
+    would otherwise hide it)."""
+    return holds_secret(text) or any(holds_secret(s) for s in _escaped_strings(data))
 
 
 @dataclass
@@ -151,10 +173,9 @@ class Journal:
         shared when asking for help.
         """
         # not sort_keys: the phases keep the order they ran in
-        text = json.dumps(self.to_dict(), indent=2, default=str)
-        # scrub() decides what is secret (a word-like password only where it stands as a
-        # value): the journal refuses exactly what output would have blanked
-        if _SECRETISH.search(text) or scrub(text) != text:
+        data = self.to_dict()
+        text = json.dumps(data, indent=2, default=str)
+        if _holds_secret(data, text):
             raise RotationError(
                 f"refusing to write a connection string or password to the journal {self.path}",
                 hint="this is a bug in render-rotator: please report it",

@@ -71,7 +71,19 @@ from render_rotator.rotation.drift import old_database_changes
 from render_rotator.rotation.free_slot import create_when_slot_frees
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.report import derive_report, describe_postgres
-from render_rotator.rotation.state import BackupFacts, DatabaseSpec, RotationState, TargetState
+from render_rotator.rotation.state import (
+    BackupFacts,
+    CopySummary,
+    CreateRequest,
+    DatabaseSpec,
+    DeployRecord,
+    DriftSummary,
+    FrozenServices,
+    RotationState,
+    RunSummary,
+    TargetState,
+    VerificationSummary,
+)
 from render_rotator.rotation.targets import (
     TargetValue,
     fingerprint,
@@ -260,7 +272,7 @@ def inspect(ctx: Rotation) -> bool:
             # rescued one keeps the expiry it had before its upgrade
             expires_at=expiry.expires_at.isoformat()
             if expiry
-            else (state.rescue or {}).get("expired_at"),
+            else (state.rescue.expired_at if state.rescue else None),
         )
     spec = state.known_spec
     _refuse_downgrade(ctx, spec.version)
@@ -432,10 +444,10 @@ def freeze(ctx: Rotation) -> bool:
     if ctx.old is None:
         return False  # nothing left to write to
     if ctx.state.frozen is None:
-        ctx.state.frozen = {"mode": mode, "suspended": [], "maintenance": []}
+        ctx.state.frozen = FrozenServices(mode=mode)
     frozen = ctx.state.frozen
-    if "started_at" not in frozen and mode != "none":
-        frozen["started_at"] = time.time()
+    if not frozen.in_window and mode != "none":
+        frozen.started_at = time.time()
     freezing.freeze(ctx, mode, frozen)
     ctx.save()
     return mode != "none"
@@ -536,12 +548,12 @@ def delete_old(ctx: Rotation) -> bool:
 
 def _new_fields(ctx: Rotation, name: str) -> dict[str, object]:
     spec = ctx.state.known_spec
-    rescue = ctx.state.rescue or {}
+    rescue = ctx.state.rescue
     fields: dict[str, object] = {
         "name": name,
         "ownerId": ctx.state.owner_id,
         # a rescued database is on a paid plan only to be read: the new one is free again
-        "plan": rescue.get("plan") or spec.plan,
+        "plan": (rescue.plan if rescue else None) or spec.plan,
         "version": ctx.db.version or spec.version,
         "region": spec.region,
         "databaseName": spec.database_name,
@@ -584,7 +596,7 @@ def provision(ctx: Rotation) -> bool | FallBackToDeleteFirst:
         else:
             # the journal proves the create request: a database of this name that Render
             # made after it is ours, even if we die before marking it
-            state.creating = {"name": name, "requested_at": time.time()}
+            state.creating = CreateRequest(name=name, requested_at=time.time())
             ctx.save()
             created = _create(ctx, name)
             if isinstance(created, FallBackToDeleteFirst):
@@ -596,7 +608,7 @@ def provision(ctx: Rotation) -> bool | FallBackToDeleteFirst:
         state.new_id = new.id
         ctx.save()
     timeout = ctx.settings.provision_timeout
-    frozen = "started_at" in (state.frozen or {})
+    frozen = state.frozen is not None and state.frozen.in_window
     try:
         with ctx.ui.waiting(f"{new.id} to become available"):
             new = ctx.client.wait_for_postgres(
@@ -695,12 +707,12 @@ def copy(ctx: Rotation) -> bool:
                 )
             _measure_copied(ctx, new_url, progress)
         skipped_entries = list(copied.skipped)
-        state.copy = {
-            "method": f"parallel copy (jobs={ctx.settings.jobs})",
-            "seconds": round(copied.seconds, 3),
-            "bytes": copied.bytes,
-            "skipped": skipped_entries,
-        }
+        state.copy = CopySummary(
+            method=f"parallel copy (jobs={ctx.settings.jobs})",
+            seconds=round(copied.seconds, 3),
+            bytes=copied.bytes,
+            skipped=skipped_entries,
+        )
     else:
         path = Path(state.known_backup.path)
         with progress:
@@ -717,11 +729,9 @@ def copy(ctx: Rotation) -> bool:
         # pg_restore without --create leaves the database's own settings out
         apply_settings(new_url, _backup_settings(ctx), connect_timeout=ctx.settings.connect_timeout)
         skipped_entries = list(result.skipped)
-        state.copy = {
-            "method": "pg_restore",
-            "seconds": round(result.seconds, 3),
-            "skipped": skipped_entries,
-        }
+        state.copy = CopySummary(
+            method="pg_restore", seconds=round(result.seconds, 3), skipped=skipped_entries
+        )
     skipped = [f"skipped during restore (needs a superuser): {s}" for s in skipped_entries]
     ctx.report.notes.extend(n for n in skipped if n not in ctx.report.notes)
     ctx.save()
@@ -801,7 +811,7 @@ def verify(ctx: Rotation) -> bool:
         # did anything write to the old database after the backup? Then that is the
         # problem (the copy would miss those rows), whatever the copy looks like
         state.verified = False
-        state.drift = {"tables": tables, "differences": len(diffs)}
+        state.drift = DriftSummary(tables=list(tables), differences=len(diffs))
         ctx.save()
         raise DriftError(
             "the old database changed after the backup was taken (writes were not "
@@ -811,12 +821,12 @@ def verify(ctx: Rotation) -> bool:
         )
     result = compare(source, target, time.monotonic() - started)
     ctx.report.rows_copied = source.total_rows
-    state.verification = {
-        "mode": result.mode,
-        "seconds": round(result.seconds, 3),
-        "tables": result.tables_compared,
-        "rows": result.rows_compared,
-    }
+    state.verification = VerificationSummary(
+        mode=result.mode,
+        seconds=round(result.seconds, 3),
+        tables=result.tables_compared,
+        rows=result.rows_compared,
+    )
     if not result.equal:
         state.verified = False
         ctx.save()
@@ -926,8 +936,8 @@ def deploy(ctx: Rotation) -> bool:
     )
 
 
-def _failed(record: dict[str, Any]) -> bool:
-    status = record.get("status")
+def _failed(record: DeployRecord) -> bool:
+    status = record.status
     return status is not None and status not in {s.value for s in DEPLOY_SUCCESSFUL}
 
 
@@ -940,19 +950,20 @@ def _find_deploy_since(ctx: Rotation, service_id: str, since: float) -> Deploy |
     return None
 
 
-def _trigger(ctx: Rotation, service_id: str, records: dict[str, Any]) -> None:
+def _trigger(ctx: Rotation, service_id: str, records: dict[str, DeployRecord]) -> None:
     """Trigger one deploy, never two: after an ambiguous failure (Render may have acted) or
     a crash between the request and the journal, look for the deploy before asking again."""
-    record = records.get(service_id) or {}
-    since = record.get("requested_at")
-    if since is not None and record.get("deploy_id") is None and not _failed(record):
+    record = records.get(service_id) or DeployRecord()
+    since = record.requested_at
+    if since is not None and record.deploy_id is None and not _failed(record):
         found = _find_deploy_since(ctx, service_id, since)
         if found is not None:
             log.info("found deploy %s of %s from the interrupted run", found.id, service_id)
-            records[service_id] = {"requested_at": since, "deploy_id": found.id}
+            records[service_id] = DeployRecord(requested_at=since, deploy_id=found.id)
             ctx.save()
             return
-    record = {"requested_at": time.time()}
+    requested = time.time()
+    record = DeployRecord(requested_at=requested)
     records[service_id] = record
     ctx.save()
     attempts = 3
@@ -960,7 +971,7 @@ def _trigger(ctx: Rotation, service_id: str, records: dict[str, Any]) -> None:
         try:
             deploy_obj = ctx.client.trigger_deploy(service_id, deploy_mode=services.DEPLOY_MODE)
         except (ServerError, APITimeoutError) as exc:
-            found = _find_deploy_since(ctx, service_id, record["requested_at"])
+            found = _find_deploy_since(ctx, service_id, requested)
             if found is not None:
                 deploy_obj = found
             elif attempt == attempts:
@@ -969,7 +980,7 @@ def _trigger(ctx: Rotation, service_id: str, records: dict[str, Any]) -> None:
                 log.warning("deploy of %s not started (%s); trying again", service_id, exc)
                 time.sleep(attempt)
                 continue
-        record["deploy_id"] = deploy_obj.id if deploy_obj else None
+        record.deploy_id = deploy_obj.id if deploy_obj else None
         ctx.save()
         return
 
@@ -981,8 +992,8 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
     """
     records = ctx.state.deploys if key == "deploys" else ctx.state.rollback_deploys
     for service_id in services.runtime_services(ctx):
-        record = records.get(service_id) or {}
-        if record.get("deploy_id") and not _failed(record):
+        record = records.get(service_id) or DeployRecord()
+        if record.deploy_id and not _failed(record):
             continue
         try:
             _trigger(ctx, service_id, records)
@@ -991,26 +1002,26 @@ def run_deploys(ctx: Rotation, key: str) -> list[tuple[str, str]]:
                 raise
             # Render refused to start it (deploy_only with no build left to ship, say): a
             # failed deploy, so the caller's rollback puts every service back, redeployed
-            records[service_id] = {"deploy_id": None, "status": "refused", "reason": exc.message}
+            records[service_id] = DeployRecord(status="refused", reason=exc.message)
             ctx.save()
     failed = []
     for service_id, record in records.items():
-        if record.get("status") == "refused":
-            failed.append((service_id, f"refused by Render: {record.get('reason')}"))
+        if record.status == "refused":
+            failed.append((service_id, f"refused by Render: {record.reason}"))
             continue
-        if record.get("deploy_id") is None:
-            record["status"] = "unknown"
+        if record.deploy_id is None:
+            record.status = "unknown"
             ctx.report.notes.append(f"could not identify the deploy of {service_id}")
             continue
-        with ctx.ui.waiting(f"deploy {record['deploy_id']} of {service_id} to go live"):
+        with ctx.ui.waiting(f"deploy {record.deploy_id} of {service_id} to go live"):
             final = ctx.client.wait_for_deploy(
                 service_id,
-                record["deploy_id"],
+                record.deploy_id,
                 timeout=ctx.settings.deploy_timeout,
                 poll_interval=_FIRST_POLL,
                 max_poll_interval=_FROZEN_MAX_POLL,  # the window ends when it is live
             )
-        record["status"] = final.status_raw
+        record.status = final.status_raw
         ctx.save()
         if final.status not in DEPLOY_SUCCESSFUL:
             failed.append((service_id, final.status_raw))
@@ -1029,7 +1040,7 @@ def retire(ctx: Rotation) -> bool:
         rescue = ctx.state.rescue
         if rescue:
             ctx.report.notes.append(
-                f"{ctx.state.old_id} is on the paid plan {rescue['upgrade_to']}: Render "
+                f"{ctx.state.old_id} is on the paid plan {rescue.upgrade_to}: Render "
                 "bills it until you delete it"
             )
         return False
@@ -1041,14 +1052,14 @@ def retire(ctx: Rotation) -> bool:
 def report(ctx: Rotation) -> bool:
     """Fill in the final report from the journal, and keep its summary there too."""
     fill_report(ctx)
-    ctx.state.summary = {
-        "old_id": ctx.state.old_id,
-        "new_id": ctx.state.new_id,
-        "rows_copied": ctx.report.rows_copied,
-        "bytes_copied": ctx.report.bytes_copied,
-        "freeze_seconds": ctx.report.freeze_seconds,
-        "backup": ctx.state.backup.path if ctx.state.backup else None,
-    }
+    ctx.state.summary = RunSummary(
+        old_id=ctx.state.old_id,
+        new_id=ctx.state.new_id,
+        rows_copied=ctx.report.rows_copied,
+        bytes_copied=ctx.report.bytes_copied,
+        freeze_seconds=ctx.report.freeze_seconds,
+        backup=ctx.state.backup.path if ctx.state.backup else None,
+    )
     ctx.save()
     return True
 

@@ -35,7 +35,14 @@ from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation.decisions import AlreadyDone, ask
 from render_rotator.rotation.naming import is_rotation_of
 from render_rotator.rotation.services import WEB_SERVICE, freeze_action, service_types
-from render_rotator.rotation.state import BackupFacts, DatabaseSpec, TargetState
+from render_rotator.rotation.state import (
+    BackupFacts,
+    CopySummary,
+    DatabaseSpec,
+    FrozenServices,
+    Recovered,
+    TargetState,
+)
 from render_rotator.rotation.targets import (
     TargetValue,
     endpoint,
@@ -498,7 +505,9 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
     )
     state.inventory = backup.inventory
     state.fingerprint = _fingerprint_of(backup)
-    state.recovered = {"backup": str(backup.archive.resolve()), "new_id": new and new.id}
+    state.recovered = Recovered(
+        backup=str(backup.archive.resolve()), new_id=new.id if new else None
+    )
     recorded = backup.manifest.get("targets") or {}
     for value in lost.dead:
         kind = (recorded.get(value.label) or {}).get("old_kind") or value.target.connection
@@ -558,7 +567,7 @@ def _keep_used_new(ctx: Rotation, new: Postgres, used: list[str]) -> None:
             hint="it may hold newer writes: point the remaining targets at it by hand if it "
             "is right, or restore the backup into a new database",
         )
-    ctx.state.copy = {"method": "done by the interrupted run (verified again)"}
+    ctx.state.copy = CopySummary(method="done by the interrupted run (verified again)")
     reason = f"{', '.join(used)} already use {new.id}, which holds exactly the backup's data"
     ask(ctx.state, AlreadyDone(("copy",), reason), "inspect")
 
@@ -568,7 +577,7 @@ def _adopt_frozen(ctx: Rotation) -> None:
     deploy thaws them: with the old database gone they cannot work as they are anyway.
     Each is recorded under what the freeze does to its type (rotation/services.py)."""
     mode = ctx.settings.freeze
-    frozen: dict[str, Any] = {"mode": mode, "suspended": [], "maintenance": []}
+    frozen = FrozenServices(mode=mode)
     types = service_types(ctx)
     for service_id in ctx.affected_services():
         action = freeze_action(types.get(service_id, WEB_SERVICE), mode)
@@ -576,6 +585,6 @@ def _adopt_frozen(ctx: Rotation) -> None:
             continue
         service = ctx.client.get_service(service_id)
         if service.suspended if action == "suspend" else service.maintenance_mode_enabled:
-            frozen["suspended" if action == "suspend" else "maintenance"].append(service_id)
+            (frozen.suspended if action == "suspend" else frozen.maintenance).append(service_id)
     ctx.state.frozen = frozen
     ctx.state.adopt_frozen = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -175,18 +175,18 @@ def derive_report(
     rep.strategy = state.strategy or rep.strategy
     rep.freeze = freeze
     rep.phases = phase_rows(phases, order)
-    frozen = state.frozen or {}
-    if "started_at" in frozen:
-        ended = frozen.get("ended_at") or time.time()
-        rep.freeze_seconds = max(0.0, ended - frozen["started_at"])
+    frozen = state.frozen
+    if frozen is not None and frozen.started_at is not None:
+        ended = frozen.ended_at or time.time()
+        rep.freeze_seconds = max(0.0, ended - frozen.started_at)
     if state.rows_copied is not None:
         rep.rows_copied = state.rows_copied
     if state.bytes_copied is not None:
         rep.bytes_copied = state.bytes_copied
     if state.verification or state.drift:
-        rep.verification = {**(state.verification or {})}
+        rep.verification = asdict(state.verification) if state.verification else {}
         if state.drift:
-            rep.verification["old_database_changed"] = state.drift
+            rep.verification["old_database_changed"] = asdict(state.drift)
     if state.backup is not None:
         b = state.backup
         rep.backup = {
@@ -216,8 +216,8 @@ def derive_report(
     rep.deploys = [
         {
             "service_id": service_id,
-            "deploy_id": record.get("deploy_id"),
-            "status": record.get("status"),
+            "deploy_id": record.deploy_id,
+            "status": record.status,
             "rollback": rollback,
         }
         for rollback, records in ((False, state.deploys), (True, state.rollback_deploys))

@@ -24,6 +24,7 @@ from render_rotator.render import Postgres
 from render_rotator.render.expiry import RESCUE_PLAN, Expiry
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.journal import Journal
+from render_rotator.rotation.state import Rescue
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -76,13 +77,13 @@ def check_expiry(ctx: Rotation, old: Postgres, expiry: Expiry | None) -> None:
 
 def _start(ctx: Rotation, old: Postgres, expiry: Expiry | None) -> None:
     state = ctx.state
-    state.rescue = {
-        "plan": "free",
-        "upgrade_to": RESCUE_PLAN,
-        "expired_at": expiry.expires_at.isoformat() if expiry else None,
-        "deleted_at": expiry.deleted_at.isoformat() if expiry else None,
-        "upgraded": old.plan == RESCUE_PLAN,
-    }
+    state.rescue = Rescue(
+        plan="free",
+        upgrade_to=RESCUE_PLAN,
+        expired_at=expiry.expires_at.isoformat() if expiry else None,
+        deleted_at=expiry.deleted_at.isoformat() if expiry else None,
+        upgraded=old.plan == RESCUE_PLAN,
+    )
     state.requested_strategy = state.strategy = "create-first"
     ctx.report.notes.append(
         f"rescue: {old.id} is upgraded to {RESCUE_PLAN} to regain access, copied into a new "
@@ -105,12 +106,12 @@ def pending(ctx: Rotation) -> str | None:
 
 def remember_pending(ctx: Rotation) -> None:
     """After landing back on an upgraded database: `rotate --rescue` may finish it."""
-    rescue = ctx.state.rescue or {}
-    if rescue.get("upgraded") or rescue.get("upgrading"):
+    rescue = ctx.state.rescue
+    if rescue is not None and (rescue.upgraded or rescue.upgrading):
         path = _marker(ctx)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
-            json.dumps({"postgres_id": ctx.state.old_id, "plan": rescue["upgrade_to"]}) + "\n"
+            json.dumps({"postgres_id": ctx.state.old_id, "plan": rescue.upgrade_to}) + "\n"
         )
 
 
@@ -133,13 +134,13 @@ def upgrade(ctx: Rotation) -> Postgres:
             hint=f"restore a backup from {ctx.settings.backup_dir} with `render-rotator restore`",
         )
     if old.is_free:
-        rescue["upgrading"] = True  # journaled before the change on Render
+        rescue.upgrading = True  # journaled before the change on Render
         ctx.save()
-        ctx.client.update_postgres(old_id, plan=rescue["upgrade_to"])
-        log.warning("upgraded %s to %s to regain access to its data", old_id, rescue["upgrade_to"])
-    rescue["upgraded"] = True
+        ctx.client.update_postgres(old_id, plan=rescue.upgrade_to)
+        log.warning("upgraded %s to %s to regain access to its data", old_id, rescue.upgrade_to)
+    rescue.upgraded = True
     ctx.save()
-    with ctx.ui.waiting(f"{old_id} to become available on {rescue['upgrade_to']}"):
+    with ctx.ui.waiting(f"{old_id} to become available on {rescue.upgrade_to}"):
         old = ctx.client.wait_for_postgres(
             old_id,
             status="available",

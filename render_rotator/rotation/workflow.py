@@ -46,6 +46,7 @@ from render_rotator.rotation.journal import Journal, now_iso
 from render_rotator.rotation.observer import LogUI, RotationUI
 from render_rotator.rotation.report import RotationReport, RotationResult, phase_rows
 from render_rotator.rotation.services import describe_freeze, runtime_services
+from render_rotator.rotation.state import FrozenServices
 from render_rotator.secrets import scrub
 
 log = logging.getLogger("render_rotator.rotation")
@@ -191,7 +192,7 @@ def rotate(
     reports = []
     try:
         if not dry_run and len(dbs) > 1:
-            _preflight(cfg, dbs, api, pg_bin=pg_bin, today=today)
+            _preflight(cfg, dbs, api, pg_bin=pg_bin, today=today, restart=restart)
         for db in dbs:
             lock = contextlib.nullcontext() if dry_run else _locked(db)
             with lock:
@@ -286,12 +287,22 @@ def _preflight(
     *,
     pg_bin: str | None,
     today: date | None,
+    restart: bool = False,
 ) -> None:
     """Inspect every database (read-only, nothing written) before the first is rotated, so
     a problem with the second one (unknown name, wrong target, a downgrade) stops the run
-    before any change rather than after the first rotation."""
+    before any change rather than after the first rotation.
+
+    With `restart`, a journal this version cannot read is treated like any unfinished one:
+    it is set aside (by the loop that rotates, like the single-database path) and its
+    inspect runs afresh there; nothing is moved here."""
     for db in dbs:
-        journal = _unfinished(db)
+        try:
+            journal = _unfinished(db)
+        except RotationError:
+            if not restart:
+                raise
+            continue
         if journal is not None:
             continue  # --restart: its inspect runs afresh below
         path = Journal.path_for(_state_dir(db), db.label)
@@ -315,8 +326,8 @@ def _thaw_discarded(
     someone else and stay so). Once a cutover or a deletion began, they are left as they
     are."""
     state = journal.state
-    frozen = state.frozen or {}
-    if not frozen or state.any_repointed:
+    frozen = state.frozen
+    if frozen is None or state.any_repointed:
         return
     deleting = [journal.status_of(p) for p in ("delete-old", "retire")]
     if state.old_deleted or any(s not in (None, "skipped") for s in deleting):
@@ -335,7 +346,7 @@ def _thaw_discarded(
             f"could not thaw what the discarded rotation of {db.label} froze: {scrub(str(exc))}",
             hint="nothing was started; try `rotate --restart` again once Render answers",
         ) from None
-    thawed = frozen.get("thawed") or []
+    thawed = frozen.thawed
     if thawed:
         log.info("thawed %s, frozen by the discarded rotation", ", ".join(thawed))
 
@@ -563,15 +574,15 @@ def interrupted_state(ctx: Rotation) -> str:
     if not journal.persist:
         return "Nothing was changed."
     said: list[str] = []
-    frozen = state.frozen or {}
-    thawed = set(frozen.get("thawed") or [])
-    suspended = [s for s in frozen.get("suspended", []) if s not in thawed]
-    maintenance = [s for s in frozen.get("maintenance", []) if s not in thawed]
+    frozen = state.frozen or FrozenServices(mode="none")
+    thawed = set(frozen.thawed)
+    suspended = [s for s in frozen.suspended if s not in thawed]
+    maintenance = [s for s in frozen.maintenance if s not in thawed]
     if suspended:
         said.append(f"suspended (frozen): {', '.join(suspended)}")
     if maintenance:
         said.append(f"in maintenance mode (frozen): {', '.join(maintenance)}")
-    if (frozen.get("readonly") or frozen.get("fenced")) and not frozen.get("readonly_reset"):
+    if (frozen.readonly or frozen.fenced) and not frozen.readonly_reset:
         said.append(f"the old database {state.old_id} is read-only")
     if not (suspended or maintenance) and state.frozen is not None:
         said.append("no service is frozen")
@@ -711,8 +722,8 @@ def _destroys(ctx: Rotation) -> list[str]:
     if rescue:
         upgrade = (
             []
-            if rescue.get("upgraded")
-            else [f"upgrade {old} to the paid plan {rescue['upgrade_to']} (a few cents)"]
+            if rescue.upgraded
+            else [f"upgrade {old} to the paid plan {rescue.upgrade_to} (a few cents)"]
         )
         return [*upgrade, f"delete {old} once the new free database is live"]
     if state.strategy == "delete-first" or ctx.settings.strategy == "delete-first":
@@ -766,9 +777,9 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     ]
     if rescue:
         strategy = "create-first"
-        if not rescue.get("upgraded"):
+        if not rescue.upgraded:
             plan.append(
-                f"UPGRADE {state.old_id} to {rescue['upgrade_to']} (paid, a few cents) to "
+                f"UPGRADE {state.old_id} to {rescue.upgrade_to} (paid, a few cents) to "
                 "regain access; wait until it is available"
             )
     freeze_at = len(plan)
@@ -791,7 +802,7 @@ def _dry_run(ctx: Rotation, if_expiring_within: ExpiryThreshold) -> RotationRepo
     else:
         new_name = naming.new_name(ctx.db.new_name, spec.name, ctx.today or date.today())
         provision = (
-            f"create {new_name} (plan {(rescue or {}).get('plan') or spec.plan}, version "
+            f"create {new_name} (plan {(rescue.plan if rescue else None) or spec.plan}, version "
             f"{ctx.db.version or spec.version}, region {spec.region})"
             + (
                 " - or, if Render refuses a second free database: freeze, back up, DELETE "
@@ -855,13 +866,12 @@ def _land_on_old(ctx: Rotation, phase: str) -> list[str]:
     if state.frozen and not repointed:
         try:
             freezing.thaw(ctx)
-            if state.frozen.get("suspended") or state.frozen.get("maintenance"):
+            if state.frozen.suspended or state.frozen.maintenance:
                 report.notes.append("services thawed: they keep using the old database")
         except RenderRotatorError as exc:
             problems.append(f"could not thaw: {scrub(str(exc))}")
     went_live = any(
-        r.get("status") in {s.value for s in DEPLOY_SUCCESSFUL}
-        for r in (state.deploys or {}).values()
+        r.status in {s.value for s in DEPLOY_SUCCESSFUL} for r in state.deploys.values()
     )
     new_id = state.new_id
     if new_id and not repointed and not (phase == "deploy" and went_live):
@@ -928,11 +938,11 @@ def _land(
         )
         if problems:
             report.message += "; but " + "; ".join(problems)
-        rescue = state.rescue or {}
-        if rescue.get("upgraded") or rescue.get("upgrading"):
+        rescue = state.rescue
+        if rescue is not None and (rescue.upgraded or rescue.upgrading):
             rescuing.remember_pending(ctx)
             report.message += (
-                f". It is on the paid plan {rescue['upgrade_to']} now (readable again, billed "
+                f". It is on the paid plan {rescue.upgrade_to} now (readable again, billed "
                 "until deleted): run `render-rotator rotate --rescue` again to move it into a "
                 "new free database"
             )

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from psycopg2 import sql
 
 from render_rotator.postgres.connect import connection
 from render_rotator.rotation.services import freeze_action, service_types
+from render_rotator.rotation.state import FrozenServices
 
 if TYPE_CHECKING:
     from render_rotator.rotation.context import Rotation
@@ -36,12 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("render_rotator.rotation")
 
 
-def freeze(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
+def freeze(ctx: Rotation, mode: str, frozen: FrozenServices) -> None:
     if mode in ("suspend", "maintenance"):
         _freeze_services(ctx, mode, frozen)
     elif mode == "readonly":
-        frozen["readonly"] = True  # recorded first: a crash right after must still undo it
-        frozen.pop("readonly_reset", None)
+        frozen.readonly = True  # recorded first: a crash right after must still undo it
+        frozen.readonly_reset = False
         ctx.save()
         set_read_only(
             ctx.old_url(), True, ctx.settings.connect_timeout, ctx.settings.command_timeout
@@ -59,7 +60,7 @@ def _is_frozen(ctx: Rotation, action: str, service_id: str) -> bool:
     return bool(service.suspended if action == "suspend" else service.maintenance_mode_enabled)
 
 
-def _freeze_services(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
+def _freeze_services(ctx: Rotation, mode: str, frozen: FrozenServices) -> None:
     """Suspend (or put in maintenance) each affected service we find running, each by its
     type: in maintenance mode, services other than web services are suspended instead.
 
@@ -67,16 +68,15 @@ def _freeze_services(ctx: Rotation, mode: str, frozen: dict[str, Any]) -> None:
     and the journal still knows that the frozen service it finds was frozen by us. It is
     recorded under what was done to it ("suspended" or "maintenance"), which thaw undoes.
     """
-    pending = frozen.setdefault("pending", [])
+    pending = frozen.pending
     adopt = bool(ctx.state.adopt_frozen)
-    thawed = frozen.get("thawed", [])
+    thawed = frozen.thawed
     types = service_types(ctx)
     for service_id in ctx.affected_services():
         action = freeze_action(types.get(service_id, "web_service"), mode)
         if action is None:
             continue  # a static site: nothing runs there
-        done_key = "suspended" if action == "suspend" else "maintenance"
-        done = frozen.setdefault(done_key, [])
+        done = frozen.suspended if action == "suspend" else frozen.maintenance
         if service_id in done:
             # ours: a resumed run makes sure it still is frozen (a landing may have thawed
             # it without the journal knowing, or thawed it and recorded so)
@@ -151,14 +151,14 @@ def set_read_only(url: str, on: bool, connect_timeout: float, command_timeout: f
 def fence(ctx: Rotation) -> None:
     """Make the old database read-only for the cutover (see the module docstring)."""
     if ctx.state.frozen is None:
-        ctx.state.frozen = {"mode": "none", "suspended": [], "maintenance": []}
+        ctx.state.frozen = FrozenServices(mode="none")
     frozen = ctx.state.frozen
-    if ctx.old is None or frozen.get("fenced"):
+    if ctx.old is None or frozen.fenced:
         return
-    frozen["fenced"] = True
-    frozen.pop("readonly_reset", None)
+    frozen.fenced = True
+    frozen.readonly_reset = False
     ctx.save()
-    if not frozen.get("readonly"):
+    if not frozen.readonly:
         set_read_only(
             ctx.old_url(), True, ctx.settings.connect_timeout, ctx.settings.command_timeout
         )
@@ -166,14 +166,14 @@ def fence(ctx: Rotation) -> None:
 
 def unfence(ctx: Rotation) -> None:
     """Let the old database take writes again (read-only freeze or fence), if it exists."""
-    frozen = ctx.state.frozen or {}
-    if not (frozen.get("readonly") or frozen.get("fenced")) or frozen.get("readonly_reset"):
+    frozen = ctx.state.frozen
+    if frozen is None or not (frozen.readonly or frozen.fenced) or frozen.readonly_reset:
         return
     if ctx.old is not None:
         set_read_only(
             ctx.old_url(), False, ctx.settings.connect_timeout, ctx.settings.command_timeout
         )
-    frozen["readonly_reset"] = True
+    frozen.readonly_reset = True
     ctx.save()
 
 
@@ -183,16 +183,13 @@ def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
     frozen = ctx.state.frozen
     if not frozen:
         return
-    thawed = frozen.setdefault("thawed", [])
+    thawed = frozen.thawed
     # a service on the "pending" list may have been frozen by a call whose success the
     # journal never recorded (a crash, a full disk): it is ours too
-    pending = [s for s in frozen.get("pending", []) if s not in frozen.get("suspended", [])]
-    pending = [s for s in pending if s not in frozen.get("maintenance", [])]
-    mode = frozen.get("mode")
-    suspended = list(frozen.get("suspended", [])) + (pending if mode == "suspend" else [])
-    in_maintenance = list(frozen.get("maintenance", [])) + (
-        pending if mode == "maintenance" else []
-    )
+    pending = [s for s in frozen.pending if s not in frozen.suspended + frozen.maintenance]
+    mode = frozen.mode
+    suspended = frozen.suspended + (pending if mode == "suspend" else [])
+    in_maintenance = frozen.maintenance + (pending if mode == "maintenance" else [])
     # a run cut off between the call and the journal: check before undoing again
     for service_id in suspended:
         if service_id not in thawed:
@@ -213,8 +210,8 @@ def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
 def end_window(ctx: Rotation) -> None:
     """The write freeze is over: the app can write (to whichever database it now uses)."""
     frozen = ctx.state.frozen
-    if frozen and "started_at" in frozen and "ended_at" not in frozen:
-        frozen["ended_at"] = time.time()
+    if frozen and frozen.in_window and frozen.ended_at is None:
+        frozen.ended_at = time.time()
         ctx.save()
 
 

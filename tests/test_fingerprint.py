@@ -20,6 +20,7 @@ from render_rotator.postgres.fingerprint import (
 )
 from render_rotator.postgres.inventory import verify_copy
 from render_rotator.sandbox.cluster import Cluster
+from tests.rotation_support import execute
 from tests.sample_data import make_rich_database, unique_name
 
 EXTRA = """
@@ -236,3 +237,47 @@ def test_fifteen_to_eighteen_copy_verifies_equal(pg15: Cluster, pg18: Cluster) -
     assert result.verification is not None and result.verification.equal
     pg18.execute("UPDATE people SET ratio = ratio + 1e-12 WHERE id = 5", dbname=name)
     assert not verify_copy(source, target).equal
+
+
+def test_a_query_cancel_stops_a_fingerprint_blocked_on_a_lock(fresh_db: str) -> None:
+    """Ctrl-C during a backup: the fingerprint beside pg_dump must stop at once, not when its
+    query, queued behind an app's lock, reaches the statement timeout (minutes)."""
+    import threading
+
+    import psycopg2
+
+    from render_rotator.postgres.connect import QueryCancel
+    from render_rotator.postgres.url import PgURL
+
+    execute(fresh_db, "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g")
+    holder = psycopg2.connect(**PgURL.parse(fresh_db).psycopg2_kwargs(10))
+    holder.autocommit = False
+    with holder.cursor() as cur:
+        cur.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+    cancel = QueryCancel()
+    outcome: list[BaseException | None] = []
+
+    def take() -> None:
+        try:
+            take_fingerprint(fresh_db, statement_timeout=600, cancel=cancel)
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - what it raised is the result
+            outcome.append(exc)
+
+    thread = threading.Thread(target=take, daemon=True)
+    try:
+        thread.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+        for _ in range(1000):
+            if execute(fresh_db, waiting)[0][0]:
+                break
+            thread.join(0.01)
+        assert execute(fresh_db, waiting)[0][0] == 1, "the fingerprint never waited for the lock"
+        cancel.set()
+        thread.join(30)  # the statement timeout is 600 s: only the cancel ends it this soon
+        assert not thread.is_alive(), "the fingerprint kept waiting after the cancel"
+    finally:
+        holder.rollback()
+        holder.close()
+    assert len(outcome) == 1 and outcome[0] is not None
+    assert "cancel" in str(outcome[0]).lower(), outcome[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -240,3 +241,46 @@ def wait_interruptible(conn: Any) -> None:
             raise
     if interrupted:
         raise KeyboardInterrupt
+
+
+class QueryCancel(threading.Event):
+    """An event whose `set()` also cancels the running query of every connection watched
+    with it: work in other threads stops at once, not when a query waiting on a lock (a
+    frozen app's session, a user's LOCK TABLE) reaches its timeout. Ctrl-C during a backup
+    would otherwise wait that long for the fingerprint beside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._watched: set[Any] = set()
+
+    def set(self) -> None:
+        super().set()
+        with self._lock:
+            watched = list(self._watched)
+        for conn in watched:
+            with contextlib.suppress(psycopg2.Error):
+                conn.cancel()
+
+    @contextlib.contextmanager
+    def watching(self, conn: Any) -> Iterator[None]:
+        """Within: `set()` cancels `conn`'s query (at once if it is already set)."""
+        with self._lock:
+            self._watched.add(conn)
+        try:
+            if self.is_set():
+                with contextlib.suppress(psycopg2.Error):
+                    conn.cancel()
+            yield
+        finally:
+            with self._lock:
+                self._watched.discard(conn)
+
+    @contextlib.contextmanager
+    def on_failure(self) -> Iterator[None]:
+        """Set when the block raises anything (an error, Ctrl-C, a signal turned into it)."""
+        try:
+            yield
+        except BaseException:
+            self.set()
+            raise

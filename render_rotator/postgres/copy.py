@@ -80,7 +80,7 @@ from render_rotator.postgres.catalog import (
     read_source,
 )
 from render_rotator.postgres.clean import clean_target, target_objects
-from render_rotator.postgres.connect import connect, connection, sql_error
+from render_rotator.postgres.connect import QueryCancel, connect, connection, sql_error
 from render_rotator.postgres.fingerprint import (
     Fingerprint,
     TableSummer,
@@ -463,7 +463,7 @@ class SourceFingerprint:
     def __init__(self, c: CopyWorkers, mode: str) -> None:
         self.mode = mode
         self.plan = key_ranges(c.source, jobs=c.jobs, mode=mode, connect_timeout=c.connect_timeout)
-        self.cancel = threading.Event()
+        self.cancel = QueryCancel()  # stop() also ends a query blocked on a lock
         self.result: Fingerprint | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(

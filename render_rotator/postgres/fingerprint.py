@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ from render_rotator.postgres.catalog import (
     not_extension_member,
     qualified,
 )
-from render_rotator.postgres.connect import connection, sql_error
+from render_rotator.postgres.connect import QueryCancel, connection, sql_error
 from render_rotator.postgres.url import PgURL, parse_url
 
 log = logging.getLogger("render_rotator.postgres")
@@ -638,19 +638,23 @@ def take_fingerprint(
 
     `jobs` sessions sum the tables in parallel. `like`: a fingerprint of another database
     to be compared with this one: its key ranges are reused so the chunks correspond.
-    `cancel`: set it to stop early (between tables; raises FingerprintCancelled).
+    `cancel`: set it to stop early (raises FingerprintCancelled); a QueryCancel also stops
+    the queries running at that moment.
     `known`: sums of tables already taken (TableSummer), used instead of reading them again.
     """
     if mode not in MODES:
         raise UsageError(f"unknown verification mode {mode!r}", hint='use "content" or "counts"')
     pg = parse_url(url)
     started = time.monotonic()
-    with _snapshot_session(
-        pg,
-        connect_timeout=connect_timeout,
-        statement_timeout=statement_timeout,
-        snapshot=snapshot,
-    ) as conn:
+    with (
+        _snapshot_session(
+            pg,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            snapshot=snapshot,
+        ) as conn,
+        _watched_by(cancel, conn),
+    ):
         fp = Fingerprint(server_version=int(conn.server_version), mode=mode)
         with conn.cursor() as cur:
             shared = snapshot
@@ -790,7 +794,7 @@ def _sum_tables(
             todo.put([i])
     for start in range(0, len(small), BATCH_TABLES):
         todo.put(small[start : start + BATCH_TABLES])
-    stop = cancel or threading.Event()
+    stop = cancel if cancel is not None else QueryCancel()  # a failure stops the others
 
     def batch_query(indexes: list[int]) -> sql.Composable:
         if len(indexes) == 1:
@@ -810,6 +814,7 @@ def _sum_tables(
                 statement_timeout=statement_timeout,
                 snapshot=snapshot,
             ) as conn,
+            _watched_by(stop, conn),
             conn.cursor() as cur,
         ):
             while not stop.is_set():
@@ -820,7 +825,10 @@ def _sum_tables(
                 try:
                     cur.execute(batch_query(indexes))
                 except psycopg2.Error as exc:
+                    cancelled = stop.is_set()  # set before: this query was cancelled
                     stop.set()
+                    if cancelled:
+                        raise FingerprintCancelled("the fingerprint was cancelled") from None
                     raise sql_error(url, exc) from None
                 for i, bucket, rows, checksum in cur.fetchall():
                     results[int(i)].append((int(bucket), int(rows), str(checksum)))
@@ -828,14 +836,21 @@ def _sum_tables(
     workers = max(1, min(jobs, len(work)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fingerprint") as pool:
         futures = [pool.submit(worker) for _ in range(workers)]
-        for future in futures:
-            exc = future.exception()
-            if exc is not None:
-                stop.set()
-                raise exc
+        errors = [exc for future in futures if (exc := future.exception()) is not None]
+    # the real failure first: the other workers' queries were only cancelled because of it
+    errors.sort(key=lambda exc: isinstance(exc, FingerprintCancelled))
+    if errors:
+        raise errors[0]
     if cancel is not None and cancel.is_set():
         raise FingerprintCancelled("the fingerprint was cancelled")
     return results
+
+
+def _watched_by(cancel: threading.Event | None, conn: Any) -> Any:
+    """`cancel.set()` stops `conn`'s running query when `cancel` is a QueryCancel."""
+    if isinstance(cancel, QueryCancel):
+        return cancel.watching(conn)
+    return nullcontext()
 
 
 class FingerprintCancelled(Exception):

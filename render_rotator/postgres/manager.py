@@ -32,7 +32,7 @@ from render_rotator.postgres.binaries import (
 )
 from render_rotator.postgres.catalog import export_snapshot, is_superuser
 from render_rotator.postgres.clean import target_objects
-from render_rotator.postgres.connect import connect, connection
+from render_rotator.postgres.connect import QueryCancel, connect, connection
 from render_rotator.postgres.fingerprint import Fingerprint, take_fingerprint
 from render_rotator.postgres.inventory import (
     Inventory,
@@ -206,9 +206,13 @@ class DatabaseManager:
         source = parse_url(source_url)
         path = Path(backup_file)
         archive.check_writable_destination(path)
+        # an interrupted or failed dump stops the fingerprint's queries too: the pool's exit
+        # would otherwise wait for one blocked on a lock until its timeout
+        cancel = QueryCancel()
         with (
             self.exported_snapshot(source) as (conn, snapshot),
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool,
+            cancel.on_failure(),
         ):
             self.check_version(conn, source)
             taking = (
@@ -220,6 +224,7 @@ class DatabaseManager:
                     mode=verify_mode,
                     connect_timeout=self.connect_timeout,
                     statement_timeout=self.command_timeout,
+                    cancel=cancel,
                 )
                 if inventory
                 else None

@@ -37,7 +37,17 @@ def _start(emu: RenderEmulator, config: Path, *extra: str) -> subprocess.Popen[s
     env.pop("GITHUB_ACTIONS", None)
     env.pop("RENDER_ROTATOR_CONFIG", None)
     return subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "render_rotator", "rotate", "-c", str(config), "--yes", "--json", *extra],
+        [
+            sys.executable,
+            "-m",
+            "render_rotator",
+            "rotate",
+            "-c",
+            str(config),
+            "--yes",
+            "--json",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -104,9 +114,10 @@ def test_a_second_run_started_at_each_step_changes_nothing(
     # where no database its targets use exists and it has no backup: stops (1)
     assert other.returncode in (1, 2), err2[-3000:]
     assert "nothing was changed" in err2, err2[-3000:]
-    assert not journal_file(second, app).exists() or json.loads(
-        journal_file(second, app).read_text()
-    ).get("status") != "running", err2[-3000:]
+    assert (
+        not journal_file(second, app).exists()
+        or json.loads(journal_file(second, app).read_text()).get("status") != "running"
+    ), err2[-3000:]
     errors = [ln for ln in err2.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, err2[-3000:]
     assert_rotated(app, json.loads(out1), before, config=first)

@@ -40,7 +40,9 @@ def _leftovers(root: Path, log: str) -> list[str]:
     for path in kept:
         assert not list(path.rglob("PG_VERSION")), f"a data directory in {path}"
     return sorted(
-        p.name for p in root.iterdir() if not p.name.startswith("render-rotator-pg-") and p not in kept
+        p.name
+        for p in root.iterdir()
+        if not p.name.startswith("render-rotator-pg-") and p not in kept
     )
 
 

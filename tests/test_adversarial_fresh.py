@@ -111,3 +111,17 @@ def test_a_scheduled_run_finishes_a_create_first_rotation_killed_after_the_repoi
     assert result.exit_code == 0, result.output
     assert emu.service(app.service_id)["suspended"] == "not_suspended"
     assert len(app.databases()) == 1, app.databases()
+
+
+@pytest.mark.parametrize("phase", ["freeze", "backup"])
+def test_rotate_restart_after_a_kill_in_auto_fallback_thaws_the_app(
+    emu: RenderEmulator, tmp_path: Path, phase: str
+) -> None:
+    """`rotate --restart` sets the journal aside but still knows what it froze."""
+    app = make_app(emu, plan="free")
+    config = write_config(tmp_path, app, strategy="auto")
+    before = inventory(app.external_url)
+    rotate_and_kill(emu, app, config, phase, DONE)
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--restart", "--json")
+    assert result.exit_code == 0, result.output
+    assert_rotated(app, report_of(result), before, config=config)

@@ -113,7 +113,6 @@ def test_a_second_run_started_at_each_step_changes_nothing(
     # refused by the lease (2); or, with its own backup_dir, inside the delete-first window
     # where no database its targets use exists and it has no backup: stops (1)
     assert other.returncode in (1, 2), err2[-3000:]
-    assert "nothing was changed" in err2, err2[-3000:]
     assert (
         not journal_file(second, app).exists()
         or json.loads(journal_file(second, app).read_text()).get("status") != "running"

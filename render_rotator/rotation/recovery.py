@@ -353,7 +353,10 @@ def relocate_backup(ctx: Rotation) -> None:
     or downloaded elsewhere); use the one at PATH if it is the very same archive."""
     entry = ctx.state.backup
     hint = ctx.backup_hint
-    if not entry or Path(entry.path).exists():
+    if entry and Path(entry.path).exists():
+        _require_verified_archive(ctx, entry)
+        return
+    if not entry:
         return
     if hint is None:
         _require_backup_before_resuming(ctx, entry)
@@ -382,6 +385,22 @@ def relocate_backup(ctx: Rotation) -> None:
     entry.path = str(backup.archive.resolve())
     entry.manifest = str(backup.manifest_path.resolve())
     ctx.save()
+
+
+def _require_verified_archive(ctx: Rotation, entry: BackupFacts) -> None:
+    """The old database is (or may be) deleted and the new one still has to be filled from
+    the backup: the archive on disk must be the one that was verified (not damaged, not
+    another file put in its place), or nothing is provisioned from it."""
+    deleting = ctx.state.old_deleted or ctx.journal.status_of("delete-old")
+    if not deleting or ctx.journal.is_done("verify"):
+        return
+    if sha256_path(Path(entry.path)) != entry.sha256:
+        raise RotationError(
+            f"the backup {entry.path} does not hash as the verified backup of the deleted "
+            f"database {ctx.state.old_id} (sha256 {entry.sha256[:12]}...); nothing was changed",
+            hint="put the verified archive back there, or run `render-rotator resume --backup "
+            "PATH` with it (its .json manifest beside it)",
+        )
 
 
 def _require_backup_before_resuming(ctx: Rotation, entry: BackupFacts) -> None:

@@ -54,9 +54,8 @@ def _leftovers(root: Path, log: str) -> list[str]:
             0.5,
             marks=pytest.mark.xfail(
                 strict=False,  # it depends on where start-up is at 0.5 s on a loaded machine
-                reason="a SIGTERM during the demo's cluster start-up (initdb) leaves its "
-                "rr-pg18-* base directory in TMPDIR ('error: interrupted'); seen once in the "
-                "full suite under load",
+                reason="a SIGTERM at 0.5 s still fails about 1 run in 10 under load (a cut "
+                "start-up's cluster tools are now stopped: see the test below); cause not found",
             ),
         ),
         1.5,
@@ -111,3 +110,48 @@ def _run_and_stop(root: Path, tmp_path: Path, command: list[str], after: float |
         time.sleep(0.1)  # a postgres told to stop fast takes a moment to go
     assert _servers_under(root) == [], log.read_text()
     assert _leftovers(root, log.read_text()) == [], log.read_text()
+
+
+@pytest.mark.parametrize("program", ["initdb", "pg_ctl"])
+def test_sigterm_while_a_cluster_tool_runs_leaves_nothing(program: str) -> None:
+    """Stopped exactly while initdb (its bootstrap backend writing the data directory) or
+    pg_ctl start runs: the tool's children stop too and the directory is removed."""
+    root = Path(tempfile.mkdtemp(prefix="rr-tool-stop-"))
+    root.chmod(0o755)
+    env = {**os.environ, "TMPDIR": str(root), "PYTHONUNBUFFERED": "1"}
+    script = (
+        "from render_rotator import stopping\n"
+        "from render_rotator.sandbox.cluster import Cluster\n"
+        "stopping.install()\n"
+        "try:\n"
+        "    with Cluster():\n"
+        "        pass\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped')\n"
+    )
+    proc = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(f"/{program} " in cmd for cmd in _servers_under(root)):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, f"{program} never ran"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=120)[0]
+        assert "stopped" in out, out
+        deadline = time.monotonic() + 30
+        while _servers_under(root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _servers_under(root) == []
+        assert [p.name for p in root.iterdir() if p.name.startswith("rr-pg")] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(root, ignore_errors=True)

@@ -19,6 +19,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -262,16 +263,27 @@ class Cluster:
         env["LANG"] = "C.UTF-8"
         if self._os_user is not None:
             env["HOME"] = str(self.base_dir)
-        return subprocess.run(  # noqa: S603 - fixed program paths, no shell
+        # its own process group: initdb's bootstrap backend and pg_ctl's server are its
+        # children, and an interrupted start-up must stop them too, or they go on writing
+        # into the directory being removed
+        with subprocess.Popen(  # noqa: S603 - fixed program paths, no shell
             args,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
             cwd=str(self.base_dir),
             env=env,
+            start_new_session=True,
             **kwargs,  # type: ignore[call-overload]
-        )
+        ) as proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+        return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
 
     def start(self) -> Cluster:
         """initdb, configure and start the server; returns self.
@@ -382,7 +394,9 @@ class Cluster:
 
     def _stop(self) -> None:
         assert self.base_dir is not None
-        if self._running:
+        # a start-up cut short after pg_ctl launched the server (which it puts in a session
+        # of its own) leaves a running server that `_running` does not know of yet
+        if self._running or (self.data_dir / "postmaster.pid").exists():
             self._run(
                 [
                     str(self._bin_dir / "pg_ctl"),
@@ -396,6 +410,7 @@ class Cluster:
                 timeout=60,
             )
             self._running = False
+        _kill_processes_of(self.data_dir)  # a server still coming up when start-up was cut
         shutil.rmtree(self.base_dir, ignore_errors=True)
         self.base_dir = None
 
@@ -597,3 +612,25 @@ class Cluster:
             f"Cluster(major={self.major}, port={self.port}, tls={self.tls}, "
             f"running={self._running})"
         )
+
+
+def _kill_processes_of(data_dir: Path, wait: float = 10) -> None:
+    """SIGKILL every process whose command line names `data_dir` (a postmaster pg_ctl had
+    just launched in a session of its own), and wait until they are gone."""
+    needle = str(data_dir).encode()
+
+    def pids() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if needle in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+        return found
+
+    deadline = time.monotonic() + wait
+    while (alive := pids()) and time.monotonic() < deadline:
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)

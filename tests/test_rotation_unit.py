@@ -26,14 +26,12 @@ RENDER = ConnectionInfo(
     external_connection_string=(
         "postgresql://app_user:pw0123456789@dpg-abc123-a.oregon-postgres.render.com/app_db"
     ),
-    psql_command="",
 )
 # The emulator's: both reach 127.0.0.1 on one port, distinguished by host name.
 LOCAL = ConnectionInfo(
     password="pw",
     internal_connection_string="postgresql://u_1:pw@localhost:5544/db_1",
     external_connection_string="postgresql://u_1:pw@127.0.0.1:5544/db_1",
-    psql_command="",
 )
 
 
@@ -114,7 +112,7 @@ def test_new_value_defaults() -> None:
     keywords = "host=dpg-abc123-a dbname=app_db user=app_user"
     assert new_value(keywords, LOCAL, "external") == LOCAL.external_connection_string
     # the new string's own parameters win over the old value's
-    with_params = ConnectionInfo("pw", "postgresql://u:pw@h/d?sslmode=require", "", "")
+    with_params = ConnectionInfo("pw", "postgresql://u:pw@h/d?sslmode=require", "")
     assert (
         new_value("postgresql://u:x@o/d?sslmode=disable&a=1", with_params, "internal")
         == "postgresql://u:pw@h/d?sslmode=require&a=1"

@@ -245,12 +245,15 @@ class Postgres:
 
 @dataclass(frozen=True, repr=False)
 class ConnectionInfo:
-    """Credentials for a database. Its repr hides the password and the URLs' passwords."""
+    """Credentials for a database. Its repr hides the password and the URLs' passwords.
+
+    Render's answer also has `psqlCommand`, a shell line with `PGPASSWORD=<password>` in
+    it: it is not kept, so nothing here can ever run it or print it.
+    """
 
     password: str
     internal_connection_string: str
     external_connection_string: str
-    psql_command: str
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> ConnectionInfo:
@@ -258,15 +261,13 @@ class ConnectionInfo:
             password=_str(data.get("password")),
             internal_connection_string=_str(data.get("internalConnectionString")),
             external_connection_string=_str(data.get("externalConnectionString")),
-            psql_command=_str(data.get("psqlCommand")),
         )
 
     def __repr__(self) -> str:
         return (
             "ConnectionInfo(password='***', "
             f"internal_connection_string={redact_urls(self.internal_connection_string)!r}, "
-            f"external_connection_string={redact_urls(self.external_connection_string)!r}, "
-            "psql_command='***')"
+            f"external_connection_string={redact_urls(self.external_connection_string)!r})"
         )
 
 

@@ -14,9 +14,10 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import psycopg2.extensions
 from psycopg2 import sql
 
 from render_rotator.errors import CopyError
@@ -197,6 +198,20 @@ class CopyWorkers:
             settings["maintenance_work_mem"] = self.maintenance_work_mem
         return with_settings(self.target, settings)
 
+    @contextlib.contextmanager
+    def target_cursor(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor on the target for the copy's own SQL, bounded by what is left of the
+        copy's deadline."""
+        with (
+            connection(
+                self.target,
+                connect_timeout=self.connect_timeout,
+                statement_timeout=self.deadline.remaining(),
+            ) as conn,
+            conn.cursor() as cur,
+        ):
+            yield cur
+
     def psql(self, url: PgURL, *extra: str) -> list[str]:
         return [
             self.client.tool("psql"),
@@ -370,14 +385,7 @@ class CopyWorkers:
             comments = cur.fetchall()
         if not comments:
             return
-        with (
-            connection(
-                self.target,
-                connect_timeout=self.connect_timeout,
-                statement_timeout=self.deadline.remaining(),
-            ) as dst,
-            dst.cursor() as cur,
-        ):
+        with self.target_cursor() as cur:
             for oid, text in comments:
                 cur.execute(f"COMMENT ON LARGE OBJECT {int(oid)} IS %s", (text,))
 
@@ -432,28 +440,14 @@ class CopyWorkers:
 
     def analyze(self, tables: Sequence[SourceTable]) -> None:
         """Planner statistics for freshly loaded tables, while other work still runs."""
-        with (
-            connection(
-                self.target,
-                connect_timeout=self.connect_timeout,
-                statement_timeout=self.deadline.remaining(),
-            ) as conn,
-            conn.cursor() as cur,
-        ):
+        with self.target_cursor() as cur:
             cur.execute(f"ANALYZE {', '.join(t.ident for t in tables)}")
 
     def set_sequences(self, values: Sequence[tuple[str, int, bool]]) -> None:
         """Each sequence's value as the snapshot saw it."""
         if not values:
             return
-        with (
-            connection(
-                self.target,
-                connect_timeout=self.connect_timeout,
-                statement_timeout=self.deadline.remaining(),
-            ) as conn,
-            conn.cursor() as cur,
-        ):
+        with self.target_cursor() as cur:
             for start in range(0, len(values), 500):
                 statements = [
                     sql.SQL("SELECT pg_catalog.setval({}::regclass, {}, {})").format(

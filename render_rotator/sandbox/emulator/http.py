@@ -54,6 +54,14 @@ def not_found(what: str) -> EmulatorAPIError:
     return EmulatorAPIError(404, f"not found: {what}", body={"message": f"not found: {what}"})
 
 
+def found[K, V](records: Mapping[K, V], key: K) -> V:
+    """The record stored under `key`, or Render's 404 naming it."""
+    record = records.get(key)
+    if record is None:
+        raise not_found(str(key))
+    return record
+
+
 def bad_request(message: str) -> EmulatorAPIError:
     return EmulatorAPIError(400, message)
 

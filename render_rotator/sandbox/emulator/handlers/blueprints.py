@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from render_rotator.sandbox.emulator.http import SEG, Reply, Request, Route, not_found, page
+from render_rotator.sandbox.emulator.http import SEG, Reply, Request, Route, found, page
 from render_rotator.sandbox.emulator.records import Blueprint, iso
 
 if TYPE_CHECKING:
@@ -56,9 +56,7 @@ def list_blueprints(emu: RenderEmulator, req: Request) -> Reply:
 
 def get_blueprint(emu: RenderEmulator, req: Request, blueprint_id: str) -> Reply:
     with emu.state.lock:
-        blueprint = emu.state.blueprints.get(blueprint_id)
-        if blueprint is None:
-            raise not_found(blueprint_id)
+        blueprint = found(emu.state.blueprints, blueprint_id)
         return Reply(200, blueprint_json(emu, blueprint, resources=True))
 
 

@@ -12,6 +12,7 @@ from render_rotator.sandbox.emulator.http import (
     Request,
     Route,
     bad_request,
+    found,
     not_found,
     page_limit,
 )
@@ -22,9 +23,7 @@ if TYPE_CHECKING:
 
 
 def get_group(emu: RenderEmulator, group_id: str) -> EnvGroup:
-    group = emu.state.env_groups.get(group_id)
-    if group is None:
-        raise not_found(group_id)
+    group = found(emu.state.env_groups, group_id)
     return group
 
 

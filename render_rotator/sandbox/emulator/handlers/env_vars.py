@@ -15,6 +15,7 @@ from render_rotator.sandbox.emulator.http import (
     Route,
     bad_request,
     cursor,
+    found,
     not_found,
     page,
 )
@@ -73,9 +74,7 @@ def replace_env_vars(emu: RenderEmulator, req: Request, service_id: str) -> Repl
 
 def get_env_var(emu: RenderEmulator, req: Request, service_id: str, key: str) -> Reply:
     with emu.state.lock:
-        var = get_svc(emu, service_id).env_vars.get(key)
-        if var is None:
-            raise not_found(key)
+        var = found(get_svc(emu, service_id).env_vars, key)
         return Reply(200, {"key": var.key, "value": var.value})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from render_rotator.sandbox.emulator.http import SEG, Reply, Request, Route, not_found, page
+from render_rotator.sandbox.emulator.http import SEG, Reply, Request, Route, found, page
 
 if TYPE_CHECKING:
     from render_rotator.sandbox.emulator.core import RenderEmulator
@@ -25,9 +25,7 @@ def list_owners(emu: RenderEmulator, req: Request) -> Reply:
 
 def get_owner(emu: RenderEmulator, req: Request, owner_id: str) -> Reply:
     with emu.state.lock:
-        owner = emu.state.owners.get(owner_id)
-        if owner is None:
-            raise not_found(owner_id)
+        owner = found(emu.state.owners, owner_id)
         return Reply(200, owner.json())
 
 

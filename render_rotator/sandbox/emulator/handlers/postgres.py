@@ -20,6 +20,7 @@ from render_rotator.sandbox.emulator.http import (
     Request,
     Route,
     bad_request,
+    found,
     not_found,
     page,
     time_param,
@@ -54,9 +55,7 @@ log = logging.getLogger("render_rotator.sandbox.emulator")
 
 
 def get_pg(emu: RenderEmulator, postgres_id: str) -> Postgres:
-    pg = emu.state.postgres.get(postgres_id)
-    if pg is None:
-        raise not_found(postgres_id)
+    pg = found(emu.state.postgres, postgres_id)
     return pg
 
 

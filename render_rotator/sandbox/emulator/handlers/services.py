@@ -11,7 +11,7 @@ from render_rotator.sandbox.emulator.http import (
     Request,
     Route,
     bad_request,
-    not_found,
+    found,
     page,
 )
 from render_rotator.sandbox.emulator.records import (
@@ -26,9 +26,7 @@ if TYPE_CHECKING:
 
 
 def get_svc(emu: RenderEmulator, service_id: str) -> Service:
-    svc = emu.state.services.get(service_id)
-    if svc is None:
-        raise not_found(service_id)
+    svc = found(emu.state.services, service_id)
     return svc
 
 

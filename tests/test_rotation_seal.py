@@ -179,9 +179,12 @@ def test_a_refused_delete_lifts_the_seal(emu: RenderEmulator, tmp_path: Path) ->
 # -- killed while sealed, then resumed --------------------------------------------------------
 
 
-def _rotate_killed_at_delete(emu: RenderEmulator, app: App, config: Path) -> dict[str, Any]:
-    """Run the CLI; SIGKILL it while Render is asked to delete the old database (sealed by
-    then), and refuse that DELETE so the database stays; returns the journal after."""
+def _rotate_killed_at_delete(
+    emu: RenderEmulator, app: App, config: Path, signum: int = signal.SIGKILL
+) -> dict[str, Any]:
+    """Run the CLI; send it `signum` while Render is asked to delete the old database
+    (sealed by then), and refuse that DELETE so the database stays; returns the journal
+    after."""
     env = {
         **os.environ,
         "RENDER_API_URL": emu.base_url,
@@ -201,8 +204,11 @@ def _rotate_killed_at_delete(emu: RenderEmulator, app: App, config: Path) -> dic
         )
 
         def kill(_method: str, _path: str) -> None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            if signum == signal.SIGKILL:
+                os.killpg(proc.pid, signum)
+                proc.wait(timeout=10)
+            else:
+                proc.send_signal(signum)  # answered below: the DELETE is refused
 
         prefix = f"/postgres/{app.postgres_id}"
         emu.faults.on_request(kill, method="DELETE", path_prefix=prefix)
@@ -213,9 +219,11 @@ def _rotate_killed_at_delete(emu: RenderEmulator, app: App, config: Path) -> dic
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL, log.read_text()
+    expected = -signal.SIGKILL if signum == signal.SIGKILL else 1
+    assert proc.returncode == expected, log.read_text()
     emu.faults.clear()
-    data: dict[str, Any] = json.loads(journal_file(config, app).read_text())
+    path = journal_file(config, app)
+    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     return data
 
 
@@ -288,3 +296,18 @@ def test_resume_after_a_kill_while_sealed_completes(emu: RenderEmulator, tmp_pat
     assert pg["id"] != app.postgres_id
     url = emu.connection_info(pg["id"])["externalConnectionString"]
     assert execute(url, "SELECT count(*) FROM writes") == [(0,)]
+
+
+def test_sigterm_while_sealed_lifts_the_seal(emu: RenderEmulator, tmp_path: Path) -> None:
+    """A cancelled CI job (SIGTERM) while Render is asked to delete the old database: the
+    run lands back on it, its limit as it was, nothing left sealed in the journal."""
+    app = _app_with_limit(emu)
+    config = write_config(tmp_path, app, strategy="delete-first")
+    _rotate_killed_at_delete(emu, app, config, signal.SIGTERM)
+    assert app.postgres_id in [pg["id"] for pg in app.databases()]
+    assert _limit(emu.cluster, app) == USERS_LIMIT
+    archived = list((config.parent / "state").glob("**/*.json"))
+    assert archived and all(
+        "sealed" not in json.loads(p.read_text()).get("state", {}) for p in archived
+    )
+    _can_write(app)

@@ -60,6 +60,8 @@ def sealed_old(ctx: Rotation) -> Iterator[SealedDatabase]:
     database is gone or its deletion was accepted (`state.old_deleted`)."""
     state = ctx.state
     old_id = state.known_old_id
+    # every session the check needs is opened before the seal: sealed at fewer and grown
+    # later, a client that reconnects in a loop takes the slots as they open
     db = open_sealed(
         ctx.old_url(),
         sessions=_sessions(ctx),

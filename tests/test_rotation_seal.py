@@ -221,6 +221,12 @@ def _rotate_killed_at_delete(
                 proc.wait(timeout=10)
     expected = -signal.SIGKILL if signum == signal.SIGKILL else 1
     assert proc.returncode == expected, log.read_text()
+    # the CLI may be dead before the emulator answered that DELETE: the refusal must have
+    # been taken before the faults are cleared, or the DELETE goes through after all
+    deadline = time.monotonic() + 10
+    while emu.faults.describe()["rules"]:
+        assert time.monotonic() < deadline, "the DELETE was never answered"
+        time.sleep(0.01)
     emu.faults.clear()
     path = journal_file(config, app)
     data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}

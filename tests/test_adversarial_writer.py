@@ -1,7 +1,8 @@
 """A client outside the freeze (its own connection, read-only turned off for its session)
 commits a row to the old database at the last moment: while Render is asked to delete it.
-The row must survive: either the rotation refuses to delete (the old database kept) or the
-row is in the new database."""
+No row may be lost: the guard seals the old database for its last check (rotation/sealing.py),
+so the client is refused (it knows its row was not written): the database takes no session
+but the rotation's until it is gone."""
 
 from __future__ import annotations
 
@@ -33,15 +34,6 @@ def _write_bypassing_the_fence(url: str) -> None:
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the guard's drift check (guard.delete_old -> _check_drift) and Render's DELETE are "
-    "not atomic: a session that turns read-only off (or any writer under freeze=suspend) "
-    "commits after the check passed and before the database is gone, and the row is lost "
-    "with exit 0. Closing it needs the old database sealed before the last check (e.g. "
-    "ALTER DATABASE ... CONNECTION LIMIT and ending the role's other sessions, the check run "
-    "over the one remaining connection), and unsealed on any path that lands back on it",
-)
 @pytest.mark.usefixtures("no_faults_left")
 @pytest.mark.parametrize("freeze", ["suspend", "readonly"])
 @pytest.mark.parametrize(
@@ -55,19 +47,26 @@ def test_a_row_committed_as_the_old_database_is_deleted_is_not_lost(
     app = make_app(emu, plan=plan)
     config = write_config(tmp_path, app, strategy=strategy, freeze=freeze)
     committed: list[bool] = []
+    refusals: list[str] = []
 
     def write(_method: str, _path: str) -> None:
-        _write_bypassing_the_fence(app.external_url)
+        try:
+            _write_bypassing_the_fence(app.external_url)
+        except psycopg2.OperationalError as exc:  # the client is told: nothing was written
+            refusals.append(str(exc))
+            committed.append(False)
+            return
         committed.append(True)
 
     emu.faults.on_request(write, method="DELETE", path_prefix=f"/postgres/{app.postgres_id}")
     result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
     ids = [pg["id"] for pg in app.databases()]
-    if app.postgres_id in ids:
-        return  # kept: the row is still there
-    assert committed == [True]  # the row was committed, then the database deleted
+    # sealed for the last check until it is gone: the client could not connect, so it knows
+    # its row was not written, and the rotation finished
+    assert committed == [False], "a row was committed to the old database as it was deleted"
+    assert "too many connections" in refusals[0], refusals
     assert result.exit_code == 0, result.output
     [new_id] = ids
+    assert new_id != app.postgres_id
     url = emu.connection_info(new_id)["externalConnectionString"]
-    rows = execute(url, "SELECT count(*) FROM writes WHERE note = 'late'")
-    assert rows == [(1,)], "the row committed to the old database was lost"
+    assert execute(url, "SELECT count(*) FROM writes WHERE note = 'late'") == [(0,)]

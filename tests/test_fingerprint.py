@@ -281,3 +281,32 @@ def test_a_query_cancel_stops_a_fingerprint_blocked_on_a_lock(fresh_db: str) -> 
         holder.close()
     assert len(outcome) == 1 and outcome[0] is not None
     assert "cancel" in str(outcome[0]).lower(), outcome[0]
+
+
+@pytest.mark.parametrize("held", [1, 3])
+def test_a_fingerprint_through_held_sessions_equals_a_fresh_one(
+    pair: tuple[str, str, str], held: int
+) -> None:
+    """A sealed database takes no new session (postgres/seal.py): its drift check reads it
+    through the sessions that sealed it, alone or one holding the snapshot and the others
+    summing. Same result; the sessions stay open, outside any transaction."""
+    import psycopg2.extensions
+
+    from render_rotator.postgres.connect import connect
+
+    source = pair[0]
+    fresh = take_fingerprint(source, jobs=2)
+    sessions = [connect(source) for _ in range(held)]
+    try:
+        through = take_fingerprint(source, jobs=2, sessions=sessions, like=fresh)
+        assert fpmod.compare_fingerprints(fresh, through) == []
+        assert through.tables.keys() == fresh.tables.keys()
+        for conn in sessions:
+            assert conn.status == psycopg2.extensions.STATUS_READY
+            assert conn.autocommit
+            with conn.cursor() as cur:  # read-write again, as it was
+                cur.execute("SHOW transaction_read_only")
+                assert cur.fetchone() == ("off",)
+    finally:
+        for conn in sessions:
+            conn.close()

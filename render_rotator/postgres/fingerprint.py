@@ -35,7 +35,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -411,12 +411,28 @@ def prepare_session(cur: psycopg2.extensions.cursor) -> None:
 
 @contextmanager
 def _snapshot_session(
-    url: PgURL, *, connect_timeout: float, statement_timeout: float | None, snapshot: str | None
+    url: PgURL,
+    *,
+    connect_timeout: float,
+    statement_timeout: float | None,
+    snapshot: str | None,
+    held: psycopg2.extensions.connection | None = None,
 ) -> Iterator[psycopg2.extensions.connection]:
-    """A read-only REPEATABLE READ transaction, in `snapshot` when given."""
-    with connection(
-        url, connect_timeout=connect_timeout, statement_timeout=statement_timeout, autocommit=False
-    ) as conn:
+    """A read-only REPEATABLE READ transaction, in `snapshot` when given; on `held` (a
+    session the caller keeps open, left as it was found) instead of a new one."""
+    opened = (
+        nullcontext(held)
+        if held is not None
+        else connection(
+            url,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            autocommit=False,
+        )
+    )
+    with opened as conn:
+        autocommit = conn.autocommit
+        conn.autocommit = False
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         try:
             with conn.cursor() as cur:
@@ -428,6 +444,9 @@ def _snapshot_session(
             raise sql_error(url, exc) from None
         finally:
             conn.rollback()
+            if held is not None:
+                conn.set_session(isolation_level="DEFAULT", readonly="default")
+                conn.autocommit = autocommit
 
 
 def _bounds(histogram: str | None, collate: str | None, pieces: int) -> list[str]:
@@ -633,6 +652,7 @@ def take_fingerprint(
     statement_timeout: float | None = 600,
     cancel: threading.Event | None = None,
     known: dict[str, TableSum] | None = None,
+    sessions: Sequence[psycopg2.extensions.connection] | None = None,
 ) -> Fingerprint:
     """The fingerprint of `url` in one snapshot (`snapshot`, or one this call exports).
 
@@ -641,31 +661,46 @@ def take_fingerprint(
     `cancel`: set it to stop early (raises FingerprintCancelled); a QueryCancel also stops
     the queries running at that moment.
     `known`: sums of tables already taken (TableSummer), used instead of reading them again.
+    `sessions`: open sessions to use instead of new ones (a sealed database takes no new
+    session, postgres/seal.py): the first holds the snapshot, the others sum the tables
+    (the first alone when it is the only one); `jobs` is then their number. They are left
+    open, outside any transaction.
     """
     if mode not in MODES:
         raise UsageError(f"unknown verification mode {mode!r}", hint='use "content" or "counts"')
     pg = parse_url(url)
     started = time.monotonic()
+    held = list(sessions or [])
     with (
         _snapshot_session(
             pg,
             connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
             snapshot=snapshot,
+            held=held[0] if held else None,
         ) as conn,
         _watched_by(cancel, conn),
     ):
         fp = Fingerprint(server_version=int(conn.server_version), mode=mode)
         with conn.cursor() as cur:
             shared = snapshot
-            if shared is None:
+            if shared is None and len(held) != 1:
                 shared = export_snapshot(cur)
-            work = _plan(cur, mode, jobs, like)
+            work = _plan(cur, mode, max(jobs, len(held) - 1), like)
             present = {job.table for job in work}
             if known:
                 work = [job for job in work if job.table not in known]
+            alone = len(held) == 1  # the one session sums in its own transaction
             results = _sum_tables(
-                pg, shared, work, mode, jobs, connect_timeout, statement_timeout, cancel
+                pg,
+                "" if alone else str(shared),
+                work,
+                mode,
+                jobs,
+                connect_timeout,
+                statement_timeout,
+                cancel,
+                workers_on=[conn] if alone else held[1:] or None,
             )
             _read_catalog(cur, fp)
     for job, parts in zip(work, results, strict=True):
@@ -779,8 +814,10 @@ def _sum_tables(
     connect_timeout: float,
     statement_timeout: float | None,
     cancel: threading.Event | None = None,
+    workers_on: Sequence[psycopg2.extensions.connection] | None = None,
 ) -> list[list[tuple[int, int, str]]]:
-    """Each job's (key range, rows, checksum) rows, by up to `jobs` sessions in `snapshot`."""
+    """Each job's (key range, rows, checksum) rows, by up to `jobs` sessions in `snapshot`
+    (or by the sessions `workers_on`: open ones that import it, or the one already in it)."""
     results: list[list[tuple[int, int, str]]] = [[] for _ in work]
     if not work:
         return []
@@ -806,14 +843,20 @@ def _sum_tables(
             for i in indexes
         )
 
-    def worker() -> None:
+    def session(held: Any) -> Any:
+        if held is not None and not snapshot:
+            return nullcontext(held)  # the session that holds the snapshot sums on its own
+        return _snapshot_session(
+            url,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            snapshot=snapshot,
+            held=held,
+        )
+
+    def worker(held: Any = None) -> None:
         with (
-            _snapshot_session(
-                url,
-                connect_timeout=connect_timeout,
-                statement_timeout=statement_timeout,
-                snapshot=snapshot,
-            ) as conn,
+            session(held) as conn,
             _watched_by(stop, conn),
             conn.cursor() as cur,
         ):
@@ -833,9 +876,10 @@ def _sum_tables(
                 for i, bucket, rows, checksum in cur.fetchall():
                     results[int(i)].append((int(bucket), int(rows), str(checksum)))
 
-    workers = max(1, min(jobs, len(work)))
+    held: list[Any] = list(workers_on) if workers_on else []
+    workers = max(1, min(len(held) or jobs, len(work)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fingerprint") as pool:
-        futures = [pool.submit(worker) for _ in range(workers)]
+        futures = [pool.submit(worker, held[i] if held else None) for i in range(workers)]
         errors = [exc for future in futures if (exc := future.exception()) is not None]
     # the real failure first: the other workers' queries were only cancelled because of it
     errors.sort(key=lambda exc: isinstance(exc, FingerprintCancelled))
@@ -980,9 +1024,11 @@ def drift(
     jobs: int = 2,
     connect_timeout: float = 30,
     statement_timeout: float | None = 600,
+    sessions: Sequence[psycopg2.extensions.connection] | None = None,
 ) -> tuple[list[str], list[str]]:
     """How the database at `url` now differs from `stored` (a fingerprint of it taken
-    earlier, e.g. in a copy's snapshot): (differences, tables whose rows changed)."""
+    earlier, e.g. in a copy's snapshot): (differences, tables whose rows changed).
+    `sessions`: open sessions to read it through (see take_fingerprint)."""
     now = take_fingerprint(
         url,
         jobs=jobs,
@@ -990,6 +1036,7 @@ def drift(
         like=stored,
         connect_timeout=connect_timeout,
         statement_timeout=statement_timeout,
+        sessions=sessions,
     )
     names = ("the snapshot", "the database now")
     return compare_fingerprints(stored, now, names=names), changed_tables(stored, now)

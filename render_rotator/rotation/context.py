@@ -56,8 +56,8 @@ class Rotation:
     #: this run's lease (rotation/lease.py), once taken
     lease: Lease | None = None
     #: the drift check the guard runs right before deleting the old database
-    #: (guard.DriftCheck; None: guard.content_drift_check)
-    drift_check: Callable[[Rotation], Any] | None = None
+    #: (guard.DriftCheck, given the sealed database's sessions; None: guard.content_drift_check)
+    drift_check: Callable[..., Any] | None = None
 
     @property
     def settings(self) -> Settings:

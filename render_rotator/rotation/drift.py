@@ -11,11 +11,17 @@ naming the tables that changed; the caller then keeps the old database.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from render_rotator.errors import DriftError, RotationError
 from render_rotator.postgres.fingerprint import Fingerprint, drift
-from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
+from render_rotator.postgres.inventory import (
+    Inventory,
+    compare_inventories,
+    take_inventory,
+    take_inventory_in,
+)
 from render_rotator.rotation.state import DriftSummary
 
 if TYPE_CHECKING:
@@ -30,8 +36,11 @@ def stored_fingerprint(ctx: Rotation) -> Fingerprint | None:
     return Fingerprint.from_dict(data) if data else None
 
 
-def old_database_changes(ctx: Rotation) -> tuple[list[str], list[str]]:
-    """(differences, changed tables) of the old database since the copy's snapshot."""
+def old_database_changes(
+    ctx: Rotation, *, sessions: Sequence[Any] = ()
+) -> tuple[list[str], list[str]]:
+    """(differences, changed tables) of the old database since the copy's snapshot, read
+    through `sessions` when given (a sealed database takes no new one, postgres/seal.py)."""
     stored = stored_fingerprint(ctx)
     if stored is not None:
         return drift(
@@ -40,6 +49,7 @@ def old_database_changes(ctx: Rotation) -> tuple[list[str], list[str]]:
             jobs=ctx.settings.jobs,
             connect_timeout=ctx.settings.connect_timeout,
             statement_timeout=ctx.settings.command_timeout,
+            sessions=list(sessions) or None,
         )
     if not ctx.state.inventory:
         raise RotationError(
@@ -49,16 +59,32 @@ def old_database_changes(ctx: Rotation) -> tuple[list[str], list[str]]:
         )
     # a journal from before fingerprints: the older, weaker row-count comparison
     before = Inventory.from_dict(ctx.state.inventory)
-    now = take_inventory(
-        ctx.old_url(),
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    )
+    if sessions:
+        now = _inventory_through(sessions[0])
+    else:
+        now = take_inventory(
+            ctx.old_url(),
+            connect_timeout=ctx.settings.connect_timeout,
+            statement_timeout=ctx.settings.command_timeout,
+        )
     diffs = compare_inventories(before, now).differences
     tables = sorted(
         {d.split(":")[0].removeprefix("table ") for d in diffs if d.startswith("table ")}
     )
     return diffs, tables
+
+
+def _inventory_through(conn: Any) -> Inventory:
+    """An inventory in one snapshot of an open session, left open and as it was."""
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    try:
+        return take_inventory_in(conn)
+    finally:
+        conn.rollback()
+        conn.set_session(isolation_level="DEFAULT", readonly="default")
+        conn.autocommit = autocommit
 
 
 def check_no_drift(ctx: Rotation, *, action: str, next_step: str) -> None:

@@ -21,7 +21,10 @@ this process's memory of them):
 
 The drift check is a hook: `Rotation.drift_check` (default `content_drift_check`: a fresh
 content fingerprint of the old database against the one stored for the snapshot the copy was
-taken from, rotation/drift.py) proves the old database still matches that snapshot.
+taken from, rotation/drift.py) proves the old database still matches that snapshot. It runs
+with the old database sealed (rotation/sealing.py), through the sessions that sealed it,
+which stay open until Render has deleted it: nothing can write to it between the check and
+the deletion.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -45,10 +48,11 @@ from render_rotator.errors import (
 )
 from render_rotator.postgres.archive import sha256_path
 from render_rotator.postgres.clean import clean_database
+from render_rotator.postgres.seal import SealError
 from render_rotator.postgres.stamp import read_stamp
 from render_rotator.render import ConnectionInfo, Postgres
 from render_rotator.rotation import lease as lease_mod
-from render_rotator.rotation import naming
+from render_rotator.rotation import naming, sealing
 from render_rotator.rotation.context import Rotation
 from render_rotator.rotation.drift import old_database_changes
 from render_rotator.rotation.state import CopyProof, DriftRecord, DriftSummary
@@ -81,15 +85,16 @@ class DriftFact:
     tables: list[str] = field(default_factory=list)  # tables whose rows changed
 
 
-DriftCheck = Callable[[Rotation], DriftFact]
+#: (rotation, the sealed old database's open sessions to read it through) -> fact
+DriftCheck = Callable[[Rotation, Sequence[Any]], DriftFact]
 
 
-def content_drift_check(ctx: Rotation) -> DriftFact:
+def content_drift_check(ctx: Rotation, sessions: Sequence[Any] = ()) -> DriftFact:
     """The old database's content fingerprint now against the one stored for the copy's
     snapshot (rows by checksum, sequences, definitions, settings, large objects); a journal
     from before fingerprints falls back to the inventory. The summary names tables only
     (it goes to the journal: no values)."""
-    diffs, tables = old_database_changes(ctx)
+    diffs, tables = old_database_changes(ctx, sessions=sessions)
     method = "content" if ctx.state.fingerprint else "inventory"
     if not diffs:
         return DriftFact(True, "unchanged since the snapshot", [], method, [])
@@ -373,9 +378,9 @@ def require_backup(ctx: Rotation, what: str = "delete the old database") -> None
         raise GuardError(f"refusing to {what}: backup {entry.path} changed since it was verified")
 
 
-def _check_drift(ctx: Rotation) -> None:
+def _check_drift(ctx: Rotation, sessions: Sequence[Any]) -> None:
     check: DriftCheck = ctx.drift_check or content_drift_check
-    fact = check(ctx)
+    fact = check(ctx, sessions)
     record_drift(ctx, fact)
     if not fact.passed:
         ctx.state.drift = DriftSummary(tables=list(fact.tables), differences=len(fact.differences))
@@ -436,26 +441,36 @@ def delete_old(ctx: Rotation) -> bool:
                 hint="point them at the new database (or remove them from the config), then "
                 "run `render-rotator resume`",
             )
-    _check_drift(ctx)
-    if not _drift_passed(ctx):  # the fact the deletion stands on, as recorded
-        raise GuardError("refusing to delete the old database: no passed drift check")
     if ctx.lease is not None:
         if delete_first:
             # from the deletion until the new database carries the marker, the backup is the
             # only thing another run could act from: the lease goes beside it first
             ctx.lease.acquire_file(lease_mod.file_for(Path(state.known_backup.path)))
+        # no more renewals there: the seal leaves no room for the heartbeat's session (a
+        # landing back on it takes the lease there again, rotation/sealing.py)
         ctx.lease.forget(old_id)
-    with contextlib.suppress(NotFoundError):
-        ctx.client.delete_postgres(old_id)
-    state.old_deleted = True
-    ctx.set_old(None)
-    ctx.save()
-    deadline = time.monotonic() + 120
-    with ctx.ui.waiting(f"Render to delete {old_id}"):
-        delay = 0.25
-        while ctx.postgres(old_id) is not None and time.monotonic() < deadline:
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    with sealing.sealed_old(ctx) as sealed:
+        _check_drift(ctx, sealed.sessions)
+        if not _drift_passed(ctx):  # the fact the deletion stands on, as recorded
+            raise GuardError("refusing to delete the old database: no passed drift check")
+        try:
+            sealed.confirm_alone()  # what the check saw is still all there is
+        except SealError as exc:
+            raise GuardError(
+                f"refusing to delete the old database {old_id}: {exc.message}; it was kept",
+                hint="run `render-rotator resume` to check it again",
+            ) from None
+        with contextlib.suppress(NotFoundError):
+            ctx.client.delete_postgres(old_id)
+        state.old_deleted = True
+        ctx.set_old(None)
+        ctx.save()
+        deadline = time.monotonic() + 120
+        with ctx.ui.waiting(f"Render to delete {old_id}"):
+            delay = 0.25
+            while ctx.postgres(old_id) is not None and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
     return True
 
 

@@ -371,6 +371,22 @@ class DriftRecord:
 
 
 @dataclass
+class SealRecord:
+    """The old database sealed for its deletion (rotation/sealing.py): written before the
+    seal, so that whichever run lands back on it (a failed check or DELETE, an interrupt,
+    `resume` after a kill) puts its connection limit back."""
+
+    old_id: str
+    previous_limit: int = field(metadata=_ALWAYS)  # -1: none
+    sessions: int
+    at: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SealRecord:
+        return _record(cls, data, "sealed")
+
+
+@dataclass
 class GuardFacts:
     """Facts the guard (rotation/guard.py) relies on before a destructive action."""
 
@@ -453,6 +469,7 @@ class RotationState:
     verification: VerificationSummary | None = None
     drift: DriftSummary | None = None
     facts: GuardFacts = field(default_factory=GuardFacts)
+    sealed: SealRecord | None = None  # the old database is sealed right now
     # -- cutover
     deploys: dict[str, DeployRecord] = field(default_factory=dict)
     rollback_deploys: dict[str, DeployRecord] = field(default_factory=dict)
@@ -542,6 +559,7 @@ _READERS: dict[str, Any] = {
     "copy": CopySummary.from_dict,
     "verification": VerificationSummary.from_dict,
     "drift": DriftSummary.from_dict,
+    "sealed": SealRecord.from_dict,
     "summary": RunSummary.from_dict,
 }
 

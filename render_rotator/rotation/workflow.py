@@ -36,7 +36,7 @@ from render_rotator.errors import (
     VerificationError,
 )
 from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
-from render_rotator.rotation import decisions, guard, naming, phases, recovery
+from render_rotator.rotation import decisions, guard, naming, phases, recovery, sealing
 from render_rotator.rotation import lease as lease_mod
 from render_rotator.rotation import rescue as rescuing
 from render_rotator.rotation import write_freeze as freezing
@@ -326,12 +326,6 @@ def _thaw_discarded(
     someone else and stay so). Once a cutover or a deletion began, they are left as they
     are."""
     state = journal.state
-    frozen = state.frozen
-    if frozen is None or state.any_repointed:
-        return
-    deleting = [journal.status_of(p) for p in ("delete-old", "retire")]
-    if state.old_deleted or any(s not in (None, "skipped") for s in deleting):
-        return  # the old database may be gone: thawed services would only fail against it
     ctx = Rotation(
         config=cfg,
         db=db,
@@ -339,6 +333,20 @@ def _thaw_discarded(
         journal=journal,
         report=RotationReport(database=db.label),
     )
+    try:
+        sealing.lift_left_seal(ctx)  # killed while the old database was sealed
+    except RenderRotatorError as exc:
+        raise RotationError(
+            f"could not lift the seal the discarded rotation of {db.label} left on "
+            f"{state.old_id}: {scrub(str(exc))}",
+            hint="nothing was started; try `rotate --restart` again",
+        ) from None
+    frozen = state.frozen
+    if frozen is None or state.any_repointed:
+        return
+    deleting = [journal.status_of(p) for p in ("delete-old", "retire")]
+    if state.old_deleted or any(s not in (None, "skipped") for s in deleting):
+        return  # the old database may be gone: thawed services would only fail against it
     try:
         freezing.thaw(ctx)
     except RenderRotatorError as exc:
@@ -446,6 +454,7 @@ def _rotate(
                 continue
             if name == "inspect":
                 _take_lease(ctx)  # resuming: before the first change
+                sealing.lift_left_seal(ctx)  # a killed run's seal: the app needs its slots
     except VerificationError as exc:
         _on_failure(ctx, current, exc, status="mismatch", resuming=resuming)
         report.exit_code = 3
@@ -584,6 +593,11 @@ def interrupted_state(ctx: Rotation) -> str:
         said.append(f"in maintenance mode (frozen): {', '.join(maintenance)}")
     if (frozen.readonly or frozen.fenced) and not frozen.readonly_reset:
         said.append(f"the old database {state.old_id} is read-only")
+    if state.sealed is not None:
+        said.append(
+            f"the old database {state.old_id} is sealed (it takes at most "
+            f"{state.sealed.sessions} session(s); `resume` lifts it)"
+        )
     if not (suspended or maintenance) and state.frozen is not None:
         said.append("no service is frozen")
     if state.old_deleted:
@@ -855,6 +869,11 @@ def _land_on_old(ctx: Rotation, phase: str) -> list[str]:
     Returns what could not be undone."""
     state, report = ctx.state, ctx.report
     problems: list[str] = []
+    if state.sealed is not None:
+        try:
+            sealing.lift_left_seal(ctx)
+        except RenderRotatorError as exc:
+            problems.append(f"could not lift the seal on {state.old_id}: {scrub(str(exc))}")
     repointed = state.any_repointed
     if repointed:
         try:

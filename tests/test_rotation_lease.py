@@ -27,7 +27,7 @@ from render_rotator import rotate
 from render_rotator.postgres.inventory import compare_inventories
 from render_rotator.postgres.stamp import Stamp, read_stamp, split_comment, update_stamp
 from render_rotator.render import RenderClient
-from render_rotator.rotation.lease import _machine
+from render_rotator.rotation.lease import Lease, _machine, check_free, left_frozen
 from render_rotator.rotation.observer import LogUI
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
@@ -227,3 +227,40 @@ def test_a_run_whose_lease_was_taken_over_stops_before_deleting(
     assert new_id is not None
     new_url = emu.connection_info(new_id)["externalConnectionString"]
     assert compare_inventories(inventory(app.external_url), inventory(new_url)).equal
+
+
+# -- what a run froze, named in its lease --------------------------------------------------
+
+
+def test_the_lease_names_what_its_run_froze_and_hands_it_to_the_next_run(fresh_db: str) -> None:
+    """Written before each freeze, dropped after each thaw; a run that ends with services
+    still frozen leaves its record expired but naming them; the next run inherits them."""
+    first = Lease(database="app", state_dir="/a", ttl=60)
+    first.acquire("dpg-old", fresh_db)
+    first.note_frozen("srv-web", "maintenance")
+    first.note_frozen("srv-worker", "suspend")
+    held = read_stamp(fresh_db)["lease"]
+    assert held["frozen"] == {"srv-web": "maintenance", "srv-worker": "suspend"}
+    first.note_thawed("srv-worker")
+    assert read_stamp(fresh_db)["lease"]["frozen"] == {"srv-web": "maintenance"}
+    first.release()  # srv-web still frozen: the record stays, expired
+    left = read_stamp(fresh_db)["lease"]
+    assert left["frozen"] == {"srv-web": "maintenance"} and left["expires_at"] <= left["renewed_at"]
+    assert left_frozen(fresh_db) == {"srv-web": "maintenance"}
+    check_free(fresh_db, database="app")  # expired: blocks no one
+
+    second = Lease(database="app", state_dir="/b", ttl=60)
+    second.acquire("dpg-old", fresh_db)
+    assert second.inherited == {"srv-web": "maintenance"}
+    assert read_stamp(fresh_db)["lease"]["frozen"] == {"srv-web": "maintenance"}  # handed on
+    assert left_frozen(fresh_db) == {}  # a live run holds it now
+    second.note_thawed("srv-web")
+    second.release()
+    assert "lease" not in read_stamp(fresh_db)  # nothing left frozen: removed
+
+
+def test_a_live_lease_names_nothing_to_take_over(fresh_db: str) -> None:
+    _plant(fresh_db, frozen={"srv-web": "suspend"})
+    assert left_frozen(fresh_db) == {}  # its run is alive: its freeze is its own
+    _plant(fresh_db, ttl_left=-1, frozen={"srv-web": "suspend", "srv-x": "unknown"})
+    assert left_frozen(fresh_db) == {"srv-web": "suspend"}

@@ -264,3 +264,39 @@ def test_a_live_lease_names_nothing_to_take_over(fresh_db: str) -> None:
     assert left_frozen(fresh_db) == {}  # its run is alive: its freeze is its own
     _plant(fresh_db, ttl_left=-1, frozen={"srv-web": "suspend", "srv-x": "unknown"})
     assert left_frozen(fresh_db) == {"srv-web": "suspend"}
+
+
+def _suspend(emu: RenderEmulator, service_id: str) -> None:
+    with RenderClient(api_key=emu.api_key, base_url=emu.base_url) as client:
+        client.suspend_service(service_id)
+
+
+def test_another_machines_dead_run_left_the_app_suspended_and_this_run_thaws_it(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """A CI runner died after suspending the app (its lease expired, naming the service);
+    a scheduled run elsewhere, not due by the calendar, finishes that rotation."""
+    app = make_app(emu, plan=PAID_PLAN)
+    config = write_config(tmp_path, app, strategy="create-first")
+    before = inventory(app.external_url)
+    _suspend(emu, app.service_id)
+    _plant(app.external_url, ttl_left=-1, frozen={app.service_id: "suspend"})
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--if-expiring-within", "--json")
+    assert result.exit_code == 0, result.output
+    assert_rotated(app, report_of(result), before, config=config)  # running again
+
+
+def test_a_dead_runs_lease_naming_a_service_running_again_changes_nothing(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """Someone has thawed the service the dead run froze: nothing is left frozen for the
+    app, so a run that is not due stays a no-op."""
+    app = make_app(emu, plan=PAID_PLAN)
+    config = write_config(tmp_path, app, strategy="create-first")
+    _plant(app.external_url, ttl_left=-1, frozen={app.service_id: "suspend"})
+    untouched = app.snapshot()
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--if-expiring-within", "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert report["rotated"] is False and report["message"].startswith("not due"), report
+    assert app.snapshot() == untouched

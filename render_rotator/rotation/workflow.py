@@ -525,15 +525,18 @@ def _lease_homes(ctx: Rotation) -> list[tuple[str, str]]:
 
 def _left_frozen(ctx: Rotation) -> list[str]:
     """Services a dead run of this rotation froze and left frozen, as its lease on the
-    databases says (read-only): its rotation is unfinished, so it is always due."""
-    found: list[str] = []
+    databases says and as they are now (read-only): its rotation is unfinished, so it is
+    always due. Services someone has thawed since do not count."""
+    named: dict[str, str] = {}
     for postgres_id, url in _lease_homes(ctx):
         try:
             left = lease_mod.left_frozen(url, connect_timeout=ctx.settings.connect_timeout)
         except RenderRotatorError as exc:
             log.info("could not read the lease on %s: %s", postgres_id, exc)
             continue
-        found += [s for s in left if s not in found]
+        for service_id, action in left.items():
+            named.setdefault(service_id, action)
+    found = freezing.still_frozen(ctx, named)
     if found:
         log.warning(
             "an interrupted rotation of %s left %s frozen: finishing it",

@@ -62,6 +62,11 @@ def _is_frozen(ctx: Rotation, action: str, service_id: str) -> bool:
     return bool(service.suspended if action == "suspend" else service.maintenance_mode_enabled)
 
 
+def still_frozen(ctx: Rotation, named: dict[str, str]) -> list[str]:
+    """Those of `named` (service id -> "suspend" / "maintenance") frozen that way now."""
+    return [s for s, action in named.items() if _is_frozen(ctx, action, s)]
+
+
 def _freeze_services(ctx: Rotation, mode: str, frozen: FrozenServices) -> None:
     """Suspend (or put in maintenance) each affected service we find running, each by its
     type: in maintenance mode, services other than web services are suspended instead.

@@ -204,3 +204,21 @@ def test_a_finished_keep_old_rotation_is_not_taken_for_an_interrupted_one(
     report = report_of(plan)
     assert report["old"]["id"] == new_id, report
     assert not any("half-done" in n for n in report["notes"]), report["notes"]
+
+
+def test_resume_finishes_a_rotation_killed_after_the_repoint_without_its_backup(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """The backup directory went with the machine too: the old database still exists, so a
+    new backup of it is taken (inside the freeze the dead run left) before it is retired."""
+    app = make_app(emu, plan=PAID_PLAN)
+    config = write_config(tmp_path, app, strategy="create-first")
+    before = inventory(app.external_url)
+    at_kill = rotate_and_kill(emu, app, config, "repoint", DONE)
+    shutil.rmtree(tmp_path / "state")
+    shutil.rmtree(tmp_path / "backups")
+    result = run_cli(emu, "resume", "-c", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert report["new"]["id"] == at_kill["state"]["new_id"]  # finished, not a third one
+    assert_rotated(app, report, before, config=config)

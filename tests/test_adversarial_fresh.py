@@ -112,16 +112,24 @@ def _add_user_suspended_worker(app: App, config: Path) -> str:
     return worker
 
 
-@pytest.mark.parametrize("freeze", ["suspend", "maintenance"])
+@pytest.mark.parametrize(
+    ("freeze", "phase"),
+    [
+        ("suspend", "freeze"),
+        ("maintenance", "freeze"),
+        ("suspend", "delete-old"),  # the old database is gone: finished from the backup
+        ("maintenance", "provision"),  # ... into the new one the dead run created
+    ],
+)
 def test_a_fresh_run_thaws_what_the_dead_run_froze_and_nothing_the_user_suspended(
-    emu: RenderEmulator, tmp_path: Path, freeze: str
+    emu: RenderEmulator, tmp_path: Path, freeze: str, phase: str
 ) -> None:
     """The dead run's lease names what it froze (and how): exactly that is thawed."""
     app = make_app(emu, plan="free")
     config = write_config(tmp_path, app, strategy="auto", freeze=freeze)
     worker = _add_user_suspended_worker(app, config)
     before = inventory(app.external_url)
-    rotate_and_kill(emu, app, config, "freeze", DONE)
+    rotate_and_kill(emu, app, config, phase, DONE, 2 if phase == "provision" else 1)
     web = emu.service(app.service_id)
     frozen = (
         web["serviceDetails"]["maintenanceMode"]["enabled"]

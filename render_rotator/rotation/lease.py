@@ -163,6 +163,19 @@ def _write_file_record(fd: int, record: dict[str, Any] | None) -> None:
     os.fsync(fd)
 
 
+def read_file(path: Path) -> Any:
+    """The record in the lease file beside a backup (None when there is none or it is
+    unreadable); changes nothing."""
+    if not path.exists():
+        return None
+    try:
+        with _locked_file(path) as fd:
+            return _read_file_record(fd)
+    except OSError as exc:
+        log.info("could not read the lease %s: %s", path, exc)
+        return None
+
+
 def check_file_free(path: Path, *, database: str) -> None:
     """Raise LeaseHeldError if a live lease is beside this backup (changes nothing)."""
     if not path.exists():

@@ -615,7 +615,8 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
         state.targets[value.label] = TargetState(
             repointed=False, old_kind=kind, old_sha256=fingerprint(value.value)
         )
-    _adopt_frozen(ctx)
+    if not _lease_names_frozen(ctx, backup, new):
+        _adopt_frozen(ctx)  # else the lease names them: taken with it (rotation/lease.py)
     held = (
         f"{len(lost.dead)} target(s) still hold its URL"
         if lost.dead
@@ -671,6 +672,22 @@ def _keep_used_new(ctx: Rotation, new: Postgres, used: list[str]) -> None:
     ctx.state.copy = CopySummary(method="done by the interrupted run (verified again)")
     reason = f"{', '.join(used)} already use {new.id}, which holds exactly the backup's data"
     ask(ctx.state, AlreadyDone(("copy",), reason), "inspect")
+
+
+def _lease_names_frozen(ctx: Rotation, backup: Backup, new: Postgres | None) -> bool:
+    """Whether the dead run's lease (beside the backup until the new database carried it,
+    then on that database) says which services it froze: then exactly those are thawed, as
+    the run taking the lease over adopts them (write_freeze.adopt_from_dead_run). A lease
+    written before leases named them says nothing either way."""
+    records = [lease_mod.read_file(lease_mod.file_for(backup.archive))]
+    if new is not None and new.status_raw == "available":
+        url = require_tls(ctx.connection_info(new.id).external_connection_string)
+        try:
+            stamp = read_stamp(url, connect_timeout=ctx.settings.connect_timeout)
+            records.append(stamp.get("lease"))
+        except RenderRotatorError as exc:
+            log.info("could not read the lease on %s: %s", new.id, exc)
+    return any(isinstance(r, dict) and isinstance(r.get("frozen"), dict) for r in records)
 
 
 def _adopt_frozen(ctx: Rotation) -> None:

@@ -283,10 +283,10 @@ def finish_cutover(ctx: Rotation, old: Postgres, new: Postgres) -> None:
     result = compare(source, fingerprint_of(new, like=source))
     if not result.equal:
         raise RotationError(
-            f"every target uses {new.id} ({new.name}), the new database of an interrupted "
-            f"rotation of {old.id} ({old.name}) that died before its deploy, but the two no "
-            f"longer hold the same data ({'; '.join(result.differences[:3])}); nothing was "
-            "changed",
+            f"every target uses {new.id} ({new.name}), the new database of a rotation of "
+            f"{old.id} ({old.name}) that died after pointing the targets at it, but the two "
+            f"no longer hold the same data ({'; '.join(result.differences[:3])}); nothing "
+            "was changed",
             hint=f"check which one holds the data you want: if {new.id}, thaw and redeploy "
             f"the services and delete {old.id} yourself; if {old.id}, point the targets back "
             "at it; then run `render-rotator rotate` again",

@@ -27,7 +27,7 @@ from render_rotator import rotate
 from render_rotator.postgres.inventory import compare_inventories
 from render_rotator.postgres.stamp import Stamp, read_stamp, split_comment, update_stamp
 from render_rotator.render import RenderClient
-from render_rotator.rotation.lease import _machine
+from render_rotator.rotation.lease import Lease, _machine, check_free, left_frozen
 from render_rotator.rotation.observer import LogUI
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
@@ -227,3 +227,76 @@ def test_a_run_whose_lease_was_taken_over_stops_before_deleting(
     assert new_id is not None
     new_url = emu.connection_info(new_id)["externalConnectionString"]
     assert compare_inventories(inventory(app.external_url), inventory(new_url)).equal
+
+
+# -- what a run froze, named in its lease --------------------------------------------------
+
+
+def test_the_lease_names_what_its_run_froze_and_hands_it_to_the_next_run(fresh_db: str) -> None:
+    """Written before each freeze, dropped after each thaw; a run that ends with services
+    still frozen leaves its record expired but naming them; the next run inherits them."""
+    first = Lease(database="app", state_dir="/a", ttl=60)
+    first.acquire("dpg-old", fresh_db)
+    first.note_frozen("srv-web", "maintenance")
+    first.note_frozen("srv-worker", "suspend")
+    held = read_stamp(fresh_db)["lease"]
+    assert held["frozen"] == {"srv-web": "maintenance", "srv-worker": "suspend"}
+    first.note_thawed("srv-worker")
+    assert read_stamp(fresh_db)["lease"]["frozen"] == {"srv-web": "maintenance"}
+    first.release()  # srv-web still frozen: the record stays, expired
+    left = read_stamp(fresh_db)["lease"]
+    assert left["frozen"] == {"srv-web": "maintenance"} and left["expires_at"] <= left["renewed_at"]
+    assert left_frozen(fresh_db) == {"srv-web": "maintenance"}
+    check_free(fresh_db, database="app")  # expired: blocks no one
+
+    second = Lease(database="app", state_dir="/b", ttl=60)
+    second.acquire("dpg-old", fresh_db)
+    assert second.inherited == {"srv-web": "maintenance"}
+    assert read_stamp(fresh_db)["lease"]["frozen"] == {"srv-web": "maintenance"}  # handed on
+    assert left_frozen(fresh_db) == {}  # a live run holds it now
+    second.note_thawed("srv-web")
+    second.release()
+    assert "lease" not in read_stamp(fresh_db)  # nothing left frozen: removed
+
+
+def test_a_live_lease_names_nothing_to_take_over(fresh_db: str) -> None:
+    _plant(fresh_db, frozen={"srv-web": "suspend"})
+    assert left_frozen(fresh_db) == {}  # its run is alive: its freeze is its own
+    _plant(fresh_db, ttl_left=-1, frozen={"srv-web": "suspend", "srv-x": "unknown"})
+    assert left_frozen(fresh_db) == {"srv-web": "suspend"}
+
+
+def _suspend(emu: RenderEmulator, service_id: str) -> None:
+    with RenderClient(api_key=emu.api_key, base_url=emu.base_url) as client:
+        client.suspend_service(service_id)
+
+
+def test_another_machines_dead_run_left_the_app_suspended_and_this_run_thaws_it(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """A CI runner died after suspending the app (its lease expired, naming the service);
+    a scheduled run elsewhere, not due by the calendar, finishes that rotation."""
+    app = make_app(emu, plan=PAID_PLAN)
+    config = write_config(tmp_path, app, strategy="create-first")
+    before = inventory(app.external_url)
+    _suspend(emu, app.service_id)
+    _plant(app.external_url, ttl_left=-1, frozen={app.service_id: "suspend"})
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--if-expiring-within", "--json")
+    assert result.exit_code == 0, result.output
+    assert_rotated(app, report_of(result), before, config=config)  # running again
+
+
+def test_a_dead_runs_lease_naming_a_service_running_again_changes_nothing(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """Someone has thawed the service the dead run froze: nothing is left frozen for the
+    app, so a run that is not due stays a no-op."""
+    app = make_app(emu, plan=PAID_PLAN)
+    config = write_config(tmp_path, app, strategy="create-first")
+    _plant(app.external_url, ttl_left=-1, frozen={app.service_id: "suspend"})
+    untouched = app.snapshot()
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--if-expiring-within", "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert report["rotated"] is False and report["message"].startswith("not due"), report
+    assert app.snapshot() == untouched

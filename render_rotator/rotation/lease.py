@@ -21,6 +21,13 @@ that server, timed by the server's clock (no clock skew between machines).
 - A holder that died stops renewing: its lease expires `lease_ttl` seconds after the last
   renewal and the next run takes it over. On the same machine (same boot and pid namespace) a
   lease whose process no longer exists is taken over at once.
+- The record names the services the run froze and how (``"frozen": {service: "suspend" |
+  "maintenance"}``), written before each freeze call and updated after each thaw. The journal
+  knows the same, but the journal may be lost with its machine: the run that takes a dead
+  run's lease over inherits that list (`Lease.inherited`), so it thaws exactly the services
+  the dead run froze, and never one the user suspended themselves. A run that ends with
+  services still frozen (its rotation unfinished) leaves its record behind, expired, for the
+  same reason; otherwise releasing removes it.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from render_rotator.errors import RenderRotatorError, RotationError, UsageError
-from render_rotator.postgres.stamp import Stamp, update_stamp
+from render_rotator.postgres.stamp import Stamp, read_stamp, update_stamp
 
 log = logging.getLogger("render_rotator.rotation")
 
@@ -100,6 +107,18 @@ def is_stale(lease: dict[str, Any], now: datetime) -> bool:
     )
 
 
+def frozen_by(lease: dict[str, Any]) -> dict[str, str]:
+    """The services a lease's run froze and had not thawed, by the action taken on each."""
+    frozen = lease.get("frozen")
+    if not isinstance(frozen, dict):
+        return {}
+    return {
+        str(service_id): action
+        for service_id, action in frozen.items()
+        if action in ("suspend", "maintenance")
+    }
+
+
 def held_error(database: str, held: dict[str, Any]) -> LeaseHeldError:
     return LeaseHeldError(
         f"another render-rotator run is rotating {database}: {describe(held)}; nothing was changed",
@@ -144,6 +163,19 @@ def _write_file_record(fd: int, record: dict[str, Any] | None) -> None:
     os.fsync(fd)
 
 
+def read_file(path: Path) -> Any:
+    """The record in the lease file beside a backup (None when there is none or it is
+    unreadable); changes nothing."""
+    if not path.exists():
+        return None
+    try:
+        with _locked_file(path) as fd:
+            return _read_file_record(fd)
+    except OSError as exc:
+        log.info("could not read the lease %s: %s", path, exc)
+        return None
+
+
 def check_file_free(path: Path, *, database: str) -> None:
     """Raise LeaseHeldError if a live lease is beside this backup (changes nothing)."""
     if not path.exists():
@@ -174,6 +206,15 @@ def check_free(url: str, *, database: str, connect_timeout: float = 30) -> None:
     update_stamp(url, look, connect_timeout=connect_timeout)
 
 
+def left_frozen(url: str, *, connect_timeout: float = 30) -> dict[str, str]:
+    """What a dead run's lease on this database says it froze and never thawed (read-only;
+    empty when no run died here, or while the run holding the lease is alive)."""
+    held = read_stamp(url, connect_timeout=connect_timeout).get("lease")
+    if not isinstance(held, dict) or not is_stale(held, _now()):
+        return {}
+    return frozen_by(held)
+
+
 @dataclass
 class Lease:
     """This run's lease on one database's rotation (the `homes` carry the record)."""
@@ -187,6 +228,10 @@ class Lease:
     homes: dict[str, str] = field(default_factory=dict, repr=False)  # postgres id -> url
     files: list[Path] = field(default_factory=list)  # beside a backup (see the docstring)
     lost: str | None = None
+    #: services this run froze and has not thawed: service id -> "suspend" / "maintenance"
+    frozen: dict[str, str] = field(default_factory=dict)
+    #: what the dead runs whose leases this run took over had frozen (same shape)
+    inherited: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -205,6 +250,7 @@ class Lease:
             "renewed_at": now.isoformat(),
             "expires_at": (now + timedelta(seconds=self.ttl)).isoformat(),
             "ttl": self.ttl,
+            "frozen": dict(self.frozen),
         }
 
     def _take(self, stamp: Stamp, now: datetime) -> Stamp:
@@ -213,7 +259,15 @@ class Lease:
             raise held_error(self.database, held)
         if isinstance(held, dict) and held.get("token") not in (None, self.token):
             log.warning("taking over a stale lease: %s", describe(held))
+            self._inherit(held)
         return {**stamp, "lease": self._record(now)}
+
+    def _inherit(self, held: dict[str, Any]) -> None:
+        """A dead run's frozen services become ours to thaw (kept in our record at once, so
+        a run that dies in turn hands them on)."""
+        for service_id, action in frozen_by(held).items():
+            self.inherited.setdefault(service_id, action)
+            self.frozen.setdefault(service_id, action)
 
     def _renew(self, stamp: Stamp, now: datetime) -> Stamp:
         held = stamp.get("lease")
@@ -225,15 +279,16 @@ class Lease:
             )
         return {**stamp, "lease": self._record(now)}
 
-    @staticmethod
-    def _drop(token: str) -> Any:
-        def drop(stamp: Stamp, now: datetime) -> Stamp:
-            held = stamp.get("lease")
-            if isinstance(held, dict) and held.get("token") == token:
-                return {k: v for k, v in stamp.items() if k != "lease"}
+    def _drop(self, stamp: Stamp, now: datetime) -> Stamp:
+        held = stamp.get("lease")
+        if not isinstance(held, dict) or held.get("token") != self.token:
             return stamp
-
-        return drop
+        if self.frozen:
+            # services stay frozen: the record stays, expired, naming them (see the docstring)
+            record = self._record(now)
+            record["expires_at"] = record["renewed_at"]
+            return {**stamp, "lease": record}
+        return {k: v for k, v in stamp.items() if k != "lease"}
 
     # -- taking, keeping, giving back ------------------------------------------------------
 
@@ -331,11 +386,38 @@ class Lease:
         with self._lock:
             for postgres_id, url in self.homes.items():
                 try:
-                    update_stamp(url, self._drop(self.token), connect_timeout=self.connect_timeout)
+                    update_stamp(url, self._drop, connect_timeout=self.connect_timeout)
                 except RenderRotatorError as exc:
                     log.info("lease on %s not removed (it expires by itself): %s", postgres_id, exc)
             self.homes.clear()
             self._drop_files()
+
+    # -- what this run froze -------------------------------------------------------------
+
+    def note_frozen(self, service_id: str, action: str) -> None:
+        """Before freezing `service_id` (`action`: "suspend" / "maintenance"): written on
+        every home now, so a run cut off right after the freeze call is still known to
+        have made it. Raises (and nothing is frozen) when the lease cannot be confirmed."""
+        with self._lock:
+            self.frozen[service_id] = action
+        self.confirm()
+
+    def keep_frozen(self, service_id: str, action: str) -> None:
+        """A service this rotation's journal says it froze: named in the record from the
+        next renewal on (a resumed run whose lease did not name it yet)."""
+        with self._lock:
+            self.frozen.setdefault(service_id, action)
+
+    def note_thawed(self, service_id: str) -> None:
+        """After thawing `service_id`: no later run may take it as frozen by this rotation
+        (best effort: a service named but found running is never thawed again anyway)."""
+        with self._lock:
+            if self.frozen.pop(service_id, None) is None:
+                return
+        try:
+            self.confirm()
+        except RenderRotatorError as exc:
+            log.info("could not update the lease after thawing %s: %s", service_id, exc)
 
     # -- heartbeat -----------------------------------------------------------------------
 

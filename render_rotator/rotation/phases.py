@@ -141,12 +141,14 @@ def _created(pg: Postgres) -> datetime:
     return pg.created_at or datetime.min.replace(tzinfo=UTC)
 
 
-def _discover(ctx: Rotation) -> tuple[Postgres, Postgres | None, list[TargetValue]]:
+def _discover(ctx: Rotation) -> tuple[Postgres, Postgres | None, list[TargetValue], bool]:
     """Which database is the old one, and whether a half-done rotation's new one exists.
 
     The old database is the one the targets point at. A rotation of it created later that no
     target uses yet (or only some do: a repoint cut short) is a half-done rotation's new
-    database: it is finished rather than another one created.
+    database: it is finished rather than another one created. So is one that every target
+    uses already when a rotation died after its repoint (the last value is True then: see
+    `recovery.interrupted_cutover`).
     """
     listed = _candidates(ctx)
     candidates = sorted(listed, key=_created)
@@ -160,7 +162,12 @@ def _discover(ctx: Rotation) -> tuple[Postgres, Postgres | None, list[TargetValu
             hint="make every target use the same database before rotating",
         )
     new: Postgres | None = None
-    if len(pointed) == 2:
+    source = (
+        recovery.interrupted_cutover(ctx, pointed[0], candidates) if len(pointed) == 1 else None
+    )
+    if source is not None:
+        old, new = source, pointed[0]  # a rotation cut after its repoint
+    elif len(pointed) == 2:
         old, new = pointed  # oldest first: a repoint that was cut short
     elif pointed:
         old = pointed[0]
@@ -202,7 +209,7 @@ def _discover(ctx: Rotation) -> tuple[Postgres, Postgres | None, list[TargetValu
             old.id,
         )
         ctx.report.notes.append(f"finished a half-done rotation found on Render ({new.id})")
-    return old, new, values
+    return old, new, values, source is not None
 
 
 def _deletion_started(ctx: Rotation) -> bool:
@@ -242,14 +249,19 @@ def inspect(ctx: Rotation) -> bool:
         new, values = recovery.take_over(ctx, lost)
         old = None
     else:
-        old, new, values = _discover(ctx)
+        old, new, values, cut_over = _discover(ctx)
         state.old_id, state.old_name = old.id, old.name
         state.owner_id = ctx.config.render.owner_id or old.owner_id
         state.requested_strategy = ctx.settings.strategy
         state.strategy = (
             "delete-first" if ctx.settings.strategy == "delete-first" else "create-first"
         )
-        if new is not None:
+        if new is not None and cut_over:
+            # every target uses it: never emptied; the dead run's lease names what it froze
+            recovery.finish_cutover(ctx, old, new)
+            state.new_id, state.new_name = new.id, new.name
+            ctx.set_new(new)
+        elif new is not None:
             # found on Render, not made by this journal: empty it before copying into it, and
             # the services that rotation froze count as frozen by us
             state.new_id, state.new_name = new.id, new.name

@@ -12,6 +12,13 @@ into the fresh journal, so the ordinary phases finish the rotation: provision (o
 database this rotation created: its name, plan, region and creation time must fit), restore
 after checking the archive's sha256, verify against the manifest's inventory, repoint, deploy.
 Without a backup nothing can be finished: one error says what exists and what to do.
+
+A create-first rotation cut off after its repoint (every target on the new database, the
+services still frozen, nothing deployed) leaves both databases on Render: `interrupted_cutover`
+recognises it from the new database itself (the creation marker naming its source, which
+still exists, and the dead run's lease beside it), so discovery finishes that rotation
+(`finish_cutover`: proven equal by content now, then deploy, thaw, retire the source through
+the guard) instead of taking the new database for the one in use and rotating it again.
 """
 
 from __future__ import annotations
@@ -26,8 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 from render_rotator.errors import NotFoundError, RenderRotatorError, RotationError, UsageError
 from render_rotator.postgres.archive import sha256_path
-from render_rotator.postgres.fingerprint import Fingerprint
-from render_rotator.postgres.inventory import Inventory, compare_inventories, take_inventory
+from render_rotator.postgres.fingerprint import Fingerprint, take_fingerprint
+from render_rotator.postgres.inventory import (
+    Inventory,
+    compare,
+    compare_inventories,
+    take_inventory,
+)
+from render_rotator.postgres.stamp import read_stamp
 from render_rotator.postgres.url import require_tls
 from render_rotator.render import Postgres
 from render_rotator.rotation import guard, naming
@@ -219,6 +232,75 @@ def _all_frozen(ctx: Rotation) -> bool:
             return False
         seen = True
     return seen
+
+
+# -- a create-first rotation cut after its repoint ---------------------------------------
+
+
+def interrupted_cutover(
+    ctx: Rotation, used: Postgres, candidates: list[Postgres]
+) -> Postgres | None:
+    """The source of `used` (the database every target uses) when `used` is the new
+    database of a rotation that died after its repoint; None when it is simply in use.
+
+    Read from `used` itself: the creation marker a rotation wrote on it names its source,
+    which still exists (a finished rotation deletes it, or keeps it with keep_old and
+    releases its lease), and a lease is on it still (the dead run's: a finished run removes
+    its record). A live lease there is refused by the lease check that follows."""
+    try:
+        url = require_tls(ctx.connection_info(used.id).external_connection_string)
+        stamp = read_stamp(url, connect_timeout=ctx.settings.connect_timeout)
+    except RenderRotatorError as exc:
+        log.info("could not read the marker on %s: %s", used.id, exc)
+        return None
+    marker, held = stamp.get("marker"), stamp.get("lease")
+    if not isinstance(marker, dict) or not isinstance(held, dict):
+        return None
+    source_id = marker.get("old_id")
+    return next((p for p in candidates if p.id == source_id and p.id != used.id), None)
+
+
+def finish_cutover(ctx: Rotation, old: Postgres, new: Postgres) -> None:
+    """Continue the rotation of `old` into `new`, which every target already uses. The
+    dead run verified the copy before its repoint; it must still hold exactly what `old`
+    holds, proven by content now (read-only, before anything changes), or nothing is done:
+    `new` may hold writes `old` lacks. Then the copy counts as done; the phases take a
+    backup of `old`, verify `new` against it, deploy, thaw and retire `old` (the guard's
+    rules: proven copy, backup on disk, drift check)."""
+    settings = ctx.settings
+
+    def fingerprint_of(pg: Postgres, like: Fingerprint | None = None) -> Fingerprint:
+        return take_fingerprint(
+            require_tls(ctx.connection_info(pg.id).external_connection_string),
+            jobs=settings.jobs,
+            mode=settings.verify,
+            like=like,
+            connect_timeout=settings.connect_timeout,
+            statement_timeout=settings.command_timeout,
+        )
+
+    source = fingerprint_of(old)
+    result = compare(source, fingerprint_of(new, like=source))
+    if not result.equal:
+        raise RotationError(
+            f"every target uses {new.id} ({new.name}), the new database of a rotation of "
+            f"{old.id} ({old.name}) that died after pointing the targets at it, but the two "
+            f"no longer hold the same data ({'; '.join(result.differences[:3])}); nothing "
+            "was changed",
+            hint=f"check which one holds the data you want: if {new.id}, thaw and redeploy "
+            f"the services and delete {old.id} yourself; if {old.id}, point the targets back "
+            "at it; then run `render-rotator rotate` again",
+        )
+    ctx.state.copy = CopySummary(method="done by the interrupted run (verified again)")
+    reason = f"every target already uses {new.id}, which holds exactly what {old.id} holds"
+    ask(ctx.state, AlreadyDone(("copy",), reason), "inspect")
+    log.warning(
+        "every target uses %s (%s), made by an interrupted rotation of %s that did not deploy "
+        "it: finishing that rotation",
+        new.id,
+        new.name,
+        old.id,
+    )
 
 
 # -- finding the backup -----------------------------------------------------------------
@@ -533,7 +615,8 @@ def take_over(ctx: Rotation, lost: Lost) -> tuple[Postgres | None, list[TargetVa
         state.targets[value.label] = TargetState(
             repointed=False, old_kind=kind, old_sha256=fingerprint(value.value)
         )
-    _adopt_frozen(ctx)
+    if not _lease_names_frozen(ctx, backup, new):
+        _adopt_frozen(ctx)  # else the lease names them: taken with it (rotation/lease.py)
     held = (
         f"{len(lost.dead)} target(s) still hold its URL"
         if lost.dead
@@ -589,6 +672,22 @@ def _keep_used_new(ctx: Rotation, new: Postgres, used: list[str]) -> None:
     ctx.state.copy = CopySummary(method="done by the interrupted run (verified again)")
     reason = f"{', '.join(used)} already use {new.id}, which holds exactly the backup's data"
     ask(ctx.state, AlreadyDone(("copy",), reason), "inspect")
+
+
+def _lease_names_frozen(ctx: Rotation, backup: Backup, new: Postgres | None) -> bool:
+    """Whether the dead run's lease (beside the backup until the new database carried it,
+    then on that database) says which services it froze: then exactly those are thawed, as
+    the run taking the lease over adopts them (write_freeze.adopt_from_dead_run). A lease
+    written before leases named them says nothing either way."""
+    records = [lease_mod.read_file(lease_mod.file_for(backup.archive))]
+    if new is not None and new.status_raw == "available":
+        url = require_tls(ctx.connection_info(new.id).external_connection_string)
+        try:
+            stamp = read_stamp(url, connect_timeout=ctx.settings.connect_timeout)
+            records.append(stamp.get("lease"))
+        except RenderRotatorError as exc:
+            log.info("could not read the lease on %s: %s", new.id, exc)
+    return any(isinstance(r, dict) and isinstance(r.get("frozen"), dict) for r in records)
 
 
 def _adopt_frozen(ctx: Rotation) -> None:

@@ -414,12 +414,13 @@ def _rotate(
         # read-only: a failure here (bad target, unknown database, 401) changed nothing and
         # is raised as is, one clear error
         _run_phase(ctx, "inspect", phases.inspect)
-        if discover_only and not (ctx.state.new_id or ctx.state.recovered):
+        left_frozen = _left_frozen(ctx)
+        if discover_only and not (ctx.state.new_id or ctx.state.recovered or left_frozen):
             report.due = None  # not asked: resume finishes rotations, it does not judge expiry
             report.rotated = False
             report.message = "nothing to resume: no unfinished rotation (journal or on Render)"
             return report
-        if not _due(ctx, if_expiring_within):
+        if not left_frozen and not _due(ctx, if_expiring_within):
             return report
         _peek_lease(ctx)  # a run in progress is named before anything else is said
         guard.check_new_name(ctx, ctx.today or date.today())
@@ -531,6 +532,29 @@ def _lease_homes(ctx: Rotation) -> list[tuple[str, str]]:
     return homes
 
 
+def _left_frozen(ctx: Rotation) -> list[str]:
+    """Services a dead run of this rotation froze and left frozen, as its lease on the
+    databases says and as they are now (read-only): its rotation is unfinished, so it is
+    always due. Services someone has thawed since do not count."""
+    named: dict[str, str] = {}
+    for postgres_id, url in _lease_homes(ctx):
+        try:
+            left = lease_mod.left_frozen(url, connect_timeout=ctx.settings.connect_timeout)
+        except RenderRotatorError as exc:
+            log.info("could not read the lease on %s: %s", postgres_id, exc)
+            continue
+        for service_id, action in left.items():
+            named.setdefault(service_id, action)
+    found = freezing.still_frozen(ctx, named)
+    if found:
+        log.warning(
+            "an interrupted rotation of %s left %s frozen: finishing it",
+            ctx.db.label,
+            ", ".join(found),
+        )
+    return found
+
+
 def _peek_lease(ctx: Rotation) -> None:
     """Refuse at once (read-only) when another run holds the lease."""
     for _postgres_id, url in _lease_homes(ctx):
@@ -563,6 +587,8 @@ def _take_lease(ctx: Rotation) -> None:
             "run just rotate it?); nothing was changed",
             hint="check `render-rotator status`, then run again if it is still due",
         ) from None
+    # a dead run's lease names what it froze: ours to thaw now (rotation/lease.py)
+    freezing.adopt_from_dead_run(ctx)
 
 
 class RotationInterrupted(KeyboardInterrupt):

@@ -9,9 +9,11 @@ readonly     the database itself refuses writes (default_transaction_read_only, 
              sessions are ended so none keeps a read-write transaction open).
 none         no freeze (explicit opt-out; verification still catches rows that differ).
 
-We only ever undo what we did: a service someone had suspended before stays suspended
-(except when finishing a half-done rotation found on Render with no journal: the services
-that rotation froze look exactly like that, so they are taken as ours).
+We only ever undo what we did: a service someone had suspended before stays suspended. Each
+freeze is also written in the rotation's lease (rotation/lease.py) before the call, so a run
+that continues a dead one without its journal (a fresh machine) knows exactly which services
+that run froze (`adopt_from_dead_run`); a half-done rotation found on Render whose lease says
+nothing (an older version's) has its frozen services taken as ours.
 
 Fencing: from the cutover until the old database is retired, it is made read-only, whatever
 the freeze mode. Services resumed before their new deploy is live still run the old deploy
@@ -60,6 +62,11 @@ def _is_frozen(ctx: Rotation, action: str, service_id: str) -> bool:
     return bool(service.suspended if action == "suspend" else service.maintenance_mode_enabled)
 
 
+def still_frozen(ctx: Rotation, named: dict[str, str]) -> list[str]:
+    """Those of `named` (service id -> "suspend" / "maintenance") frozen that way now."""
+    return [s for s, action in named.items() if _is_frozen(ctx, action, s)]
+
+
 def _freeze_services(ctx: Rotation, mode: str, frozen: FrozenServices) -> None:
     """Suspend (or put in maintenance) each affected service we find running, each by its
     type: in maintenance mode, services other than web services are suspended instead.
@@ -86,6 +93,7 @@ def _freeze_services(ctx: Rotation, mode: str, frozen: FrozenServices) -> None:
             if service_id in thawed:
                 thawed.remove(service_id)
                 ctx.save()
+            _note_frozen(ctx, service_id, action)
             _call_freeze(ctx, action, service_id)
             continue
         already = _is_frozen(ctx, action, service_id)
@@ -94,13 +102,70 @@ def _freeze_services(ctx: Rotation, mode: str, frozen: FrozenServices) -> None:
             continue
         if already:
             log.info("%s is frozen by this rotation's earlier run: taking it as ours", service_id)
+            _note_frozen(ctx, service_id, action)
         else:
             if service_id not in pending:
                 pending.append(service_id)
                 ctx.save()
+            _note_frozen(ctx, service_id, action)
             _call_freeze(ctx, action, service_id)
         done.append(service_id)
         ctx.save()
+
+
+def _note_frozen(ctx: Rotation, service_id: str, action: str) -> None:
+    if ctx.lease is not None:
+        ctx.lease.note_frozen(service_id, action)
+
+
+def _note_thawed(ctx: Rotation, service_id: str) -> None:
+    if ctx.lease is not None:
+        ctx.lease.note_thawed(service_id)
+
+
+def adopt_from_dead_run(ctx: Rotation) -> list[str]:
+    """Right after this run took the lease: the services a dead run of this rotation froze,
+    as its lease names them (`Lease.inherited`), become frozen by this rotation, thawed by
+    its deploy or when it lands back on the old database. Only those still frozen the way
+    that run froze them; a service the user suspended was never in that list. The lease's
+    list is also brought in line with this journal, when there is one. Returns the ids
+    adopted."""
+    lease = ctx.lease
+    if lease is None:
+        return []
+    state = ctx.state
+    frozen = state.frozen
+    adopted = []
+    for service_id, action in lease.inherited.items():
+        if frozen is not None and service_id in frozen.thawed:
+            _note_thawed(ctx, service_id)  # this journal thawed it: the lease lagged behind
+            continue
+        if frozen is not None and service_id in frozen.suspended + frozen.maintenance:
+            continue  # this journal knows it already
+        if not _is_frozen(ctx, action, service_id):
+            # the dead run was cut off before its freeze call, or thawed it since
+            _note_thawed(ctx, service_id)
+            continue
+        if frozen is None:
+            frozen = state.frozen = FrozenServices(mode=ctx.settings.freeze)
+        (frozen.suspended if action == "suspend" else frozen.maintenance).append(service_id)
+        adopted.append(service_id)
+    if frozen is not None:  # what this journal froze and did not thaw: in the lease too
+        for service_id in frozen.suspended:
+            if service_id not in frozen.thawed:
+                lease.keep_frozen(service_id, "suspend")
+        for service_id in frozen.maintenance:
+            if service_id not in frozen.thawed:
+                lease.keep_frozen(service_id, "maintenance")
+    if adopted:
+        note = (
+            f"{', '.join(adopted)} had been frozen by an interrupted run of this rotation (its "
+            "lease names them): this run thaws them"
+        )
+        log.warning("%s", note)
+        ctx.report.notes.append(note)
+        ctx.save()
+    return adopted
 
 
 def _call_freeze(ctx: Rotation, mode: str, service_id: str) -> None:
@@ -197,6 +262,7 @@ def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
                 ctx.client.resume_service(service_id)
             thawed.append(service_id)
             ctx.save()
+            _note_thawed(ctx, service_id)
     if not maintenance:
         return
     for service_id in in_maintenance:
@@ -205,6 +271,7 @@ def thaw_services(ctx: Rotation, *, maintenance: bool = True) -> None:
                 ctx.client.set_maintenance_mode(service_id, False)
             thawed.append(service_id)
             ctx.save()
+            _note_thawed(ctx, service_id)
 
 
 def end_window(ctx: Rotation) -> None:

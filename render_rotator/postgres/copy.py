@@ -242,9 +242,10 @@ _STOP_POLL = 0.1  # seconds between looks at the caller's `stop`
 
 @contextlib.contextmanager
 def _stopped_by(stop: threading.Event | None, c: CopyWorkers) -> Iterator[None]:
-    """While the copy runs: once `stop` is set, its processes are killed and nothing new
-    starts (every step after that fails as stopped), so the copy raises CopyError; a copy
-    that got to its end all the same returns as usual."""
+    """While the copy runs: once `stop` is set, its processes are killed, the query of its
+    snapshot session is cancelled and nothing new starts (every step after that fails as
+    stopped), so the copy raises CopyError; a copy that got to its end all the same returns
+    as usual."""
     if stop is None:
         yield
         return
@@ -254,7 +255,10 @@ def _stopped_by(stop: threading.Event | None, c: CopyWorkers) -> Iterator[None]:
         while not over.wait(_STOP_POLL):
             if stop.is_set():
                 c.procs.stop_all()
-                return
+                session = c.source_session
+                if session is not None:  # again each time: a query started since is ended too
+                    with contextlib.suppress(psycopg2.Error):
+                        session.cancel()
 
     watcher = threading.Thread(target=watch, name="copy-stop", daemon=True)
     watcher.start()
@@ -313,6 +317,7 @@ def _run(c: CopyWorkers, *, verify: str | None, clean: bool) -> CopyResult:
         statement_timeout=c.deadline.remaining(),
         autocommit=False,
     )
+    c.source_session = exporter  # a stop cancels its query (a lock wait, say)
     try:
         return _copy_in_snapshot(c, exporter, target_num, phases, phase, verify)
     except psycopg2.Error as exc:

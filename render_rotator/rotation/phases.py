@@ -293,6 +293,10 @@ def inspect(ctx: Rotation) -> bool:
     if old is not None and not ctx.journal.is_done("backup") and not upgrading:
         _check_client(ctx)
         _check_backup_dir(ctx)
+        if provisions_early(state):
+            # the copy's expected size (for its progress), measured before the freeze: the
+            # copy starts at once beside the backup, which measures it for delete-first
+            state.source_bytes = _user_data_bytes(ctx, ctx.old_url())
     ctx.save()
     return True
 
@@ -593,16 +597,12 @@ def _backup_beside_copy(ctx: Rotation, *, backed_up: bool) -> bool:
     stops before any cutover (a copy without its verified backup and fingerprint is never
     used). `backed_up`: an intact backup exists already (a run killed right after it):
     only the copy runs, in a snapshot of its own; verify proves it equal to the backup."""
-    state = ctx.state
     old_url, new_url = ctx.old_url(), ctx.new_url()
     _prepare_copy(ctx)
     if backed_up:
         _copy_direct(ctx, old_url, new_url)
         return True
     path, stamp = _backup_path(ctx)
-    # the copy's expected size, by the measure its progress and the report use
-    state.source_bytes = _user_data_bytes(ctx, old_url)
-    ctx.save()
     manager = ctx.manager()
 
     def take_backup(snapshot: str, stop: QueryCancel) -> BackupInfo:

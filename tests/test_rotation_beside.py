@@ -85,14 +85,14 @@ def _start_rotate(app: App, config: Path, emu: RenderEmulator) -> subprocess.Pop
     )
 
 
-def _lock_once_provisioning(app: App, config: Path, proc: subprocess.Popen[str]) -> Any:
-    """Take the table lock once the rotation provisions (inspect, which reads the old
-    database's size, is behind it; the freeze, the backup and the copy are ahead)."""
+def _lock_once_provisioned(app: App, config: Path, proc: subprocess.Popen[str]) -> Any:
+    """Take the table lock once the new database is provisioned (what reads the old one's
+    size is behind; the freeze, the backup and the copy are ahead)."""
     deadline = time.monotonic() + 60
     while True:
         with suppress(FileNotFoundError, ValueError):
             entry = _journal(config, app)["phases"].get("provision", {})
-            if entry.get("status") in ("started", "done"):
+            if entry.get("status") == "done":
                 return _table_locked(app)
         if proc.poll() is not None:
             raise AssertionError(f"rotate ended before provisioning: {proc.communicate()}")
@@ -126,7 +126,7 @@ def test_killed_while_the_backup_and_the_copy_both_run_then_resumed(
     before = inventory(app.external_url)
     proc = _start_rotate(app, config, emu)
     try:
-        with _lock_once_provisioning(app, config, proc):
+        with _lock_once_provisioned(app, config, proc):
             waiting = _until_both_wait(app, proc)
             at_kill = _journal(config, app)
             os.killpg(proc.pid, signal.SIGKILL)
@@ -162,7 +162,7 @@ def test_a_backup_failing_while_the_copy_runs_stops_the_copy_and_the_cutover(
     databases = [pg["id"] for pg in app.databases()]
     proc = _start_rotate(app, config, emu)
     try:
-        with _lock_once_provisioning(app, config, proc):
+        with _lock_once_provisioned(app, config, proc):
             waiting = _until_both_wait(app, proc)
             # the backup fails while the copy runs (its server session is ended)
             execute(_old_url(app), "SELECT pg_terminate_backend(%s)", (waiting[BACKUP],))
@@ -197,7 +197,7 @@ def test_sigterm_while_both_run_stops_both_and_lands_on_the_old_database(
     databases = [pg["id"] for pg in app.databases()]
     proc = _start_rotate(app, config, emu)
     try:
-        with _lock_once_provisioning(app, config, proc):
+        with _lock_once_provisioned(app, config, proc):
             _until_both_wait(app, proc)
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)

@@ -10,7 +10,10 @@ only the runner (workflow.py) moves between phases, switches strategy and record
 
 create-first (and auto, which starts as create-first) provisions before the freeze instead:
 inspect -> upgrade -> provision -> freeze -> backup -> copy -> ... (`phase_order`), so the
-minutes Render takes to make a database are not part of the app's downtime. When Render
+minutes Render takes to make a database are not part of the app's downtime; and its copy runs
+beside its backup (`beside`), both in one exported snapshot of the old database, so the
+freeze lasts the longer of the two rather than their sum. A backup that fails stops the copy
+and the rotation before any cutover: nothing is repointed or deleted without it. When Render
 refuses that early second free database, auto falls back to delete-first without deleting
 anything (provision returns FallBackToDeleteFirst): freeze, backup and delete-old come
 first, then provision runs again.
@@ -293,10 +296,6 @@ def inspect(ctx: Rotation) -> bool:
     if old is not None and not ctx.journal.is_done("backup") and not upgrading:
         _check_client(ctx)
         _check_backup_dir(ctx)
-        if provisions_early(state):
-            # the copy's expected size (for its progress), measured before the freeze: the
-            # copy starts at once beside the backup, which measures it for delete-first
-            state.source_bytes = _user_data_bytes(ctx, ctx.old_url())
     ctx.save()
     return True
 
@@ -729,6 +728,10 @@ def provision(ctx: Rotation) -> bool | FallBackToDeleteFirst:
     ctx.set_new(new)
     guard.mark_new(ctx, new)
     ctx.report.new = describe_postgres(new)
+    if not frozen and ctx.old is not None:
+        # the copy's expected size (for its progress), measured before the freeze: the copy
+        # starts at once beside the backup (delete-first measures after its backup)
+        state.source_bytes = _user_data_bytes(ctx, ctx.old_url())
     ctx.save()
     return True
 

@@ -217,3 +217,41 @@ def test_sigterm_while_both_run_stops_both_and_lands_on_the_old_database(
     assert "still in use" in report["message"]
     assert emu.service(app.service_id)["suspended"] == "not_suspended"
     assert [pg["id"] for pg in app.databases()] == databases
+
+
+def test_a_copy_failing_after_its_backup_finished_keeps_that_backup_recorded(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    app = make_app(emu, plan=PAID_PLAN)
+    config = write_config(tmp_path, app, strategy="create-first")
+    proc = _start_rotate(app, config, emu)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # once provisioned (its marker written), the new database takes no session
+            with suppress(FileNotFoundError, ValueError):
+                journal = _journal(config, app)
+                if journal["phases"].get("provision", {}).get("status") == "done":
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "never provisioned"
+            time.sleep(0.002)
+        new = emu.connection_info(journal["state"]["new_id"])
+        [(statement,)] = execute(
+            new["externalConnectionString"] + "?sslmode=require",
+            "SELECT format('ALTER DATABASE %%I CONNECTION LIMIT 0', current_database())",
+        )
+        execute(new["externalConnectionString"] + "?sslmode=require", statement)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 1, err
+    report = json.loads(out)
+    assert report["message"].startswith("failed in phase copy: cannot connect"), report["message"]
+    assert "No cutover" in report["message"]
+    phases = {p["name"]: p["status"] for p in report["phases"]}
+    assert phases["backup"] == phases["copy"] == "failed"
+    # the backup had finished (the copy could not even connect): kept, with its manifest
+    archive = Path(report["backup"]["path"])
+    assert archive.exists() and Path(str(archive) + ".json").exists()
+    assert [pg["id"] for pg in app.databases()] == [app.postgres_id]

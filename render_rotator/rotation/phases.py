@@ -603,22 +603,30 @@ def _backup_beside_copy(ctx: Rotation, *, backed_up: bool) -> bool:
         return True
     path, stamp = _backup_path(ctx)
     manager = ctx.manager()
+    taken: list[BackupInfo] = []
 
     def take_backup(snapshot: str, stop: QueryCancel) -> BackupInfo:
-        return _take_backup(ctx, manager, path, snapshot=snapshot, cancel=stop)
+        taken.append(_take_backup(ctx, manager, path, snapshot=snapshot, cancel=stop))
+        return taken[0]
 
     def take_copy(snapshot: str, stop: QueryCancel) -> None:
         _copy_direct(ctx, old_url, new_url, snapshot=snapshot, stop=stop)
 
-    # a failure of either side raises SideFailed naming it: the runner records it there
-    both = side_by_side(
-        old_url,
-        beside=("backup", take_backup),
-        main=("copy", take_copy),
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    )
-    _record_backup(ctx, path, stamp, both.beside)
+    try:
+        # a failure of either side raises SideFailed naming it: the runner records it there
+        side_by_side(
+            old_url,
+            beside=("backup", take_backup),
+            main=("copy", take_copy),
+            connect_timeout=ctx.settings.connect_timeout,
+            statement_timeout=ctx.settings.command_timeout,
+        )
+    except BaseException:
+        if taken:  # a finished backup keeps its manifest and is journaled, whatever the copy did
+            with contextlib.suppress(Exception):
+                _record_backup(ctx, path, stamp, taken[0])
+        raise
+    _record_backup(ctx, path, stamp, taken[0])
     return True
 
 

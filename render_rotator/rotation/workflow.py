@@ -628,10 +628,8 @@ def _run_phase(ctx: Rotation, name: str, phase: phases.Phase, together: str | No
         journal.begin(together)
     started = time.monotonic()
     try:
-        with (
-            ctx.ui.phase(name) as shown,
-            ctx.ui.phase(together) if together is not None else contextlib.nullcontext(),
-        ):
+        # one display for both: a GitHub Actions log cannot nest groups
+        with ctx.ui.phase(name if together is None else f"{name} + {together}") as shown:
             outcome = phase(ctx)
             taken = decisions.decisions_of(outcome)
             gives_way = [d for d in taken if d.gives_way]

@@ -255,3 +255,18 @@ def test_a_copy_failing_after_its_backup_finished_keeps_that_backup_recorded(
     archive = Path(report["backup"]["path"])
     assert archive.exists() and Path(str(archive) + ".json").exists()
     assert [pg["id"] for pg in app.databases()] == [app.postgres_id]
+
+
+def test_one_job_backs_up_to_one_file_beside_a_serial_copy(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    app = make_app(emu, plan=PAID_PLAN)
+    config = write_config(tmp_path, app, strategy="create-first", jobs=1)
+    before = inventory(app.external_url)
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    report = report_of(result)
+    assert_rotated(app, report, before, config=config)
+    archive = Path(report["backup"]["path"])
+    assert archive.is_file()  # pg_dump -Fc: one file, not a directory archive
+    assert report["verification"]["mode"] == "content"

@@ -9,7 +9,9 @@ the app's database (a paid plan for create-first, so a second database may exist
 free for delete-first), fills it with a bench/profiles.py profile as the database's own
 user, wires a web service to it, and runs a real `rotate` (freeze = suspend, jobs = 2).
 It prints each phase's time, the copy (copy + verify) time and the freeze window, and
-checks the target of the issue: freeze window <= copy time + 10 s.
+checks the target of the issue: freeze window <= copy time + 10 s. create-first runs its
+copy beside its backup: the backup phase lasts as long as the longer of the two, the copy
+phase shows the copy's own time, and window - move is the time outside the data move.
 """
 
 from __future__ import annotations
@@ -118,7 +120,9 @@ def run(strategy: str, args: argparse.Namespace) -> dict[str, float]:
         freeze = report.freeze_seconds or 0.0
         print(
             f"freeze window {freeze:.1f}s, data move (backup/copy + verify) {copy:.1f}s, "
-            f"target <= {copy + 10:.1f}s: {'met' if freeze <= copy + 10 else 'NOT met'}"
+            f"outside the move {freeze - copy:.1f}s, target <= {copy + 10:.1f}s: "
+            f"{'met' if freeze <= copy + 10 else 'NOT met'} (load average now "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})"
         )
         return {"freeze": freeze, "copy": copy}
 

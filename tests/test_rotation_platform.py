@@ -148,7 +148,7 @@ def test_create_first_redeploys_deploy_only_and_leaves_static_sites_alone(
     assert report["strategy"] == "create-first"
     assert_rotated(app, report, before, config=config)
 
-    during = ui.at["copy"]["services"]
+    during = ui.at["backup + copy"]["services"]  # the copy runs beside the backup
     assert during[app.service_id]["suspended"] == "suspended"
     assert during[cron]["suspended"] == "suspended"
     assert during[site]["suspended"] == "not_suspended"  # a static site is left alone

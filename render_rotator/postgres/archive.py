@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -105,7 +106,9 @@ def check_writable_destination(path: Path) -> None:
         )
 
 
-def list_archive(client: PgBin, path: Path, *, timeout: float) -> str:
+def list_archive(
+    client: PgBin, path: Path, *, timeout: float, stop: threading.Event | None = None
+) -> str:
     """`pg_restore --list`: proves the archive is complete and readable."""
     if not path.exists():
         raise BackupError(f"backup archive {path} does not exist")
@@ -116,6 +119,7 @@ def list_archive(client: PgBin, path: Path, *, timeout: float) -> str:
             timeout=timeout,
             what=f"reading archive {path}",
             capture_stdout=True,
+            stop=stop,
         )
     except ToolError as exc:
         raise BackupError(f"backup archive {path} is not readable: {exc.message}") from None
@@ -134,8 +138,11 @@ def dump(
     jobs: int = 1,
     compress: str | None = None,
     snapshot: str | None = None,
+    stop: threading.Event | None = None,
 ) -> ArchiveInfo:
-    """pg_dump `source` into `path` atomically: a partial dump never takes the final name."""
+    """pg_dump `source` into `path` atomically: a partial dump never takes the final name.
+
+    `stop`: set it from another thread to kill pg_dump (ToolError; nothing takes the name)."""
     check_writable_destination(path)
     partial = path.with_name(path.name + ".partial")
     _remove(partial)
@@ -162,8 +169,9 @@ def dump(
             timeout=timeout,
             what=f"pg_dump of {source.redacted()}",
             connect_timeout=connect_timeout,
+            stop=stop,
         )
-        toc = list_archive(client, partial, timeout=timeout)
+        toc = list_archive(client, partial, timeout=timeout, stop=stop)
         _remove(path)
         os.replace(partial, path)
     except BaseException:

@@ -3,7 +3,8 @@
 - `USER_SCHEMA` / `not_extension_member`: which objects are the user's (everything outside
   the system schemas that no extension owns); the copy, the fingerprint, the inventory,
   ANALYZE and the size measure all use these two filters, so they always agree.
-- `is_superuser`, `export_snapshot`: asked by the copy, the seed engine and the restores.
+- `is_superuser`, `export_snapshot`, `import_snapshot`: asked by the copy, the seed engine
+  and the restores.
 - `read_source`: everything the copy needs to know about the source, read in its snapshot
   (tables with their columns and binary-safety, indexes, constraints, sequences).
 """
@@ -54,6 +55,17 @@ def export_snapshot(cur: Any) -> str:
     if not _SNAPSHOT_ID.match(snapshot):
         raise CopyError(f"unexpected snapshot id {snapshot!r}")
     return snapshot
+
+
+def import_snapshot(cur: Any, snapshot: str) -> None:
+    """Make `cur`'s REPEATABLE READ transaction see exactly the exported `snapshot` (its
+    first statement: PostgreSQL refuses the import after any query). The exporting
+    transaction must still be open; once imported, this one no longer needs it."""
+    if not _SNAPSHOT_ID.match(snapshot):
+        raise CopyError(
+            f"not a snapshot id: {snapshot!r}", hint="pass pg_export_snapshot()'s value"
+        )
+    cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
 
 
 def qualified(schema: str, name: str) -> str:

@@ -48,7 +48,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ from render_rotator.postgres.binaries import (
 from render_rotator.postgres.catalog import (
     SourceTable,
     export_snapshot,
+    import_snapshot,
     is_superuser,
     lock_tables,
     read_sequences,
@@ -168,6 +169,8 @@ def copy_database(
     progress: ProgressCallback | None = None,
     maintenance_work_mem: str | None = None,
     split_bytes: int | None = None,
+    snapshot: str | None = None,
+    stop: threading.Event | None = None,
 ) -> CopyResult:
     """Copy every schema object and row of `source_url` into the empty `target_url`.
 
@@ -181,6 +184,10 @@ def copy_database(
     `maintenance_work_mem` is set per session for index builds on the target (None keeps
     the server's); `split_bytes` forces tables larger than it into ctid ranges of about
     that size (default: only tables larger than their fair share are split).
+    `snapshot`: an exported snapshot of the source to copy instead of a new one (say, the
+    one a backup taken beside the copy reads: both then hold the very same data); its
+    exporter must stay open until the copy has imported it, which it does first.
+    `stop`: set it from another thread to end the copy early (CopyError, partial copy).
     Raises CopyError (with the table and cause) when a worker fails, CommandTimeoutError
     when `command_timeout` runs out; in both cases the target holds a partial copy.
     """
@@ -212,8 +219,10 @@ def copy_database(
         )
         copier.pg_bin = pg_bin
         copier.needs_tls = needs_tls
+        copier.imported_snapshot = snapshot
         try:
-            return _run(copier, verify=verify_mode if verify else None, clean=clean)
+            with _stopped_by(stop, copier):
+                return _run(copier, verify=verify_mode if verify else None, clean=clean)
         except DatabaseError as exc:
             if not copier.touched:
                 raise
@@ -226,6 +235,42 @@ def copy_database(
             raise exc from None
         finally:
             copier.procs.stop_all()
+
+
+_STOP_POLL = 0.1  # seconds between looks at the caller's `stop`
+
+
+@contextlib.contextmanager
+def _stopped_by(stop: threading.Event | None, c: CopyWorkers) -> Iterator[None]:
+    """While the copy runs: once `stop` is set, its processes are killed, the query of its
+    snapshot session is cancelled and nothing new starts (every step after that fails as
+    stopped), so the copy raises CopyError; a copy that got to its end all the same returns
+    as usual."""
+    if stop is None:
+        yield
+        return
+    over = threading.Event()
+
+    def watch() -> None:
+        while not over.wait(_STOP_POLL):
+            if stop.is_set():
+                c.procs.stop_all()
+                session = c.source_session
+                if session is not None:  # again each time: a query started since is ended too
+                    with contextlib.suppress(psycopg2.Error):
+                        session.cancel()
+
+    watcher = threading.Thread(target=watch, name="copy-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except (DatabaseError, Stopped) as exc:
+        if not stop.is_set():
+            raise
+        raise CopyError(f"the copy was stopped before it finished ({exc})") from None
+    finally:
+        over.set()
+        watcher.join()
 
 
 def _run(c: CopyWorkers, *, verify: str | None, clean: bool) -> CopyResult:
@@ -272,6 +317,7 @@ def _run(c: CopyWorkers, *, verify: str | None, clean: bool) -> CopyResult:
         statement_timeout=c.deadline.remaining(),
         autocommit=False,
     )
+    c.source_session = exporter  # a stop cancels its query (a lock wait, say)
     try:
         return _copy_in_snapshot(c, exporter, target_num, phases, phase, verify)
     except psycopg2.Error as exc:
@@ -292,6 +338,8 @@ def _copy_in_snapshot(
 ) -> CopyResult:
     exporter.set_session(isolation_level="REPEATABLE READ", readonly=True)
     with exporter.cursor() as cur:
+        if c.imported_snapshot:
+            import_snapshot(cur, c.imported_snapshot)  # then exported again, for the workers
         cur.execute("SET idle_in_transaction_session_timeout = 0")
         c.snapshot = export_snapshot(cur)
     source_major = server_major_from_num(int(exporter.server_version))

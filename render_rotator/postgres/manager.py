@@ -30,9 +30,9 @@ from render_rotator.postgres.binaries import (
     server_major_from_num,
     url_needs_tls,
 )
-from render_rotator.postgres.catalog import export_snapshot, is_superuser
+from render_rotator.postgres.catalog import export_snapshot, import_snapshot, is_superuser
 from render_rotator.postgres.clean import target_objects
-from render_rotator.postgres.connect import QueryCancel, connect, connection
+from render_rotator.postgres.connect import QueryCancel, connect, connection, sql_error
 from render_rotator.postgres.fingerprint import Fingerprint, take_fingerprint
 from render_rotator.postgres.inventory import (
     Inventory,
@@ -161,12 +161,23 @@ class DatabaseManager:
         return self._client
 
     @contextlib.contextmanager
-    def exported_snapshot(self, url: PgURL) -> Iterator[tuple[psycopg2.extensions.connection, str]]:
-        """A REPEATABLE READ transaction whose snapshot other sessions (pg_dump) can share."""
+    def exported_snapshot(
+        self, url: PgURL, *, imported: str | None = None
+    ) -> Iterator[tuple[psycopg2.extensions.connection, str]]:
+        """A REPEATABLE READ transaction whose snapshot other sessions (pg_dump) can share.
+
+        `imported`: another session's exported snapshot to take instead of a new one; it is
+        exported again from here, so the sessions sharing it depend on this transaction only.
+        """
         conn = self.connect(url, autocommit=False)
         try:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
+                if imported:
+                    try:
+                        import_snapshot(cur, imported)
+                    except psycopg2.Error as exc:
+                        raise sql_error(url, exc) from None
                 snapshot = export_snapshot(cur)
             yield conn, snapshot
         finally:
@@ -197,20 +208,26 @@ class DatabaseManager:
         jobs: int | None = None,
         compress: str | None = None,
         verify_mode: str = "content",
+        snapshot: str | None = None,
+        cancel: QueryCancel | None = None,
     ) -> BackupInfo:
         """pg_dump the source (custom format) to `backup_file`, read it back and hash it.
 
         The source's content fingerprint (`verify_mode`) and inventory are taken in the very
         snapshot pg_dump uses, while it runs, so they describe exactly what the archive holds.
+        `snapshot`: an exported snapshot of the source to back up (say, the one a copy
+        beside this backup reads); its exporter must stay open until this call has started
+        its own transaction. `cancel`: set it from another thread to stop the backup (its
+        pg_dump and its fingerprint); the partial archive is removed.
         """
         source = parse_url(source_url)
         path = Path(backup_file)
         archive.check_writable_destination(path)
         # an interrupted or failed dump stops the fingerprint's queries too: the pool's exit
         # would otherwise wait for one blocked on a lock until its timeout
-        cancel = QueryCancel()
+        cancel = cancel if cancel is not None else QueryCancel()
         with (
-            self.exported_snapshot(source) as (conn, snapshot),
+            self.exported_snapshot(source, imported=snapshot) as (conn, snapshot),
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool,
             cancel.on_failure(),
         ):
@@ -240,6 +257,7 @@ class DatabaseManager:
                 jobs=jobs or (self.jobs if archive_format == "directory" else 1),
                 compress=compress,
                 snapshot=snapshot,
+                stop=cancel,
             )
             fp = taking.result() if taking is not None else None
             inv = take_inventory_in(conn, rows=fp.row_counts) if fp is not None else None

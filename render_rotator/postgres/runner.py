@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -135,10 +136,13 @@ def run_tool(
     connect_timeout: float | None = None,
     check: bool = True,
     capture_stdout: bool = False,
+    stop: threading.Event | None = None,
 ) -> ToolResult:
     """Run one tool to completion within `timeout` seconds of wall-clock time.
 
-    `what` names the step in errors ("pg_dump of postgresql://u:***@h/db").
+    `what` names the step in errors ("pg_dump of postgresql://u:***@h/db"). `stop`: once
+    set (by another thread), the tool is killed within a fraction of a second and ToolError
+    says it was stopped.
     """
     program = Path(argv[0]).name
     secrets = [u.password for u in urls if u.password]
@@ -157,7 +161,10 @@ def run_tool(
         ) as (proc, errfile),
     ):
         try:
-            returncode = proc.wait(timeout=timeout)
+            returncode = _wait(proc, timeout, stop)
+        except _StopRequested:
+            kill_group(proc, grace=0.5)
+            raise ToolError(f"{program} was stopped ({what})", command=program) from None
         except subprocess.TimeoutExpired:
             kill_group(proc)
             raise CommandTimeoutError(
@@ -182,6 +189,29 @@ def run_tool(
             command=program,
         )
     return ToolResult(returncode, stderr, seconds, stdout)
+
+
+class _StopRequested(Exception):
+    """`stop` was set while the tool ran."""
+
+
+_STOP_POLL = 0.1  # seconds between looks at `stop` while a tool runs
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float, stop: threading.Event | None) -> int:
+    """The tool's exit code; TimeoutExpired past `timeout`, _StopRequested once `stop` is set."""
+    if stop is None:
+        return proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        if stop.is_set():
+            raise _StopRequested()
+        left = deadline - time.monotonic()
+        try:
+            return proc.wait(timeout=max(0.0, min(_STOP_POLL, left)))
+        except subprocess.TimeoutExpired:
+            if left <= _STOP_POLL:
+                raise
 
 
 def last_error_line(stderr: str) -> str:

@@ -92,6 +92,8 @@ class CopyWorkers:
         self.schema_path: Path | None = None  # the schema archive, once dumped
         self.procs = ToolProcesses()
         self.snapshot = ""
+        self.imported_snapshot: str | None = None  # the caller's exported snapshot, if any
+        self.source_session: psycopg2.extensions.connection | None = None  # holds the snapshot
         # called with each table once all of it is loaded (the verification sums it)
         self.on_table_loaded: Callable[[SourceTable], None] | None = None
         self.encoding = "UTF8"

@@ -10,7 +10,10 @@ only the runner (workflow.py) moves between phases, switches strategy and record
 
 create-first (and auto, which starts as create-first) provisions before the freeze instead:
 inspect -> upgrade -> provision -> freeze -> backup -> copy -> ... (`phase_order`), so the
-minutes Render takes to make a database are not part of the app's downtime. When Render
+minutes Render takes to make a database are not part of the app's downtime; and its copy runs
+beside its backup (`beside`), both in one exported snapshot of the old database, so the
+freeze lasts the longer of the two rather than their sum. A backup that fails stops the copy
+and the rotation before any cutover: nothing is repointed or deleted without it. When Render
 refuses that early second free database, auto falls back to delete-first without deleting
 anything (provision returns FallBackToDeleteFirst): freeze, backup and delete-old come
 first, then provision runs again.
@@ -53,10 +56,12 @@ from render_rotator.postgres.archive import (
     write_private,
 )
 from render_rotator.postgres.binaries import server_major_from_num
-from render_rotator.postgres.connect import connection
+from render_rotator.postgres.connect import QueryCancel, connection
 from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.fingerprint import Fingerprint, apply_settings, take_fingerprint
 from render_rotator.postgres.inventory import Inventory, compare
+from render_rotator.postgres.manager import BackupInfo, DatabaseManager
+from render_rotator.postgres.side_by_side import side_by_side
 from render_rotator.postgres.size import user_data_bytes
 from render_rotator.postgres.url import parse_url
 from render_rotator.render import DEPLOY_SUCCESSFUL, Deploy, Postgres, is_free_tier_refusal
@@ -470,11 +475,17 @@ def freeze(ctx: Rotation) -> bool:
 
 def backup(ctx: Rotation) -> bool:
     """A verified archive on disk (readable, hashed, with the source inventory) before any
-    deletion can happen."""
+    deletion can happen. create-first, once the new database is available, copies beside
+    it in the same snapshot (`beside`, `_backup_beside_copy`)."""
     state = ctx.state
     existing = state.backup
     path_done = Path(existing.path) if existing else None
-    if existing and path_done and path_done.exists() and sha256_path(path_done) == existing.sha256:
+    intact = bool(
+        existing and path_done and path_done.exists() and sha256_path(path_done) == existing.sha256
+    )
+    if beside(ctx, "backup") == "copy":
+        return _backup_beside_copy(ctx, backed_up=intact)
+    if intact:
         return True
     if ctx.old is None:
         raise RotationError(
@@ -482,6 +493,19 @@ def backup(ctx: Rotation) -> bool:
             hint=f"look for archives in {ctx.settings.backup_dir}; if it was moved, run "
             "`render-rotator resume --backup PATH`",
         )
+    path, stamp = _backup_path(ctx)
+    info = _take_backup(ctx, ctx.manager(), path)
+    _record_backup(ctx, path, stamp, info)
+    # the copy's expected size, by the measure the copy progress and the report use
+    state.source_bytes = _user_data_bytes(ctx, ctx.old_url())
+    ctx.save()
+    return True
+
+
+def _backup_path(ctx: Rotation) -> tuple[Path, str]:
+    """A new archive's path in backup_dir (made if needed), stale partials removed; and
+    the time stamp in its name."""
+    state = ctx.state
     backup_dir = ctx.settings.backup_dir
     try:
         backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -498,20 +522,40 @@ def backup(ctx: Rotation) -> bool:
         if not path.exists():
             break
         path = backup_dir / f"{prefix}{stamp}-{n}.dump"
-    manager = ctx.manager()
+    return path, stamp
+
+
+def _take_backup(
+    ctx: Rotation,
+    manager: DatabaseManager,
+    path: Path,
+    *,
+    snapshot: str | None = None,
+    cancel: QueryCancel | None = None,
+) -> BackupInfo:
+    """pg_dump the old database to `path` (in `snapshot` when given), with its inventory
+    and content fingerprint taken in the same snapshot."""
     if ctx.settings.jobs > 1:
         # inside the write freeze, so fast: parallel workers, a directory archive that the
         # delete-first path restores in parallel too, cheapest good compression
-        info = manager.backup_database(
+        return manager.backup_database(
             ctx.old_url(),
             path,
             archive_format="directory",
             jobs=ctx.settings.jobs,
             compress=best_compression(manager.client),
             verify_mode=ctx.settings.verify,
+            snapshot=snapshot,
+            cancel=cancel,
         )
-    else:
-        info = manager.backup_database(ctx.old_url(), path, verify_mode=ctx.settings.verify)
+    return manager.backup_database(
+        ctx.old_url(), path, verify_mode=ctx.settings.verify, snapshot=snapshot, cancel=cancel
+    )
+
+
+def _record_backup(ctx: Rotation, path: Path, stamp: str, info: BackupInfo) -> None:
+    """The manifest beside the archive, and the backup's facts in the journal."""
+    state = ctx.state
     assert info.inventory is not None and info.fingerprint is not None
     manifest = {
         "database": state.old_name,
@@ -533,10 +577,68 @@ def backup(ctx: Rotation) -> bool:
     # the content fingerprint of the backup's snapshot (definitions and settings as digests:
     # the journal holds no values); the manifest beside the archive holds the full one
     state.fingerprint = info.fingerprint.to_dict(digests=True)
-    # the copy's expected size, by the measure the copy progress and the report use
-    state.source_bytes = _user_data_bytes(ctx, ctx.old_url())
     ctx.save()
     log.info("verified backup of %s: %s", state.old_name, path)
+
+
+def beside(ctx: Rotation, name: str) -> str | None:
+    """The phase that runs side by side with phase `name` now, if any (the runner journals
+    both): create-first's copy beside its backup, once the new database is available.
+
+    Both read one exported snapshot of the old database, so the backup, the copy and the
+    fingerprint that verify checks the new database against are all the same state, and
+    the copy no longer waits for the backup inside the write freeze."""
+    state = ctx.state
+    if name != "backup" or not provisions_early(state) or ctx.journal.is_done("copy"):
+        return None
+    if not (state.new_id and ctx.journal.is_done("provision")) or ctx.old is None:
+        return None
+    return "copy"
+
+
+def own_seconds(ctx: Rotation, name: str) -> float | None:
+    """The time of phase `name` itself when it ran beside another: the copy engine's."""
+    copied = ctx.state.copy
+    return copied.seconds if name == "copy" and copied is not None else None
+
+
+def _backup_beside_copy(ctx: Rotation, *, backed_up: bool) -> bool:
+    """create-first: the backup and the copy side by side in one snapshot of the old
+    database (postgres/side_by_side.py). Either failing stops the other, and the rotation
+    stops before any cutover (a copy without its verified backup and fingerprint is never
+    used). `backed_up`: an intact backup exists already (a run killed right after it):
+    only the copy runs, in a snapshot of its own; verify proves it equal to the backup."""
+    old_url, new_url = ctx.old_url(), ctx.new_url()
+    _prepare_copy(ctx)
+    if backed_up:
+        _copy_direct(ctx, old_url, new_url)
+        return True
+    path, stamp = _backup_path(ctx)
+    manager = ctx.manager()
+    taken: list[BackupInfo] = []
+
+    def take_backup(snapshot: str, stop: QueryCancel) -> BackupInfo:
+        taken.append(_take_backup(ctx, manager, path, snapshot=snapshot, cancel=stop))
+        return taken[0]
+
+    def take_copy(snapshot: str, stop: QueryCancel) -> None:
+        _copy_direct(ctx, old_url, new_url, snapshot=snapshot, stop=stop)
+
+    try:
+        # a failure of either side raises SideFailed naming it: the runner records it there
+        side_by_side(
+            old_url,
+            beside=("backup", take_backup),
+            main=("copy", take_copy),
+            connect_timeout=ctx.settings.connect_timeout,
+            statement_timeout=ctx.settings.command_timeout,
+        )
+    except BaseException:
+        if taken:  # a finished backup keeps its manifest and is journaled, whatever the copy did
+            with contextlib.suppress(Exception):
+                _record_backup(ctx, path, stamp, taken[0])
+        raise
+    _record_backup(ctx, path, stamp, taken[0])
     return True
 
 
@@ -646,6 +748,10 @@ def provision(ctx: Rotation) -> bool | FallBackToDeleteFirst:
     ctx.set_new(new)
     guard.mark_new(ctx, new)
     ctx.report.new = describe_postgres(new)
+    if not frozen and ctx.old is not None:
+        # the copy's expected size (for its progress), measured before the freeze: the copy
+        # starts at once beside the backup (delete-first measures after its backup)
+        state.source_bytes = _user_data_bytes(ctx, ctx.old_url())
     ctx.save()
     return True
 
@@ -692,62 +798,93 @@ def copy(ctx: Rotation) -> bool:
     state = ctx.state
     new_url = ctx.new_url()
     manager = ctx.manager()
+    _prepare_copy(ctx)
+    inventory = Inventory.from_dict(state.known_inventory)
+    if ctx.old is not None and state.strategy == "create-first":
+        # both databases exist: stream them directly, in parallel, in one snapshot
+        _copy_direct(ctx, ctx.old_url(), new_url)
+        return True
+    path = Path(state.known_backup.path)
+    progress = ctx.ui.copy_progress(total_bytes=state.source_bytes, total_rows=inventory.total_rows)
+    with progress:
+        with ctx.ui.watch_copy(
+            new_url,
+            progress,
+            expected_rows=inventory.tables,
+            connect_timeout=ctx.settings.connect_timeout,
+        ):
+            # the verify phase compares the result with the backup's inventory: anything
+            # that was already there is named as a difference, with the way out
+            result = manager.restore_database(new_url, path, require_empty=False)
+        _measure_copied(ctx, new_url, progress)
+    # pg_restore without --create leaves the database's own settings out
+    apply_settings(new_url, _backup_settings(ctx), connect_timeout=ctx.settings.connect_timeout)
+    state.copy = CopySummary(
+        method="pg_restore", seconds=round(result.seconds, 3), skipped=list(result.skipped)
+    )
+    _note_skipped(ctx, result.skipped)
+    return True
+
+
+def _prepare_copy(ctx: Rotation) -> None:
+    """Empty the new database when it may hold anything (an adopted one, a copy cut short),
+    and journal that a copy into it began."""
+    state = ctx.state
     if state.copy_started or state.new_adopted:
         dropped = guard.empty_new(ctx)
         log.info("emptied %s before copying (%d objects dropped)", state.new_id, dropped)
     state.copy_started = True
     ctx.save()
-    inventory = Inventory.from_dict(state.known_inventory)
-    progress = ctx.ui.copy_progress(total_bytes=state.source_bytes, total_rows=inventory.total_rows)
-    if ctx.old is not None and state.strategy == "create-first":
-        # both databases exist: stream them directly, in parallel, in one snapshot
-        with progress:
-            with ctx.ui.watch_copy(
+
+
+def _copy_direct(
+    ctx: Rotation,
+    old_url: str,
+    new_url: str,
+    *,
+    snapshot: str | None = None,
+    stop: QueryCancel | None = None,
+) -> None:
+    """Stream the old database into the new one, in parallel, in one snapshot (`snapshot`,
+    exported by the caller, when given)."""
+    state = ctx.state
+    inventory = Inventory.from_dict(state.inventory) if state.inventory else None
+    progress = ctx.ui.copy_progress(
+        total_bytes=state.source_bytes,
+        total_rows=inventory.total_rows if inventory is not None else None,
+    )
+    with progress:
+        with ctx.ui.watch_copy(
+            new_url,
+            progress,
+            track_rows=False,  # the copy engine counts rows itself
+            connect_timeout=ctx.settings.connect_timeout,
+        ):
+            copied = copy_database(
+                old_url,
                 new_url,
-                progress,
-                track_rows=False,  # the copy engine counts rows itself
+                jobs=ctx.settings.jobs,
                 connect_timeout=ctx.settings.connect_timeout,
-            ):
-                copied = copy_database(
-                    ctx.old_url(),
-                    new_url,
-                    jobs=ctx.settings.jobs,
-                    connect_timeout=ctx.settings.connect_timeout,
-                    command_timeout=ctx.settings.command_timeout,
-                    pg_bin=ctx.pg_bin,
-                    progress=lambda p: _copy_progress(progress, p),
-                )
-            _measure_copied(ctx, new_url, progress)
-        skipped_entries = list(copied.skipped)
-        state.copy = CopySummary(
-            method=f"parallel copy (jobs={ctx.settings.jobs})",
-            seconds=round(copied.seconds, 3),
-            bytes=copied.bytes,
-            skipped=skipped_entries,
-        )
-    else:
-        path = Path(state.known_backup.path)
-        with progress:
-            with ctx.ui.watch_copy(
-                new_url,
-                progress,
-                expected_rows=inventory.tables,
-                connect_timeout=ctx.settings.connect_timeout,
-            ):
-                # the verify phase compares the result with the backup's inventory: anything
-                # that was already there is named as a difference, with the way out
-                result = manager.restore_database(new_url, path, require_empty=False)
-            _measure_copied(ctx, new_url, progress)
-        # pg_restore without --create leaves the database's own settings out
-        apply_settings(new_url, _backup_settings(ctx), connect_timeout=ctx.settings.connect_timeout)
-        skipped_entries = list(result.skipped)
-        state.copy = CopySummary(
-            method="pg_restore", seconds=round(result.seconds, 3), skipped=skipped_entries
-        )
-    skipped = [f"skipped during restore (needs a superuser): {s}" for s in skipped_entries]
+                command_timeout=ctx.settings.command_timeout,
+                pg_bin=ctx.pg_bin,
+                progress=lambda p: _copy_progress(progress, p),
+                snapshot=snapshot,
+                stop=stop,
+            )
+        _measure_copied(ctx, new_url, progress)
+    state.copy = CopySummary(
+        method=f"parallel copy (jobs={ctx.settings.jobs})",
+        seconds=round(copied.seconds, 3),
+        bytes=copied.bytes,
+        skipped=list(copied.skipped),
+    )
+    _note_skipped(ctx, copied.skipped)
+
+
+def _note_skipped(ctx: Rotation, entries: list[str]) -> None:
+    skipped = [f"skipped during restore (needs a superuser): {s}" for s in entries]
     ctx.report.notes.extend(n for n in skipped if n not in ctx.report.notes)
     ctx.save()
-    return True
 
 
 def _backup_settings(ctx: Rotation) -> dict[str, str]:

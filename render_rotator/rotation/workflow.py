@@ -35,6 +35,7 @@ from render_rotator.errors import (
     UsageError,
     VerificationError,
 )
+from render_rotator.postgres.side_by_side import SideFailed
 from render_rotator.render import DEPLOY_SUCCESSFUL, RenderClient
 from render_rotator.rotation import decisions, guard, naming, phases, recovery, sealing
 from render_rotator.rotation import lease as lease_mod
@@ -446,7 +447,15 @@ def _rotate(
                 continue  # resuming: inspect always runs again, to re-read Render
             current = name
             ran.add(name)
-            if _run_phase(ctx, name, phase):
+            together = phases.beside(ctx, name)
+            if together is not None:
+                ran.add(together)
+            try:
+                gave_way_now = _run_phase(ctx, name, phase, together)
+            except SideFailed as failed:
+                current = failed.name  # the side that failed (backup or copy) says why
+                raise failed.error from None
+            if gave_way_now:
                 # it gave way to a decision: run what the decision put before it, then it
                 gave_way += 1
                 if gave_way > len(phases.PHASES):
@@ -644,16 +653,23 @@ def interrupted_state(ctx: Rotation) -> str:
     )
 
 
-def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> bool:
+def _run_phase(ctx: Rotation, name: str, phase: phases.Phase, together: str | None = None) -> bool:
     """Run one phase and record what became of it; act on any decision it returned.
+
+    `together`: a phase that this one runs beside itself (create-first's copy beside its
+    backup, `phases.beside`): journaled as begun, failed and done with it, so a run killed
+    while both work shows both interrupted and runs them again.
 
     Returns True when the phase gave way to a decision (it is not done: the caller runs the
     phases the decision put before it, then this one again)."""
     journal = ctx.journal
     journal.begin(name)
+    if together is not None:
+        journal.begin(together)
     started = time.monotonic()
     try:
-        with ctx.ui.phase(name) as shown:
+        # one display for both: a GitHub Actions log cannot nest groups
+        with ctx.ui.phase(name if together is None else f"{name} + {together}") as shown:
             outcome = phase(ctx)
             taken = decisions.decisions_of(outcome)
             gives_way = [d for d in taken if d.gives_way]
@@ -663,11 +679,22 @@ def _run_phase(ctx: Rotation, name: str, phase: phases.Phase) -> bool:
                 elif outcome is False:
                     shown.skipped = True
     except BaseException as exc:
+        seconds = time.monotonic() - started
+        failed = exc.name if isinstance(exc, SideFailed) else None
         with contextlib.suppress(Exception):
-            journal.fail(name, time.monotonic() - started, scrub(str(exc)))
+            for each in (together, name):
+                if each is not None:
+                    why = (
+                        scrub(str(exc))
+                        if failed in (None, each)
+                        else f"stopped: the {failed} beside it failed"
+                    )
+                    journal.fail(each, seconds, why)
         _show_phases(ctx)
         raise
     seconds = time.monotonic() - started
+    if together is not None:  # first: a run killed in between re-runs the backup, not the copy
+        journal.finish(together, phases.own_seconds(ctx, together) or seconds)
     for decision in taken:
         ctx.state.decide(decisions.record(decision, name, now_iso()))
     # the decisions are saved with the phase's record, before the runner acts on them

@@ -281,3 +281,70 @@ def test_a_query_cancel_stops_a_fingerprint_blocked_on_a_lock(fresh_db: str) -> 
         holder.close()
     assert len(outcome) == 1 and outcome[0] is not None
     assert "cancel" in str(outcome[0]).lower(), outcome[0]
+
+
+VALUES_TABLE = """
+CREATE TABLE vals (id int PRIMARY KEY, n numeric, j jsonb, f float8, t text, c char(3),
+                   v varchar(10), i interval, d date, b bytea);
+INSERT INTO vals SELECT g, 1.0, jsonb_build_object('a', 1.0, 'k', g), 0, 't' || g, 'ab',
+       'v' || g, g * interval '1 h', date '2024-01-01' + g, decode(md5(g::text), 'hex')
+FROM generate_series(1, 50) g;
+"""
+
+
+@pytest.fixture
+def values_pair(pg: Cluster) -> Iterator[tuple[str, str, str]]:
+    """A table of text, text-form and by-value columns, and a verified copy of it."""
+    source_name, target_name = unique_name("fpv"), unique_name("fpvt")
+    source = pg.create_database(source_name)
+    pg.execute(VALUES_TABLE, dbname=source_name)
+    target = pg.create_database(target_name)
+    copy_database(source, target, jobs=2, verify=True)
+    yield source, target, target_name
+    for name in (source_name, target_name):
+        pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # equal by the type's own hash and equality, different by their text form
+        "UPDATE vals SET n = 1.00 WHERE id = 4",
+        "UPDATE vals SET j = jsonb_build_object('a', 1.00, 'k', 4) WHERE id = 4",
+        "UPDATE vals SET f = '-0' WHERE id = 4",
+        "UPDATE vals SET i = interval '1 day' WHERE id = 24",  # = 24 h, prints otherwise
+        "UPDATE vals SET t = 't4 ' WHERE id = 4",
+        "UPDATE vals SET v = 'V4' WHERE id = 4",
+        "UPDATE vals SET c = 'abc' WHERE id = 4",
+        # values swapped between two rows
+        "UPDATE vals SET t = CASE id WHEN 1 THEN 't2' ELSE 't1' END WHERE id IN (1, 2)",
+        "UPDATE vals SET d = NULL WHERE id = 4",
+    ],
+)
+def test_rows_hashed_by_column_values_find_every_change(
+    values_pair: tuple[str, str, str], pg: Cluster, change: str
+) -> None:
+    source, target, name = values_pair
+    assert take_fingerprint(source).tables["public.vals"].method == "columns"
+    pg.execute(change, dbname=name)
+    report = verify_copy(source, target, jobs=2)
+    assert not report.equal
+    assert any("table public.vals" in d for d in report.differences), report.differences
+
+
+def test_an_older_fingerprint_hashed_by_text_is_compared_by_text(
+    values_pair: tuple[str, str, str],
+) -> None:
+    source, target, _name = values_pair
+    older = take_fingerprint(source)
+    older.tables["public.vals"].method = "text"  # as a fingerprint stored before "columns"
+    older.tables["public.vals"].checksum = ""
+    by_text = take_fingerprint(source, like=older)
+    assert by_text.tables["public.vals"].method == "text"
+    again = take_fingerprint(target, like=by_text)
+    assert again.tables["public.vals"].method == "text"
+    assert again.tables["public.vals"].checksum == by_text.tables["public.vals"].checksum
+    assert (
+        by_text.tables["public.vals"].checksum
+        != take_fingerprint(source).tables["public.vals"].checksum
+    )

@@ -116,8 +116,10 @@ WHERE k.contype = 'p' AND k.conrelid = ANY(%s)
 """
 
 # Types whose hash function is exact (equal hash input means the same value and text form)
-# and the same on every server: rows made only of these are hashed by value with
-# hash_record_extended (PostgreSQL 14+), which skips formatting each row as text.
+# and the same on every server. Rows made only of these were summed as the plain
+# hash_record_extended of the row (method "record", PostgreSQL 14+): kept only to compare
+# with fingerprints stored that way, as its sum misses about two in three swaps of a
+# value between two rows; new fingerprints hash such rows by "columns" (below).
 _RECORD_TYPES = (
     "'int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'bool'::regtype, 'uuid'::regtype, "
     "'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype, 'oid'::regtype, "
@@ -530,7 +532,7 @@ def _plan(
     if mode == "content" and int(cur.connection.server_version) >= 140000:
         cur.execute(_BY_VALUE, ([t[0] for t in tables],))
         by_value = {row[0] for row in cur.fetchall()}
-        by_columns = _column_hashes(cur, [t[0] for t in tables if t[0] not in by_value])
+        by_columns = _column_hashes(cur, [t[0] for t in tables])
     jobs_out: list[_Job] = []
     for oid, schema, name, kind, populated, size in tables:
         label = qualified(schema, name)
@@ -538,9 +540,12 @@ def _plan(
             continue  # no rows to read; its state is in the definitions
         ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         given = like.tables.get(label) if like is not None else None
-        method = "record" if oid in by_value else "columns" if oid in by_columns else "text"
-        if given is not None and given.method != method:
-            method = "text"  # compare like with like (an older fingerprint hashed text)
+        method = "columns" if oid in by_columns else "text"
+        if given is not None:
+            # compare like with like: a fingerprint stored by an older version hashed rows
+            # as text, or as "record" (which a sum of could miss values swapped between rows)
+            able = {"text", "record" if oid in by_value else "", method}
+            method = given.method if given.method in able else "text"
         base = _Job(label, ident, int(size), method=method, row=by_columns.get(oid))
         chunks: list[Chunk] = []
         if mode == "content" and oid in keys and keys[oid][1] in _RANGE_TYPES:

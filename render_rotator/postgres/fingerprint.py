@@ -4,9 +4,11 @@ A fingerprint is taken in one snapshot (an exported one, such as the copy's or t
 backup's, or a fresh one) by `jobs` sessions that all import it:
 
 - every table's rows: a count and an order-independent checksum computed in SQL, the sum
-  of a 64-bit hash of each row's text form (of its values, by hash_record_extended, when
-  every column has an exact, portable hash: integers, booleans, uuids, dates, timestamps,
-  bytea). Tables larger than `CHUNK_BYTES` with a primary key are summed per key range
+  of a 64-bit hash of each row's text form, or, when every column allows it (PostgreSQL
+  14+), of its values (hash_record_extended over columns with an exact, portable hash:
+  integers, booleans, uuids, dates, timestamps, bytea, text and char(n) bytes; numeric,
+  jsonb, floats, intervals and times by their own text form), which skips formatting the
+  whole row. Tables larger than `CHUNK_BYTES` with a primary key are summed per key range
   (boundaries from the source's statistics, reused verbatim on the other side), so a
   mismatch names where it is; small tables are summed many to a query;
 - sequences (last_value, is_called);

@@ -22,6 +22,7 @@ class FakeWork:
         self.calls: list[str] = []
         self._lock = threading.Lock()
         self._parts: dict[int, int] = {}
+        self.costs: dict[str, tuple[int, int]] = {}  # build -> (cost, parallel workers)
 
     def _record(self, call: str) -> None:
         with self._lock:
@@ -41,8 +42,12 @@ class FakeWork:
             self._parts[table.oid] = left
         return left <= 0
 
-    def build(self, entries: Sequence[TocEntry], what: str, parallel: int = 0) -> None:
+    def build(
+        self, entries: Sequence[TocEntry], what: str, parallel: int = 0, cost: int = 0
+    ) -> None:
         self._record(what)
+        with self._lock:
+            self.costs[what] = (cost, parallel)
 
     def analyze(self, tables: Sequence[SourceTable]) -> None:
         self._record("analyze " + ",".join(t.name for t in tables))
@@ -96,6 +101,9 @@ def test_index_builds_follow_their_table_then_analyze_then_the_foreign_key() -> 
     assert calls[-1] == "building FK items"  # once both tables are loaded and analyzed
     assert {t.kind for t in timeline} == {"data", "index", "analyze", "foreign-key"}
     assert next(t for t in timeline if t.kind == "foreign-key").parent == "ANALYZE public.orders"
+    # each build is told its own cost, which sizes its maintenance_work_mem
+    assert work.costs["building INDEX items_idx"] == (50 * MB, 0)
+    assert work.costs[f"building {pkey.desc}"] == (20 * MB, 0)
 
 
 def test_a_split_table_is_indexed_once_all_its_ranges_are_in() -> None:

@@ -4,9 +4,11 @@ A fingerprint is taken in one snapshot (an exported one, such as the copy's or t
 backup's, or a fresh one) by `jobs` sessions that all import it:
 
 - every table's rows: a count and an order-independent checksum computed in SQL, the sum
-  of a 64-bit hash of each row's text form (of its values, by hash_record_extended, when
-  every column has an exact, portable hash: integers, booleans, uuids, dates, timestamps,
-  bytea). Tables larger than `CHUNK_BYTES` with a primary key are summed per key range
+  of a 64-bit hash of each row's text form, or, when every column allows it (PostgreSQL
+  14+), of its values (hash_record_extended over columns with an exact, portable hash:
+  integers, booleans, uuids, dates, timestamps, bytea, text and char(n) bytes; numeric,
+  jsonb, floats, intervals and times by their own text form), which skips formatting the
+  whole row. Tables larger than `CHUNK_BYTES` with a primary key are summed per key range
   (boundaries from the source's statistics, reused verbatim on the other side), so a
   mismatch names where it is; small tables are summed many to a query;
 - sequences (last_value, is_called);
@@ -116,8 +118,10 @@ WHERE k.contype = 'p' AND k.conrelid = ANY(%s)
 """
 
 # Types whose hash function is exact (equal hash input means the same value and text form)
-# and the same on every server: rows made only of these are hashed by value with
-# hash_record_extended (PostgreSQL 14+), which skips formatting each row as text.
+# and the same on every server. Rows made only of these were summed as the plain
+# hash_record_extended of the row (method "record", PostgreSQL 14+): kept only to compare
+# with fingerprints stored that way, as its sum misses about two in three swaps of a
+# value between two rows; new fingerprints hash such rows by "columns" (below).
 _RECORD_TYPES = (
     "'int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'bool'::regtype, 'uuid'::regtype, "
     "'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype, 'oid'::regtype, "
@@ -130,6 +134,61 @@ WHERE c.oid = ANY(%s) AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid 
   AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
       AND NOT a.attisdropped AND a.atttypid NOT IN ({_RECORD_TYPES}))
 """
+
+# Rows of other tables are hashed by value too (method "columns") when every column is of a
+# type above, or text (its bytes, under the "C" collation: a nondeterministic collation's
+# hash would make different strings equal), or fixed-length char(n) (padded to n, so equal
+# means the same bytes), or one of the types below by its text form (their own hash is not
+# exact: numeric 1.0 = 1.00, jsonb numbers likewise, float -0 = 0; each casts to text by
+# its output function). hash_record_extended over those values, hashed again, skips
+# formatting the whole row as a record's text: 20-60% less CPU on jsonb, numeric and text
+# tables (measured on PostgreSQL 18).
+_VALUE_TYPES = frozenset(
+    {
+        "smallint", "integer", "bigint", "boolean", "uuid", "date",
+        "timestamp without time zone", "timestamp with time zone", "oid", "bytea",
+    }
+)  # fmt: skip
+_TEXT_FORM_TYPES = frozenset(
+    {
+        "numeric", "jsonb", "json", "real", "double precision", "interval",
+        "time without time zone", "time with time zone",
+    }
+)  # fmt: skip
+_COLUMNS = """
+SELECT a.attrelid, a.attname, a.atttypid::regtype::text, a.atttypmod FROM pg_attribute a
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+
+def _column_hash(name: str, type_name: str, typmod: int) -> sql.Composable | None:
+    """One column's part of a "columns" row hash; None when its type has no exact one."""
+    column = sql.SQL("r.{}").format(sql.Identifier(name))
+    if type_name in _VALUE_TYPES:
+        return column
+    if type_name == "text" or (type_name == "character" and typmod > 0):
+        return sql.SQL('{} COLLATE "C"').format(column)
+    if type_name == "character varying" or type_name in _TEXT_FORM_TYPES:
+        return sql.SQL('{}::pg_catalog.text COLLATE "C"').format(column)
+    return None
+
+
+def _column_hashes(cur: psycopg2.extensions.cursor, oids: list[int]) -> dict[int, sql.Composable]:
+    """The `ROW(...)` hashed by value for each table in `oids` whose every column allows it
+    (see _VALUE_TYPES); the other tables are left out."""
+    cur.execute(_COLUMNS, (oids,))
+    parts: dict[int, list[sql.Composable | None]] = {}
+    for relid, name, type_name, typmod in cur.fetchall():
+        parts.setdefault(int(relid), []).append(
+            _column_hash(str(name), str(type_name), int(typmod))
+        )
+    return {
+        oid: sql.SQL("ROW({})").format(sql.SQL(", ").join(p for p in cols if p is not None))
+        for oid, cols in parts.items()
+        if cols and all(p is not None for p in cols)
+    }
+
 
 _SEQUENCES = f"""
 SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -400,7 +459,8 @@ class _Job:
     key_type: str | None = None
     collate: str | None = None
     chunks: list[Chunk] = field(default_factory=list)  # key ranges, summed in one scan
-    method: str = "text"  # how rows are hashed: "text" or "record" (see _RECORD_TYPES)
+    method: str = "text"  # how rows are hashed: "text", "record" or "columns" (_VALUE_TYPES)
+    row: sql.Composable | None = None  # "columns": the ROW(...) of values hashed
 
 
 def prepare_session(cur: psycopg2.extensions.cursor) -> None:
@@ -489,9 +549,11 @@ def _plan(
     cur.execute(_KEYS, ([t[0] for t in tables],))
     keys = {row[0]: row[1:] for row in cur.fetchall()}
     by_value: set[int] = set()
+    by_columns: dict[int, sql.Composable] = {}
     if mode == "content" and int(cur.connection.server_version) >= 140000:
         cur.execute(_BY_VALUE, ([t[0] for t in tables],))
         by_value = {row[0] for row in cur.fetchall()}
+        by_columns = _column_hashes(cur, [t[0] for t in tables])
     jobs_out: list[_Job] = []
     for oid, schema, name, kind, populated, size in tables:
         label = qualified(schema, name)
@@ -499,10 +561,13 @@ def _plan(
             continue  # no rows to read; its state is in the definitions
         ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         given = like.tables.get(label) if like is not None else None
-        method = "record" if oid in by_value else "text"
-        if given is not None and given.method == "text":
-            method = "text"  # compare like with like
-        base = _Job(label, ident, int(size), method=method)
+        method = "columns" if oid in by_columns else "text"
+        if given is not None:
+            # compare like with like: a fingerprint stored by an older version hashed rows
+            # as text, or as "record" (which a sum of could miss values swapped between rows)
+            able = {"text", "record" if oid in by_value else "", method}
+            method = given.method if given.method in able else "text"
+        base = _Job(label, ident, int(size), method=method, row=by_columns.get(oid))
         chunks: list[Chunk] = []
         if mode == "content" and oid in keys and keys[oid][1] in _RANGE_TYPES:
             column, type_name, histogram = keys[oid]
@@ -531,17 +596,26 @@ def _row_query(job: _Job, mode: str) -> sql.Composable:
 
     ONLY: an inheritance parent's own rows (its children are summed on their own).
     """
+    sums: sql.Composable
     if mode == "counts":
-        sums = "count(*), ''"
+        sums = sql.SQL("count(*), ''")
     else:
-        row_hash = (
-            "hash_record_extended(ROW(r.*), 0)"
-            if job.method == "record"
-            else "hashtextextended(ROW(r.*)::text, 0)"
-        )
-        sums = f"count(*), coalesce(sum({row_hash}), 0)::text"
+        row_hash: sql.Composable
+        if job.method == "columns":
+            assert job.row is not None, "a columns job knows its row"
+            # hash_record_extended combines its columns' hashes linearly (h * 31 + next),
+            # so a sum of them would miss values swapped between rows; hashing its result
+            # again (as text: a full 64-bit hash) mixes each row's columns together
+            row_hash = sql.SQL(
+                "hashtextextended(hash_record_extended({}, 0)::pg_catalog.text, 0)"
+            ).format(job.row)
+        elif job.method == "record":
+            row_hash = sql.SQL("hash_record_extended(ROW(r.*), 0)")
+        else:
+            row_hash = sql.SQL("hashtextextended(ROW(r.*)::text, 0)")
+        sums = sql.SQL("count(*), coalesce(sum({}), 0)::text").format(row_hash)
     if not job.chunks:
-        return sql.SQL("SELECT 0, " + sums + " FROM ONLY {} AS r").format(job.ident)
+        return sql.SQL("SELECT 0, {} FROM ONLY {} AS r").format(sums, job.ident)
     assert job.key is not None and job.key_type is not None
     column = sql.SQL("r.{}").format(sql.Identifier(job.key))
     if job.collate:
@@ -551,9 +625,9 @@ def _row_query(job: _Job, mode: str) -> sql.Composable:
         sql.SQL("CAST({} AS {})").format(sql.Literal(cut), sql.SQL(job.key_type)) for cut in cuts
     )
     # width_bucket: 0 below the first cut, i from the i-th cut on: the chunk's index
-    return sql.SQL(
-        "SELECT width_bucket({}, ARRAY[{}]), " + sums + " FROM ONLY {} AS r GROUP BY 1"
-    ).format(column, thresholds, job.ident)
+    return sql.SQL("SELECT width_bucket({}, ARRAY[{}]), {} FROM ONLY {} AS r GROUP BY 1").format(
+        column, thresholds, sums, job.ident
+    )
 
 
 def key_ranges(
@@ -763,6 +837,16 @@ class TableSummer:
         entry = self.plan.tables[label]
         ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         job = _Job(label, ident, 0, method=entry.method)
+        if job.method == "columns":
+            cur.execute(
+                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = %s",
+                (schema, name),
+            )
+            found = cur.fetchone()
+            job.row = _column_hashes(cur, [int(found[0])]).get(int(found[0])) if found else None
+            if job.row is None:
+                return  # not the source's column types: the final pass compares it
         if entry.chunks:
             job.key, _, job.key_type = (entry.key or "").partition(" ")
             job.collate = _RANGE_TYPES.get(job.key_type)

@@ -47,7 +47,9 @@ class CopyWork(Protocol):
         """Count a finished chunk; True when it was the table's last one."""
         ...
 
-    def build(self, entries: Sequence[TocEntry], what: str, parallel: int = 0) -> None: ...
+    def build(
+        self, entries: Sequence[TocEntry], what: str, parallel: int = 0, cost: int = 0
+    ) -> None: ...
 
     def analyze(self, tables: Sequence[SourceTable]) -> None: ...
 
@@ -196,7 +198,9 @@ class CopyTasks:
         cost = self.plan.index_cost.get(index_oid(entry, self.plan), 0)
 
         def run() -> bool:  # `parallel` is granted when the scheduler picks the task
-            self.work.build([entry], f"building {entry.desc}", parallel=build.parallel)
+            self.work.build(
+                [entry], f"building {entry.desc}", parallel=build.parallel, cost=int(cost)
+            )
             return True
 
         build = Task(

@@ -57,6 +57,16 @@ _STREAM_SETTINGS = {
 }
 
 
+_SETTING_UNITS = {"B": 1, "kB": 1024, "8kB": 8192, "MB": 1 << 20, "GB": 1 << 30}
+
+
+def _setting_bytes(setting: str, unit: str) -> int | None:
+    """A memory setting from pg_settings (`setting` counted in `unit`), in bytes."""
+    if not setting.isdigit() or unit not in _SETTING_UNITS:
+        return None
+    return int(setting) * _SETTING_UNITS[unit]
+
+
 class CopyWorkers:
     """One run of copy_database: the shared state its worker threads use, and what each
     kind of task runs (implements `taskgraph.CopyWork`)."""
@@ -108,6 +118,8 @@ class CopyWorkers:
         self.tables_total = 0
         self._table_parts_left: dict[int, int] = {}
         self._last_report: dict[str, float] = {}
+        self._server_build_memory: int | None = None  # the target's maintenance_work_mem
+        self._build_memory_known = False
 
     # -- progress ---------------------------------------------------------------------------
 
@@ -185,11 +197,13 @@ class CopyWorkers:
         )
         return with_settings(self.target, settings)
 
-    def target_ddl_url(self, parallel: int = 0) -> PgURL:
+    def target_ddl_url(self, parallel: int = 0, memory: int | None = None) -> PgURL:
         """Sessions that build indexes and validate keys. The copy already runs `jobs` of
         them side by side, so their own parallel workers would mostly oversubscribe the
         server (measured: about 7% slower overall); only the long pole of the copy, the
-        largest index build, gets `parallel` workers (see `taskgraph.grant_parallel`)."""
+        largest index build, gets `parallel` workers (see `taskgraph.grant_parallel`).
+        `memory` (bytes) sizes the build's `maintenance_work_mem` (`planning.build_memory`);
+        the caller's own `maintenance_work_mem`, when given, wins."""
         settings: dict[str, str | int] = {
             "synchronous_commit": "off",
             "statement_timeout": self.deadline.ms(),
@@ -198,7 +212,26 @@ class CopyWorkers:
         }
         if self.maintenance_work_mem:
             settings["maintenance_work_mem"] = self.maintenance_work_mem
+        elif memory is not None:
+            settings["maintenance_work_mem"] = f"{max(1024, memory // 1024)}kB"
         return with_settings(self.target, settings)
+
+    def server_build_memory(self) -> int | None:
+        """The target's own `maintenance_work_mem` in bytes (asked once): no build is given
+        more. None when the server does not say."""
+        with self._lock:
+            if self._build_memory_known:
+                return self._server_build_memory
+        with self.target_cursor() as cur:
+            cur.execute(
+                "SELECT setting, unit FROM pg_catalog.pg_settings"
+                " WHERE name = 'maintenance_work_mem'"
+            )
+            row = cur.fetchone()
+        value = _setting_bytes(str(row[0]), str(row[1] or "")) if row else None
+        with self._lock:
+            self._server_build_memory, self._build_memory_known = value, True
+        return value
 
     @contextlib.contextmanager
     def target_cursor(self) -> Iterator[psycopg2.extensions.cursor]:
@@ -392,13 +425,20 @@ class CopyWorkers:
                 cur.execute(f"COMMENT ON LARGE OBJECT {int(oid)} IS %s", (text,))
 
     def restore_entries(
-        self, path: Path, lines: Sequence[str], what: str, *, jobs: int, parallel: int = 0
+        self,
+        path: Path,
+        lines: Sequence[str],
+        what: str,
+        *,
+        jobs: int,
+        parallel: int = 0,
+        memory: int | None = None,
     ) -> None:
         """pg_restore exactly the TOC entries given (post-data section) into the target."""
         fd, name = tempfile.mkstemp(prefix="toc-", suffix=".list", dir=self.workdir)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
-        url = self.target_ddl_url(parallel)
+        url = self.target_ddl_url(parallel, memory)
         argv = [
             self.client.tool("pg_restore"),
             "--no-owner",
@@ -433,11 +473,22 @@ class CopyWorkers:
             with contextlib.suppress(OSError):
                 os.unlink(name)
 
-    def build(self, entries: Sequence[TocEntry], what: str, parallel: int = 0) -> None:
-        """Indexes, keys or foreign keys of loaded tables, in one pg_restore session."""
+    def build(
+        self, entries: Sequence[TocEntry], what: str, parallel: int = 0, cost: int = 0
+    ) -> None:
+        """Indexes, keys or foreign keys of loaded tables, in one pg_restore session, with
+        `maintenance_work_mem` sized for the build's `cost` (see `planning.build_memory`)."""
         assert self.schema_path is not None, "the schema is restored before any build"
+        memory = None
+        if not self.maintenance_work_mem:
+            memory = planning.build_memory(cost, 1 + parallel, self.server_build_memory())
         self.restore_entries(
-            self.schema_path, [e.line for e in entries], what, jobs=1, parallel=parallel
+            self.schema_path,
+            [e.line for e in entries],
+            what,
+            jobs=1,
+            parallel=parallel,
+            memory=memory,
         )
 
     def analyze(self, tables: Sequence[SourceTable]) -> None:

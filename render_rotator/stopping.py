@@ -63,7 +63,8 @@ def install() -> Callable[[], None]:
         return lambda: None
     previous: dict[int, Any] = {sig: signal.signal(sig, _raise) for sig in SIGNALS}
     previous_hook = sys.unraisablehook
-    if previous_hook is not _unraisable:
+    chained = previous_hook is not _unraisable
+    if chained:
         _chained_hooks.append(previous_hook)
         sys.unraisablehook = _unraisable
 
@@ -71,8 +72,11 @@ def install() -> Callable[[], None]:
         with contextlib.suppress(ValueError):
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        if previous_hook is not _unraisable and sys.unraisablehook is _unraisable:
-            sys.unraisablehook = _chained_hooks.pop()
+        if chained:
+            with contextlib.suppress(ValueError):
+                _chained_hooks.remove(previous_hook)
+            if sys.unraisablehook is _unraisable:
+                sys.unraisablehook = previous_hook
 
     return restore
 

@@ -382,3 +382,35 @@ def test_a_sigterm_while_the_process_exits_still_removes_its_files(
     script = AT_EXIT + RUN_CLI.format(args=["demo", "--rows", "10"])
     out = _run_until_it_ends(root, tmp_path, script, "never printed", code=0)
     assert re.search(r"exiting with \[.*'render-rotator-\d+-", out), out  # it was there
+
+
+def test_python_m_exits_1_after_a_sigterm_inside_a_string_exec(root: Path, tmp_path: Path) -> None:
+    """The handler raising inside code that a string `exec` runs (the methods dataclasses
+    make while a command imports its modules) used to end `python -m render_rotator` by
+    SIGINT instead of the exit code 1 a stopped command has."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _StopInAnExec:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'render_rotator.sandbox.demo':\n"
+        "            sys.meta_path.remove(self)\n"
+        "            exec('import os, signal; os.kill(os.getpid(), signal.SIGTERM); x = 1')\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _StopInAnExec())\n"
+    )
+    env = {**os.environ, "TMPDIR": str(root), "PYTHONPATH": f"{inject}{os.pathsep}{REPO}"}
+    env.pop("RENDER_API_KEY", None)
+    result = subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "render_rotator", "sandbox"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert "error: stopped by SIGTERM" in result.stderr, result.stdout + result.stderr
+    assert result.returncode == 1, result.stderr
+    assert _leftovers(root, result.stdout) == []

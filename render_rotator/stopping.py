@@ -195,9 +195,6 @@ def held() -> Iterator[None]:
 
 _HOOK_CODES.add(held.__wrapped__.__code__)  # type: ignore[attr-defined] # its own end delivers
 
-# the cleanup of a server and its files completes; a stop request meanwhile comes after it
-cleanup_uninterrupted = held
-
 
 def exiting() -> None:
     """The command is over and the process ends: Ctrl-C, SIGTERM and SIGHUP are ignored from

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -76,17 +75,12 @@ SECONDS = _Seconds()
 JOBS = click.IntRange(min=1, max=MAX_JOBS)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM and SIGHUP (a cancelled CI job, a closed terminal) stop us like Ctrl-C does:
-    through the same clean-up paths (a rotation lands, a sandbox removes its cluster)."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
     """Signals interrupt the command, even while a query waits on the server: psycopg2 then
     waits in Python (select), where a signal raises at once and the query is cancelled,
-    instead of inside libpq, where it would wait for the statement to end."""
+    instead of inside libpq, where it would wait for the statement to end. (The `cli`
+    group has routed SIGTERM and SIGHUP into `stopping.Terminated`.)"""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread (e.g. a test runner's thread)
         return
@@ -96,12 +90,9 @@ def _signals_interrupt() -> Iterator[None]:
 
     previous_wait = psycopg2.extensions.get_wait_callback()
     psycopg2.extensions.set_wait_callback(wait_interruptible)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         psycopg2.extensions.set_wait_callback(previous_wait)
 
 
@@ -733,10 +724,9 @@ def sandbox(port: int, api_key: str | None, seed: bool) -> None:
 
     from render_rotator.sandbox.demo import sandbox as sandbox_ctx
 
-    with (
-        tempfile.TemporaryDirectory(prefix="render-rotator-sandbox-") as workdir,
-        sandbox_ctx(seed=seed, port=port, api_key=api_key) as box,
-    ):
+    with stopping.held():  # made and known together: its finalizer removes it in any case
+        workdir_ctx = tempfile.TemporaryDirectory(prefix="render-rotator-sandbox-")
+    with workdir_ctx as workdir, sandbox_ctx(seed=seed, port=port, api_key=api_key) as box:
         # a stop request may come the moment the last line is out (even inside that echo):
         # from here on, every one ends in the same clean stop
         try:
@@ -775,5 +765,10 @@ def sandbox(port: int, api_key: str | None, seed: bool) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="render-rotator")
+    """Console-script entry point: stop signals are routed for the process's whole life (the
+    command's own routing nests inside), then ignored while it exits."""
+    stopping.install()
+    try:
+        cli(prog_name="render-rotator")
+    finally:
+        stopping.exiting()

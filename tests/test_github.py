@@ -420,3 +420,20 @@ def test_cli_rotate_under_actions(emulated: dict[str, Any]) -> None:
         timeout=120,
     )
     _check_actions_run(run, emulated)
+
+
+def test_the_actions_status_summary_shows_when_render_deletes_an_expired_database() -> None:
+    from render_rotator.github import status_markdown
+
+    entry = {
+        "name": "app-db",
+        "id": "dpg-a",
+        "status": "expired",
+        "plan": "free",
+        "expired": True,
+        "deleted_at": "2026-06-05T12:00:00+00:00",
+        "days_left": -10.0,
+        "due": True,
+    }
+    row = status_markdown({"databases": [entry]}).splitlines()[-1]
+    assert "| expired (deleted on 2026-06-05; rotate --rescue) |" in row

@@ -1181,3 +1181,16 @@ def test_api_key_and_values_never_reach_errors_or_logs(
             assert "DbPassw0rd" not in text
     assert KEY not in caplog.text and "DbPassw0rd" not in caplog.text
     assert KEY not in repr(client)
+
+
+def test_the_client_sends_an_empty_allow_list_as_is() -> None:
+    with respx.MockRouter(base_url=BASE, assert_all_called=False) as router:
+        router.get("/postgres").respond(200, json=[])
+        route = router.post("/postgres").respond(
+            201, json={"id": "dpg-2-a", "name": "x", "status": "creating", "plan": "free"}
+        )
+        with RenderClient(api_key="rnd_unit", base_url=BASE) as client:
+            client.create_postgres(
+                name="x", ownerId="tea-1", plan="free", version="18", ipAllowList=[]
+            )
+    assert json.loads(route.calls.last.request.content)["ipAllowList"] == []

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from render_rotator.stopping import held
+
 if TYPE_CHECKING:
     from render_rotator.postgres.url import PgURL
 
@@ -63,10 +65,11 @@ def private_dir() -> Path:
         if _dir is not None and _dir[0] == os.getpid() and _dir[1].is_dir():
             return _dir[1]
         sweep_stale()
-        path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+        with held():  # made and known together: a stop in between would leave it behind
+            path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+            atexit.register(_remove, os.getpid(), path)
         os.chmod(path, 0o700)
         _dir = (os.getpid(), path)
-        atexit.register(_remove, os.getpid(), path)
         return path
 
 

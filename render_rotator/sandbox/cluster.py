@@ -34,7 +34,7 @@ from typing import Any
 from render_rotator.errors import RenderRotatorError
 from render_rotator.postgres.binaries import PgBin, bin_dir_info, candidate_dirs
 from render_rotator.postgres.url import PgURL
-from render_rotator.stopping import cleanup_uninterrupted
+from render_rotator.stopping import held
 
 log = logging.getLogger("render_rotator.sandbox")
 
@@ -126,17 +126,23 @@ def _accessible_install(bin_dir: Path) -> Path:
     relocated = target / package.name / install.name / bin_dir.name
     if (target / ".complete").exists():
         return relocated
-    staging = Path(tempfile.mkdtemp(prefix="render-rotator-pg-staging-"))
-    shutil.copytree(install, staging / package.name / install.name, symlinks=True)
-    libs = package.parent / f"{package.name}.libs"
-    if libs.is_dir():
-        shutil.copytree(libs, staging / libs.name, symlinks=True)
-    (staging / ".complete").touch()
-    os.chmod(staging, 0o755)
+    staging: Path | None = None
     try:
+        with held():  # made and known together: an interrupted copy removes it
+            staging = Path(tempfile.mkdtemp(prefix="render-rotator-pg-staging-"))
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        (staging / ".complete").touch()
+        os.chmod(staging, 0o755)
         os.rename(staging, target)
-    except OSError:  # another process won the race; use its copy
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if not (isinstance(exc, OSError) and (target / ".complete").exists()):
+            raise
+        # another process won the race to put its copy in place: use that one
     return relocated
 
 
@@ -306,7 +312,8 @@ class Cluster:
             self._bin_dir = _accessible_install(self._bin_dir)
         parent = self._base_dir_arg or Path(tempfile.gettempdir())
         parent.mkdir(parents=True, exist_ok=True)
-        self.base_dir = Path(tempfile.mkdtemp(prefix=f"rr-pg{self.major}-", dir=parent))
+        with held():  # made and known together: `stop()` removes what `base_dir` names
+            self.base_dir = Path(tempfile.mkdtemp(prefix=f"rr-pg{self.major}-", dir=parent))
         self.socket_dir.mkdir()
         pwfile = self.base_dir / "pwfile"
         pwfile.write_text(self.password + "\n")
@@ -389,7 +396,7 @@ class Cluster:
         arriving meanwhile waits, so no server or data directory is left behind."""
         if self.base_dir is None:
             return
-        with cleanup_uninterrupted():
+        with held():
             self._stop()
 
     def _stop(self) -> None:
@@ -410,8 +417,7 @@ class Cluster:
                 timeout=60,
             )
             self._running = False
-        _kill_processes_of(self.data_dir)  # a server still coming up when start-up was cut
-        shutil.rmtree(self.base_dir, ignore_errors=True)
+        _remove_cluster_files(self.base_dir, self._bin_dir)
         self.base_dir = None
 
     def __enter__(self) -> Cluster:
@@ -614,23 +620,54 @@ class Cluster:
         )
 
 
-def _kill_processes_of(data_dir: Path, wait: float = 10) -> None:
-    """SIGKILL every process whose command line names `data_dir` (a postmaster pg_ctl had
-    just launched in a session of its own), and wait until they are gone."""
-    needle = str(data_dir).encode()
+def _remove_cluster_files(base_dir: Path, bin_dir: Path, wait: float = 30) -> None:
+    """Delete `base_dir` once no process of the cluster works in it any more.
 
-    def pids() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if needle in (entry / "cmdline").read_bytes():
-                        found.append(int(entry.name))
-        return found
-
+    A start-up cut short can leave processes that `pg_ctl stop` does not know of: a
+    postmaster still coming up (pg_ctl puts it in a session of its own), the children it
+    already forked (each in a session of its own, their command lines rewritten to
+    "postgres: checkpointer"...), the backend of an initdb killed a moment ago. Any of them
+    may still create a file while the tree is being deleted, which leaves the directory
+    behind; so they are killed first, and the deletion is checked and repeated.
+    """
     deadline = time.monotonic() + wait
-    while (alive := pids()) and time.monotonic() < deadline:
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
+    while True:
+        while alive := _processes_in(base_dir, bin_dir):
+            if time.monotonic() > deadline:
+                log.warning("processes %s still run in %s", alive, base_dir)
+                return
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)  # SIGKILL is certain, only not instant: look again
+        shutil.rmtree(base_dir, ignore_errors=True)
+        if not base_dir.exists():
+            return
+        if time.monotonic() > deadline:
+            log.warning("could not delete %s", base_dir)
+            return
+
+
+def _processes_in(base_dir: Path, bin_dir: Path) -> list[int]:
+    """Live processes of the cluster in `base_dir`: working inside it (every postgres
+    process works in its data directory; initdb, pg_ctl and their children inherit
+    `base_dir` from `_run`) and running one of its programs from `bin_dir`, or a shell
+    naming it (pg_ctl's `sh -c "exec postgres -D ..."`). A process that has exited has no
+    working directory any more, so one waiting to be reaped is not counted.
+    """
+    base = str(base_dir)
+    programs = str(bin_dir.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd").removesuffix(" (deleted)")
+            exe = os.readlink(entry / "exe").removesuffix(" (deleted)")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        inside = cwd == base or cwd.startswith(base + os.sep)
+        if inside and (os.path.dirname(exe) == programs or base.encode() in cmdline):
+            found.append(int(entry.name))
+    return found

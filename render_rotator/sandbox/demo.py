@@ -8,17 +8,21 @@ rotation through the public API. No account, no network.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from render_rotator import stopping
 from render_rotator.rotation.observer import RotationUI
 from render_rotator.rotation.report import RotationResult
 from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from render_rotator.sandbox.seed import Scenario, seed_demo
+
+log = logging.getLogger("render_rotator.sandbox")
 
 CONFIG_TEMPLATE = """\
 # written by `render-rotator demo` or `sandbox --seed`: the same file works against Render itself
@@ -110,22 +114,26 @@ def run_demo(
     from render_rotator.rotation.workflow import rotate
 
     own_dir = workdir is None
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="render-rotator-demo-"))
-    try:
+    with contextlib.ExitStack() as undo:
+        if workdir is None:
+            with stopping.held():  # made and known together: a stop from here removes it
+                workdir = Path(tempfile.mkdtemp(prefix="render-rotator-demo-"))
+                # if the sandbox is gone, nothing in here could be resumed or inspected
+                undo.callback(shutil.rmtree, workdir, ignore_errors=True)
         with sandbox(rows=rows, provision_delay=0.5, deploy_delay=0.5, ui=ui) as box:
             config = box.write_config(workdir)
             with RenderClient(
                 api_key=box.emulator.api_key, base_url=box.emulator.base_url
             ) as client:
                 result = rotate(config, yes=True, client=client, ui=ui)
-    except BaseException:
-        if own_dir:  # the sandbox is gone: nothing in here could be resumed or inspected
-            shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    if own_dir:
-        for report in result.reports:
-            report.notes.append(
+        if own_dir:
+            kept = (
                 f"the demo's config, journal and backup are kept in {workdir} "
                 f"(remove it with: rm -rf {workdir})"
             )
+            with stopping.held():  # kept only once said, even if a stop comes now
+                undo.pop_all()
+                log.info(kept)
+            for report in result.reports:
+                report.notes.append(kept)
     return result

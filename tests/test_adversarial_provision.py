@@ -22,6 +22,9 @@ from tests.rotation_support import (
     write_config,
 )
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 # The 5xx bursts carry a short Retry-After, as the 429 burst does: what is under test is the
 # rotation's end state after retries, not the client's own backoff (1 s doubling, unit-tested
 # in test_render_client.py), which would add about 16 s of waiting to each of these cases.

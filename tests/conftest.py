@@ -14,6 +14,16 @@ from render_rotator.sandbox.emulator import RenderEmulator
 _BINS = server_bins()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): two workers per CPU this process may use. A worker
+    spends about half its time waiting (on the emulator, on PostgreSQL, on a CLI or pg_dump
+    starting up, on fsync), so a second worker per CPU fills that time; more only queue for
+    the CPUs. PYTEST_XDIST_AUTO_NUM_WORKERS overrides it, `-n N` sets it."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return 2 * len(os.sched_getaffinity(0))
+
+
 def _cluster_fixture(major: int) -> Iterator[Cluster]:
     if major not in _BINS:
         message = (

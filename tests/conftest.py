@@ -14,6 +14,16 @@ from render_rotator.sandbox.emulator import RenderEmulator
 _BINS = server_bins()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): two workers per CPU this process may use. A worker
+    spends about half its time waiting (on the emulator, on PostgreSQL, on a CLI or pg_dump
+    starting up, on fsync), so a second worker per CPU fills that time; more only queue for
+    the CPUs. PYTEST_XDIST_AUTO_NUM_WORKERS overrides it, `-n N` sets it."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return 2 * len(os.sched_getaffinity(0))
+
+
 def _cluster_fixture(major: int) -> Iterator[Cluster]:
     if major not in _BINS:
         message = (
@@ -55,12 +65,18 @@ def fresh_db(pg: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def emu(pg: Cluster) -> Iterator[RenderEmulator]:
+def emu(pg: Cluster, request: pytest.FixtureRequest) -> Iterator[RenderEmulator]:
     """The Render emulator on the default cluster, shared by a test module's tests (a module
-    that needs other delays or seed data defines its own)."""
-    from tests.rotation_support import start_emulator
+    that needs other delays or seed data defines its own).
 
-    with start_emulator(pg) as emulator:
+    A module whose rotations need not meet a database still ``creating`` or a deploy still in
+    progress sets ``EMULATOR_DELAY = 0``: both are ready at the first look, and each rotation
+    skips the client's first 0.25 s poll interval twice (a module that kills a run inside
+    such a wait keeps the default)."""
+    from tests.rotation_support import EMULATOR_DELAY, start_emulator
+
+    delay = float(getattr(request.module, "EMULATOR_DELAY", EMULATOR_DELAY))
+    with start_emulator(pg, delay) as emulator:
         yield emulator
 
 

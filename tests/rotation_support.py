@@ -42,9 +42,15 @@ PAID_PLAN = "basic_256mb"
 READ_URL_QUERY = "sslmode=require&application_name=rotator%20test"  # as users paste it
 
 
+#: seconds a new database stays ``creating`` and a deploy stays in progress: long enough that
+#: the rotation meets them waiting (and a run killed "in provision" or "in deploy" is killed
+#: inside the wait), short enough not to cost much
+EMULATOR_DELAY = 0.1
+
+
 @contextlib.contextmanager
-def start_emulator(cluster: Cluster) -> Iterator[RenderEmulator]:
-    with RenderEmulator(cluster, provision_delay=0.1, deploy_delay=0.1) as emu:
+def start_emulator(cluster: Cluster, delay: float = EMULATOR_DELAY) -> Iterator[RenderEmulator]:
+    with RenderEmulator(cluster, provision_delay=delay, deploy_delay=delay) as emu:
         yield emu
 
 

@@ -22,25 +22,38 @@ from tests.rotation_support import (
     write_config,
 )
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
+# The 5xx bursts carry a short Retry-After, as the 429 burst does: what is under test is the
+# rotation's end state after retries, not the client's own backoff (1 s doubling, unit-tested
+# in test_render_client.py), which would add about 16 s of waiting to each of these cases.
+# A dropped connection has no answer to carry one: two drops are a burst (a retry of a retry)
+# and keep the backoff real, at 1 s + 2 s.
 FAULTS: dict[str, Callable[[RenderEmulator], None]] = {
     "create-500-burst": lambda e: e.faults.server_error(
-        n=4, status=500, method="POST", path_prefix="/postgres"
+        n=4, status=500, method="POST", path_prefix="/postgres", retry_after=0.05
     ),
     "create-503-after-processing": lambda e: e.faults.server_error(
-        n=4, status=503, method="POST", path_prefix="/postgres", after_processing=True
+        n=4,
+        status=503,
+        method="POST",
+        path_prefix="/postgres",
+        after_processing=True,
+        retry_after=0.05,
     ),
     "create-429-burst": lambda e: e.faults.rate_limit(
         n=4, retry_after=0.05, method="POST", path_prefix="/postgres"
     ),
     "create-connection-dropped": lambda e: e.faults.drop_connection(
-        n=4, method="POST", path_prefix="/postgres"
+        n=2, method="POST", path_prefix="/postgres"
     ),
     "create-400": lambda e: e.faults.client_error(
         n=1, status=400, message="plan not available", method="POST", path_prefix="/postgres"
     ),
     "never-available": lambda e: e.faults.never_available(True),
     "poll-503-burst": lambda e: e.faults.server_error(
-        n=4, status=503, method="GET", path_prefix="/postgres/"
+        n=4, status=503, method="GET", path_prefix="/postgres/", retry_after=0.05
     ),
 }
 

@@ -20,6 +20,9 @@ from render_rotator.rotation.report import RotationReport, RotationResult
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import make_app, write_config
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 
 class Receiver:
     """A webhook on 127.0.0.1 that keeps every JSON body posted to it."""

@@ -14,6 +14,9 @@ from render_rotator.cli import cli
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import make_app, write_config
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 
 def test_status_into_a_pipe_whose_reader_left_exits_quietly(
     emu: RenderEmulator, tmp_path: Path

@@ -716,7 +716,15 @@ def test_server_error_fault_and_losing_only_the_answer(
     emu.faults.server_error(1, status=503)
     failed = api.get(f"/services/{sid}")
     assert failed.status_code == 503 and failed.json()["message"] == "service unavailable"
+    assert "Retry-After" not in failed.headers  # the client backs off on its own
     assert api.get(f"/services/{sid}").status_code == 200
+
+    emu.faults.server_error(1, status=503, retry_after=0.05)
+    assert emu.faults.describe()["rules"][0]["retry_after"] == 0.05
+    told = api.get(f"/services/{sid}")
+    assert told.status_code == 503 and told.headers["Retry-After"] == "0.05"
+    with pytest.raises(ValueError):
+        emu.faults.server_error(1, retry_after=-1)
 
     emu.faults.server_error(1, status=500, method="PUT", after_processing=True)
     lost = api.put(f"/services/{sid}/env-vars/KEY", json={"value": "applied"})

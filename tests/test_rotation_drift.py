@@ -27,6 +27,9 @@ from tests.rotation_support import (
     write_config,
 )
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 
 class Updater(threading.Thread):
     """Changes one row's value over and over (the row count never changes), committing

@@ -1,5 +1,8 @@
 """Rotations through the CLI while things go wrong, on the emulator with real PostgreSQL.
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 Render answering 429 and 5xx at every API step (including answers lost after Render acted),
 a deploy that fails, a copy that does not match, a database that never becomes available,
 and a client that keeps writing when nothing freezes it. Each must end in a safe, stated

@@ -34,6 +34,9 @@ from tests.rotation_support import (
     write_config,
 )
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 
 @pytest.fixture(autouse=True)
 def _no_faults(emu: RenderEmulator) -> Iterator[None]:

@@ -30,6 +30,9 @@ from tests.rotation_support import (
     write_config,
 )
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 
 @pytest.fixture(autouse=True)
 def _fresh_log(emu: RenderEmulator) -> Iterator[None]:
@@ -139,3 +142,8 @@ def test_phase_order_moves_only_provision_and_only_for_create_first() -> None:
     assert [n for n, _ in phase_order(RotationState(strategy="delete-first"))] == names
     rescue = RotationState(strategy="create-first", rescue={"upgrade_to": "basic_256mb"})
     assert [n for n, _ in phase_order(rescue)] == names
+
+
+def test_this_modules_emulator_has_everything_ready_at_once(emu: RenderEmulator) -> None:
+    # EMULATOR_DELAY = 0 above reaches the shared `emu` fixture
+    assert emu.provision_delay == 0 and emu.deploy_delay == 0

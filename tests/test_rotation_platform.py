@@ -37,6 +37,9 @@ from tests.rotation_support import (
     write_config,
 )
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 DEPLOY_ONLY = {"deployMode": "deploy_only"}
 
 

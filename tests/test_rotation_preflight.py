@@ -9,6 +9,9 @@ import pytest
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import error_lines, make_app, run_cli, write_config
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 
 @pytest.mark.parametrize("where", ["a-file", "/proc/sys"])
 def test_an_unusable_backup_dir_is_refused_before_anything_is_frozen(

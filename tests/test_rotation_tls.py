@@ -27,6 +27,9 @@ from tests.rotation_support import (
     write_config,
 )
 
+# no test here needs a database still creating or a deploy still running: ready at once
+EMULATOR_DELAY = 0
+
 # (strategy asked for, plan, strategy that runs)
 STRATEGIES = [
     ("auto", "free", "delete-first"),

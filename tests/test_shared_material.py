@@ -19,7 +19,8 @@ def _pytest(tmp_path: Path, require: bool) -> subprocess.CompletedProcess[str]:
     if require:
         env["RENDER_ROTATOR_REQUIRE_SHARED"] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
+        # -n 0: the two small modules run in this one process, not in workers of their own
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-n", "0"]
         + [str(HERE / name) for name in NEEDS_SHARED],
         capture_output=True,
         text=True,

@@ -41,7 +41,11 @@ class Rule:
             "fault": self.kind,
             "n": self.remaining,
             "status": self.status or None,
-            "retry_after": self.retry_after if self.kind == "rate_limit" else None,
+            "retry_after": (
+                self.retry_after
+                if self.kind == "rate_limit" or (self.kind == "server_error" and self.retry_after)
+                else None
+            ),
             "path_prefix": self.path_prefix,
             "method": self.method,
             "after_processing": self.after_processing,
@@ -167,14 +171,19 @@ class Faults:
         path_prefix: str | None = None,
         method: str | None = None,
         after_processing: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         """The next `n` matching requests get `status` (5xx). With ``after_processing`` the
-        request is carried out first and only the answer is lost (tests idempotent retries)."""
+        request is carried out first and only the answer is lost (tests idempotent retries).
+        `retry_after` is sent as ``Retry-After`` (Render's edge may send one on a 503); without
+        it the client backs off on its own, 1 s doubling."""
         if not 500 <= int(status) <= 599:
             raise ValueError("status must be a 5xx code")
+        if retry_after is not None and retry_after < 0:
+            raise ValueError("retry_after must be >= 0")
         self._add(
-            Rule("server_error", _count(n), int(status), 0.0, _norm_prefix(path_prefix),
-                  _norm_method(method), bool(after_processing))
+            Rule("server_error", _count(n), int(status), float(retry_after or 0.0),
+                  _norm_prefix(path_prefix), _norm_method(method), bool(after_processing))
         )  # fmt: skip
 
     def client_error(
@@ -528,6 +537,6 @@ def fault_reply(rule: Rule) -> Reply:
                 504: "gateway timeout"}  # fmt: skip
     message = messages.get(rule.status, "server error")
     reply = Reply(rule.status, {"id": str(uuid.uuid4()), "message": message})
-    if rule.retry_after > 0:  # only flaky() sets one on a 5xx
+    if rule.retry_after > 0:  # flaky(), or server_error(retry_after=...)
         reply.headers.append(("Retry-After", format_seconds(rule.retry_after)))
     return reply

@@ -86,12 +86,15 @@ def test_a_sealed_database_takes_no_session_but_ours(
     cluster.create_owned_database(name, name, "pw-" + name)
     owner = cluster.url(name, name, "pw-" + name)
     before = psycopg2.connect(**PgURL.parse(owner).psycopg2_kwargs(5))  # the app's session
+    # the platform's superuser session (monitoring on Render): not the app's, not counted
+    platform = psycopg2.connect(**PgURL.parse(cluster.url(name)).psycopg2_kwargs(5))
     sealed: SealedDatabase = open_sealed(owner, sessions=2)
     try:
         assert sealed.previous_limit == -1
         sealed.seal()
         assert sealed.end_others(wait=10) == []
         assert before.closed or _ended(before)
+        assert not _ended(platform)  # left alone, and no reason to keep the database
         with pytest.raises(psycopg2.OperationalError, match="too many connections"):
             psycopg2.connect(**PgURL.parse(owner).psycopg2_kwargs(5))
         sealed.confirm_alone()
@@ -105,6 +108,7 @@ def test_a_sealed_database_takes_no_session_but_ours(
     finally:
         sealed.close()
         before.close()
+        platform.close()
         cluster.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

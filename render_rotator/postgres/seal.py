@@ -16,7 +16,9 @@ limit alone lets the next run back in to lift it.
 
 Sessions of our own role are ended (pg_terminate_backend). Sessions of other roles cannot
 be ended by a non-superuser: they are reported (`SealError`) and the caller must not rely on
-the seal. Superusers ignore connection limits: they are the platform's, not the app's.
+the seal. Superusers ignore connection limits and are not counted: on Render they are the
+platform's (monitoring, backups), never the app's, and counting them would refuse every
+deletion there.
 Sessions without a role (autovacuum and other background workers) are not clients and are
 not counted.
 """
@@ -49,6 +51,7 @@ SELECT a.pid, a.usename, a.backend_type, pg_has_role(a.usesysid, 'MEMBER') AS ou
 FROM pg_stat_activity a
 WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND a.usename IS NOT NULL AND NOT a.pid = ANY(%(ours)s)
+  AND NOT COALESCE((SELECT r.rolsuper FROM pg_roles r WHERE r.oid = a.usesysid), false)
 UNION
 SELECT l.pid, NULL, 'starting', false FROM pg_locks l
 WHERE l.locktype = 'object' AND l.classid = 'pg_database'::regclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -321,3 +322,31 @@ def test_sigterm_while_sealed_lifts_the_seal(emu: RenderEmulator, tmp_path: Path
         "sealed" not in json.loads(p.read_text()).get("state", {}) for p in archived
     )
     _can_write(app)
+
+
+def test_a_fresh_machine_after_a_kill_while_sealed_lifts_the_seal_and_finishes(
+    emu: RenderEmulator, tmp_path: Path
+) -> None:
+    """No journal (a new runner, the state dir lost): the dead run's lease on the old
+    database says it was sealed and what its limit was, so the next run puts it back
+    before it needs more sessions than the seal left (its backup would fail with "too
+    many connections") and finishes the rotation."""
+    app = _app_with_limit(emu)
+    config = write_config(tmp_path, app, strategy="delete-first")
+    _rotate_killed_at_delete(emu, app, config)
+    assert _limit(emu.cluster, app) == 3
+    _sessions_gone(emu.cluster, app)
+    shutil.rmtree(tmp_path / "state")
+    seen: list[tuple[str, int]] = []
+    emu.faults.on_request(
+        lambda m, p: seen.append((m, _limit(emu.cluster, app))),
+        method="DELETE",
+        path_prefix=f"/postgres/{app.postgres_id}",
+    )
+    result = run_cli(emu, "rotate", "-c", str(config), "--yes")
+    assert result.exit_code == 0, result.output
+    assert seen == [("DELETE", 3)]  # sealed again by this run, for its own deletion
+    [pg] = app.databases()
+    assert pg["id"] != app.postgres_id
+    url = emu.connection_info(pg["id"])["externalConnectionString"]
+    assert execute(url, "SELECT count(*) FROM writes") == [(0,)]

@@ -447,7 +447,9 @@ def delete_old(ctx: Rotation) -> bool:
             # only thing another run could act from: the lease goes beside it first
             ctx.lease.acquire_file(lease_mod.file_for(Path(state.known_backup.path)))
         # no more renewals there: the seal leaves no room for the heartbeat's session (a
-        # landing back on it takes the lease there again, rotation/sealing.py)
+        # landing back on it takes the lease there again, rotation/sealing.py); the last
+        # record there names the seal and the limit to put back, for a run without the journal
+        ctx.lease.note_sealed(old_id, sealing.limit_to_put_back(ctx))
         ctx.lease.forget(old_id)
     with sealing.sealed_old(ctx) as sealed:
         _check_drift(ctx, sealed.sessions)

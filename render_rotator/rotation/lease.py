@@ -28,6 +28,10 @@ that server, timed by the server's clock (no clock skew between machines).
   the dead run froze, and never one the user suspended themselves. A run that ends with
   services still frozen (its rotation unfinished) leaves its record behind, expired, for the
   same reason; otherwise releasing removes it.
+- Likewise the record names a database the run is about to seal for its deletion, and the
+  connection limit it had (``"sealed": {postgres id: limit}``, rotation/sealing.py): a run
+  killed while it was sealed leaves it open to a few sessions only, and the run that takes
+  the lease over puts the limit back even without the journal.
 """
 
 from __future__ import annotations
@@ -116,6 +120,18 @@ def frozen_by(lease: dict[str, Any]) -> dict[str, str]:
         str(service_id): action
         for service_id, action in frozen.items()
         if action in ("suspend", "maintenance")
+    }
+
+
+def sealed_by(lease: dict[str, Any]) -> dict[str, int]:
+    """The seals a lease record names: postgres id -> the connection limit to put back."""
+    sealed = lease.get("sealed")
+    if not isinstance(sealed, dict):
+        return {}
+    return {
+        str(postgres_id): int(limit)
+        for postgres_id, limit in sealed.items()
+        if isinstance(limit, int) and not isinstance(limit, bool)
     }
 
 
@@ -232,6 +248,10 @@ class Lease:
     frozen: dict[str, str] = field(default_factory=dict)
     #: what the dead runs whose leases this run took over had frozen (same shape)
     inherited: dict[str, str] = field(default_factory=dict)
+    #: databases this run is about to seal: postgres id -> the connection limit to put back
+    sealed: dict[str, int] = field(default_factory=dict)
+    #: seals the dead runs whose leases this run took over left (same shape)
+    inherited_seals: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -251,6 +271,7 @@ class Lease:
             "expires_at": (now + timedelta(seconds=self.ttl)).isoformat(),
             "ttl": self.ttl,
             "frozen": dict(self.frozen),
+            **({"sealed": dict(self.sealed)} if self.sealed else {}),
         }
 
     def _take(self, stamp: Stamp, now: datetime) -> Stamp:
@@ -268,6 +289,9 @@ class Lease:
         for service_id, action in frozen_by(held).items():
             self.inherited.setdefault(service_id, action)
             self.frozen.setdefault(service_id, action)
+        for postgres_id, limit in sealed_by(held).items():
+            self.inherited_seals.setdefault(postgres_id, limit)
+            self.sealed.setdefault(postgres_id, limit)
 
     def _renew(self, stamp: Stamp, now: datetime) -> Stamp:
         held = stamp.get("lease")
@@ -283,8 +307,9 @@ class Lease:
         held = stamp.get("lease")
         if not isinstance(held, dict) or held.get("token") != self.token:
             return stamp
-        if self.frozen:
-            # services stay frozen: the record stays, expired, naming them (see the docstring)
+        if self.frozen or self.sealed:
+            # services stay frozen (or a database sealed): the record stays, expired,
+            # naming them (see the docstring)
             record = self._record(now)
             record["expires_at"] = record["renewed_at"]
             return {**stamp, "lease": record}
@@ -340,6 +365,21 @@ class Lease:
             except OSError as exc:
                 log.info("lease %s not removed (it expires by itself): %s", path, exc)
         self.files.clear()
+
+    def note_sealed(self, postgres_id: str, previous_limit: int) -> None:
+        """Before this run seals `postgres_id`: its lease there says so, and which connection
+        limit to put back, so a run without the journal lifts a seal a killed run left."""
+        with self._lock:
+            self.sealed[postgres_id] = previous_limit
+            url = self.homes.get(postgres_id)
+            if url is not None:
+                update_stamp(url, self._renew, connect_timeout=self.connect_timeout)
+
+    def note_unsealed(self, postgres_id: str) -> None:
+        """The seal on `postgres_id` is lifted (or the database is gone)."""
+        with self._lock:
+            self.sealed.pop(postgres_id, None)
+            self.inherited_seals.pop(postgres_id, None)
 
     def forget(self, postgres_id: str) -> None:
         """This database is about to be deleted: stop renewing there."""

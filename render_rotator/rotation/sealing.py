@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from render_rotator.errors import RenderRotatorError, RotationError
 from render_rotator.postgres.seal import (
     SealedDatabase,
+    connection_limit,
     describe_sessions,
     open_sealed,
     restore_limit,
@@ -119,6 +120,8 @@ def _leave(ctx: Rotation, db: SealedDatabase) -> None:
         db.close()
         state.sealed = None
         ctx.save()
+        if ctx.lease is not None:
+            ctx.lease.note_unsealed(old_id)
         return
     try:
         if db.sealed:
@@ -137,8 +140,49 @@ def _leave(ctx: Rotation, db: SealedDatabase) -> None:
     state.sealed = None
     ctx.save()
     if ctx.lease is not None:  # renew it there again (the guard stopped before sealing)
+        ctx.lease.note_unsealed(old_id)
         with contextlib.suppress(RenderRotatorError):
             ctx.lease.acquire(old_id, ctx.old_url())
+
+
+def limit_to_put_back(ctx: Rotation) -> int:
+    """The old database's connection limit to restore after this run's seal: the journal's,
+    when a stopped run of this rotation sealed it already, else the limit it has now."""
+    left = ctx.state.sealed
+    if left is not None and left.old_id == ctx.state.known_old_id:
+        return left.previous_limit
+    return connection_limit(
+        ctx.old_url(),
+        connect_timeout=ctx.settings.connect_timeout,
+        statement_timeout=ctx.settings.command_timeout,
+    )
+
+
+def lift_inherited_seal(ctx: Rotation) -> bool:
+    """A dead run's lease (read when this run took it over, rotation/lease.py) says it sealed
+    the old database: put its connection limit back, journal or not. True when lifted."""
+    lease = ctx.lease
+    old_id = ctx.state.old_id
+    if lease is None or old_id is None or old_id not in lease.inherited_seals:
+        return False
+    limit = lease.inherited_seals[old_id]
+    if ctx.state.old_deleted or ctx.postgres(old_id) is None:
+        lease.note_unsealed(old_id)
+        return False
+    restore_limit(
+        ctx.old_url(),
+        limit,
+        connect_timeout=ctx.settings.connect_timeout,
+        statement_timeout=ctx.settings.command_timeout,
+    )
+    log.warning(
+        "lifted the seal an interrupted run left on %s (its lease names it): connection "
+        "limit %d again",
+        old_id,
+        limit,
+    )
+    lease.note_unsealed(old_id)
+    return True
 
 
 def lift_left_seal(ctx: Rotation) -> bool:
@@ -168,4 +212,10 @@ def lift_left_seal(ctx: Rotation) -> bool:
     return True
 
 
-__all__ = ["SealRefused", "lift_left_seal", "sealed_old"]
+__all__ = [
+    "SealRefused",
+    "lift_inherited_seal",
+    "lift_left_seal",
+    "limit_to_put_back",
+    "sealed_old",
+]

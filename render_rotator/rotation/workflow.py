@@ -596,8 +596,10 @@ def _take_lease(ctx: Rotation) -> None:
             "run just rotate it?); nothing was changed",
             hint="check `render-rotator status`, then run again if it is still due",
         ) from None
-    # a dead run's lease names what it froze: ours to thaw now (rotation/lease.py)
+    # a dead run's lease names what it froze: ours to thaw now (rotation/lease.py), and
+    # the seal it left on the old database, lifted now: the backup needs its sessions
     freezing.adopt_from_dead_run(ctx)
+    sealing.lift_inherited_seal(ctx)
 
 
 class RotationInterrupted(KeyboardInterrupt):

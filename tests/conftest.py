@@ -18,10 +18,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject's addopts): two workers per CPU this process may use. A worker
     spends about half its time waiting (on the emulator, on PostgreSQL, on a CLI or pg_dump
     starting up, on fsync), so a second worker per CPU fills that time; more only queue for
-    the CPUs. PYTEST_XDIST_AUTO_NUM_WORKERS overrides it, `-n N` sets it."""
+    the CPUs. At most 8: each worker starts its own PostgreSQL clusters. macOS has no
+    sched_getaffinity: the CPU count there. PYTEST_XDIST_AUTO_NUM_WORKERS overrides it,
+    `-n N` sets it."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
-    return 2 * len(os.sched_getaffinity(0))
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return min(2 * cpus, 8)
 
 
 def _cluster_fixture(major: int) -> Iterator[Cluster]:

@@ -170,6 +170,15 @@ def cli_env(emu: RenderEmulator) -> dict[str, str | None]:
     }
 
 
+def subprocess_env(emu: RenderEmulator) -> dict[str, str]:
+    """The environment of `python -m render_rotator` run as its own process against `emu`."""
+    env = {**os.environ, "RENDER_API_URL": emu.base_url, "RENDER_API_KEY": emu.api_key}
+    env["PYTHONPATH"] = str(REPO)
+    for key in ("GITHUB_ACTIONS", "RENDER_ROTATOR_CONFIG"):
+        env.pop(key, None)
+    return env
+
+
 def run_cli(emu: RenderEmulator, *args: str, env: dict[str, str | None] | None = None) -> Result:
     """`render-rotator ARGS` in-process (click's runner: no terminal on stdin)."""
     return CliRunner().invoke(cli, list(args), env={**cli_env(emu), **(env or {})})
@@ -362,13 +371,7 @@ def rotate_and_kill(
     """Run `python -m render_rotator rotate` and SIGKILL it as soon as the journal shows
     `phase` in one of `statuses` (in its `attempt`-th run: auto's fallback runs provision
     twice); returns the journal as it was at that moment."""
-    env = {
-        **os.environ,
-        "RENDER_API_URL": emu.base_url,
-        "RENDER_API_KEY": emu.api_key,
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("GITHUB_ACTIONS", None)
+    env = subprocess_env(emu)
     journal = journal_file(config, app)
     log = config.parent / f"rotate-killed-at-{phase}.log"
     with log.open("w") as out:

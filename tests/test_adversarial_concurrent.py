@@ -6,7 +6,6 @@ holding the data, the app thawed."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,11 +15,11 @@ import pytest
 
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
-    REPO,
     assert_rotated,
     inventory,
     journal_file,
     make_app,
+    subprocess_env,
     write_config,
 )
 
@@ -28,14 +27,7 @@ pytestmark = pytest.mark.usefixtures("slow_api")
 
 
 def _start(emu: RenderEmulator, config: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "RENDER_API_URL": emu.base_url,
-        "RENDER_API_KEY": emu.api_key,
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("GITHUB_ACTIONS", None)
-    env.pop("RENDER_ROTATOR_CONFIG", None)
+    env = subprocess_env(emu)
     return subprocess.Popen(  # noqa: S603 - our own CLI
         [
             sys.executable,

@@ -22,7 +22,6 @@ from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
     PAID_PLAN,
-    REPO,
     App,
     assert_rotated,
     execute,
@@ -31,6 +30,7 @@ from tests.rotation_support import (
     make_app,
     report_of,
     run_cli,
+    subprocess_env,
     write_config,
 )
 
@@ -67,13 +67,7 @@ def _waiting(app: App) -> dict[str, int]:
 
 
 def _start_rotate(app: App, config: Path, emu: RenderEmulator) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "RENDER_API_URL": emu.base_url,
-        "RENDER_API_KEY": emu.api_key,
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("GITHUB_ACTIONS", None)
+    env = subprocess_env(emu)
     return subprocess.Popen(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "render_rotator", "rotate", "-c", str(config), "--yes", "--json"],
         stdout=subprocess.PIPE,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from tests.rotation_support import (
     make_app,
     report_of,
     run_cli,
+    subprocess_env,
     write_config,
 )
 
@@ -84,14 +84,7 @@ def test_stamp_is_compare_and_set_and_keeps_the_users_comment(fresh_db: str) -> 
 
 
 def _start(emu: RenderEmulator, config: Path) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "RENDER_API_URL": emu.base_url,
-        "RENDER_API_KEY": emu.api_key,
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("GITHUB_ACTIONS", None)
-    env.pop("RENDER_ROTATOR_CONFIG", None)
+    env = subprocess_env(emu)
     return subprocess.Popen(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "render_rotator", "rotate", "-c", str(config), "--yes", "--json"],
         stdout=subprocess.PIPE,

@@ -26,13 +26,13 @@ from render_rotator.sandbox.cluster import Cluster
 from render_rotator.sandbox.emulator import RenderEmulator
 from tests.rotation_support import (
     PAID_PLAN,
-    REPO,
     App,
     error_lines,
     execute,
     journal_file,
     make_app,
     run_cli,
+    subprocess_env,
     write_config,
 )
 
@@ -190,13 +190,7 @@ def _rotate_killed_at_delete(
     """Run the CLI; send it `signum` while Render is asked to delete the old database
     (sealed by then), and refuse that DELETE so the database stays; returns the journal
     after."""
-    env = {
-        **os.environ,
-        "RENDER_API_URL": emu.base_url,
-        "RENDER_API_KEY": emu.api_key,
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("GITHUB_ACTIONS", None)
+    env = subprocess_env(emu)
     log = config.parent / "rotate-killed-sealed.log"
     with log.open("w") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own CLI

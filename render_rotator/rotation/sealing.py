@@ -158,6 +158,19 @@ def limit_to_put_back(ctx: Rotation) -> int:
     )
 
 
+def _put_back(ctx: Rotation, old_id: str, limit: int) -> bool:
+    """Restore the old database's connection limit, if it still exists; True when done."""
+    if ctx.state.old_deleted or ctx.postgres(old_id) is None:
+        return False
+    restore_limit(
+        ctx.old_url(),
+        limit,
+        connect_timeout=ctx.settings.connect_timeout,
+        statement_timeout=ctx.settings.command_timeout,
+    )
+    return True
+
+
 def lift_inherited_seal(ctx: Rotation) -> bool:
     """A dead run's lease (read when this run took it over, rotation/lease.py) says it sealed
     the old database: put its connection limit back, journal or not. True when lifted."""
@@ -166,23 +179,16 @@ def lift_inherited_seal(ctx: Rotation) -> bool:
     if lease is None or old_id is None or old_id not in lease.inherited_seals:
         return False
     limit = lease.inherited_seals[old_id]
-    if ctx.state.old_deleted or ctx.postgres(old_id) is None:
-        lease.note_unsealed(old_id)
-        return False
-    restore_limit(
-        ctx.old_url(),
-        limit,
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    )
-    log.warning(
-        "lifted the seal an interrupted run left on %s (its lease names it): connection "
-        "limit %d again",
-        old_id,
-        limit,
-    )
+    lifted = _put_back(ctx, old_id, limit)
+    if lifted:
+        log.warning(
+            "lifted the seal an interrupted run left on %s (its lease names it): connection "
+            "limit %d again",
+            old_id,
+            limit,
+        )
     lease.note_unsealed(old_id)
-    return True
+    return lifted
 
 
 def lift_left_seal(ctx: Rotation) -> bool:
@@ -192,24 +198,16 @@ def lift_left_seal(ctx: Rotation) -> bool:
     left = state.sealed
     if left is None:
         return False
-    if state.old_deleted or left.old_id != state.old_id or ctx.postgres(left.old_id) is None:
-        state.sealed = None  # gone with the database
-        ctx.save()
-        return False
-    restore_limit(
-        ctx.old_url(),
-        left.previous_limit,
-        connect_timeout=ctx.settings.connect_timeout,
-        statement_timeout=ctx.settings.command_timeout,
-    )
-    log.info(
-        "lifted the seal a stopped run left on %s (connection limit %d again)",
-        left.old_id,
-        left.previous_limit,
-    )
-    state.sealed = None
+    lifted = left.old_id == state.old_id and _put_back(ctx, left.old_id, left.previous_limit)
+    if lifted:
+        log.info(
+            "lifted the seal a stopped run left on %s (connection limit %d again)",
+            left.old_id,
+            left.previous_limit,
+        )
+    state.sealed = None  # lifted, or gone with the database
     ctx.save()
-    return True
+    return lifted
 
 
 __all__ = [

@@ -360,62 +360,18 @@ def _copy_in_snapshot(
     c.phase = "schema"
     c.report()
 
-    # -- schema: one archive (pre + post data) in the snapshot, pre-data restored now ---------
-    schema_path = c.schema_path = c.workdir / "schema.dump"
-    run_tool(
-        [
-            c.client.tool("pg_dump"),
-            "--format=custom",
-            f"--file={schema_path}",
-            "--section=pre-data",
-            "--section=post-data",
-            f"--snapshot={c.snapshot}",
-            f"--lock-wait-timeout={c.deadline.ms()}",
-            "--no-password",
-            f"--dbname={c.source.public_url()}",
-        ],
-        urls=[c.source],
-        timeout=c.deadline.remaining(),
-        what=f"pg_dump of the schema of {c.source.redacted()}",
-        connect_timeout=c.connect_timeout,
-    )
-    toc = archive.list_archive(c.client, schema_path, timeout=c.deadline.remaining())
-    with archive.restore_list(toc, superuser=c.superuser) as (list_file, skipped):
-        filtered_toc = Path(list_file).read_text(encoding="utf-8").splitlines()
-        # Large objects are created together with their contents by the data step.
-        Path(list_file).write_text(
-            "\n".join(";" + ln if archive.is_large_object_entry(ln) else ln for ln in filtered_toc)
-            + "\n",
-            encoding="utf-8",
-        )
-        run_tool(
-            [
-                c.client.tool("pg_restore"),
-                "--no-owner",
-                "--no-privileges",
-                "--exit-on-error",
-                "--no-password",
-                "--single-transaction",
-                "--section=pre-data",
-                f"--use-list={list_file}",
-                f"--dbname={tool_dsn(c.target_ddl_url())}",
-                str(schema_path),
-            ],
-            urls=[c.target],
-            timeout=c.deadline.remaining(),
-            what=f"restoring the schema into {c.target.redacted()}",
-            connect_timeout=c.connect_timeout,
-        )
-    for entry in skipped:
-        log.info("skipped (needs a superuser, holds no data): %s", entry)
-    c.touched = True
-    phase("schema")
-
-    # -- data, with the big tables' indexes built as soon as each table is loaded -------------
+    # The source's side of the verification starts now, in the snapshot: its sums run
+    # while the schema restores and the data streams, when the source is mostly idle.
     source_side = SourceFingerprint(c, verify) if verify else None
-    if source_side is not None:
-        c.on_table_loaded = source_side.loaded
     try:
+        schema_path = c.schema_path = c.workdir / "schema.dump"
+        filtered_toc, skipped = _restore_schema(c, schema_path)
+        phase("schema")
+
+        if source_side is not None:
+            c.on_table_loaded = source_side.loaded
+
+        # -- data, with the big tables' indexes built as soon as each table is loaded -----
         c.phase = "data"
         chunks, batches = plan_chunks(
             plan.tables,
@@ -501,6 +457,61 @@ def _copy_in_snapshot(
     finally:
         if source_side is not None:
             source_side.stop()
+
+
+def _restore_schema(c: CopyWorkers, schema_path: Path) -> tuple[list[str], list[str]]:
+    """One archive of the schema (pre- and post-data, at `schema_path`) in the snapshot, its
+    pre-data restored into the target now. Returns the archive's table of contents as
+    restored, from which the post-data is built later, and the entries left out (they need a
+    superuser)."""
+    run_tool(
+        [
+            c.client.tool("pg_dump"),
+            "--format=custom",
+            f"--file={schema_path}",
+            "--section=pre-data",
+            "--section=post-data",
+            f"--snapshot={c.snapshot}",
+            f"--lock-wait-timeout={c.deadline.ms()}",
+            "--no-password",
+            f"--dbname={c.source.public_url()}",
+        ],
+        urls=[c.source],
+        timeout=c.deadline.remaining(),
+        what=f"pg_dump of the schema of {c.source.redacted()}",
+        connect_timeout=c.connect_timeout,
+    )
+    toc = archive.list_archive(c.client, schema_path, timeout=c.deadline.remaining())
+    with archive.restore_list(toc, superuser=c.superuser) as (list_file, skipped):
+        filtered_toc = Path(list_file).read_text(encoding="utf-8").splitlines()
+        # Large objects are created together with their contents by the data step.
+        Path(list_file).write_text(
+            "\n".join(";" + ln if archive.is_large_object_entry(ln) else ln for ln in filtered_toc)
+            + "\n",
+            encoding="utf-8",
+        )
+        run_tool(
+            [
+                c.client.tool("pg_restore"),
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                "--no-password",
+                "--single-transaction",
+                "--section=pre-data",
+                f"--use-list={list_file}",
+                f"--dbname={tool_dsn(c.target_ddl_url())}",
+                str(schema_path),
+            ],
+            urls=[c.target],
+            timeout=c.deadline.remaining(),
+            what=f"restoring the schema into {c.target.redacted()}",
+            connect_timeout=c.connect_timeout,
+        )
+    for entry in skipped:
+        log.info("skipped (needs a superuser, holds no data): %s", entry)
+    c.touched = True
+    return filtered_toc, list(skipped)
 
 
 class SourceFingerprint:

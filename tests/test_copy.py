@@ -6,6 +6,8 @@ import os
 import re
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from render_rotator.postgres.catalog import SourceTable
 from render_rotator.postgres.clean import target_objects
 from render_rotator.postgres.copy import copy_database
 from render_rotator.postgres.inventory import verify_copy
-from render_rotator.postgres.passfiles import passfile_for
+from render_rotator.postgres.passfiles import passfile_for, private_dir, sweep_stale
 from render_rotator.postgres.planning import plan_chunks
 from render_rotator.postgres.progress import CopyProgressReport
 from render_rotator.postgres.url import PgURL
@@ -221,6 +223,48 @@ def test_copy_is_exact_with_small_tables_batched(pg: Cluster, edge_source: str) 
     _assert_identical(pg, edge_source, pg, target)
     assert events[-1].phase == "done" and events[-1].tables_done == result.tables
     assert any(e.phase == "data" for e in events)
+
+
+def test_the_copys_working_files_live_in_the_private_directory(
+    pg: Cluster, edge_source: str
+) -> None:
+    target = unique_name("dst")
+    pg.create_database(target)
+    seen: set[Path] = set()  # workers report from their own threads
+
+    def look(event: CopyProgressReport) -> None:
+        if event.phase == "data":
+            seen.update(private_dir().glob("copy-*/schema.dump"))
+
+    copy_database(pg.url(edge_source), pg.url(target), jobs=2, progress=look)
+    assert len(seen) == 1, "the schema archive is in this process's 0700 directory"
+    assert not seen.pop().exists() and not list(private_dir().glob("copy-*"))
+
+
+_KILLED_IN_DATA = """
+import os, signal
+from render_rotator.postgres.copy import copy_database
+
+def kill(event):
+    if event.phase == "data":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+copy_database(os.environ["SOURCE_URL"], os.environ["TARGET_URL"], jobs=2, progress=kill)
+"""
+
+
+def test_a_copy_killed_with_sigkill_leaves_nothing_the_next_run_keeps(
+    pg: Cluster, edge_source: str
+) -> None:
+    target = unique_name("dst")
+    pg.create_database(target)
+    env = {**os.environ, "SOURCE_URL": pg.url(edge_source), "TARGET_URL": pg.url(target)}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_IN_DATA], env=env)  # noqa: S603
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    left = list(Path(tempfile.gettempdir()).glob(f"render-rotator-{proc.pid}-*"))
+    assert len(left) == 1 and list(left[0].glob("copy-*/schema.dump")), left
+    assert left[0] in sweep_stale()  # what the next run does first
+    assert not left[0].exists()
 
 
 def test_a_large_table_arrives_frozen_in_binary(pg: Cluster) -> None:

@@ -91,6 +91,7 @@ from render_rotator.postgres.fingerprint import (
     take_fingerprint,
 )
 from render_rotator.postgres.inventory import VerificationReport, compare
+from render_rotator.postgres.passfiles import private_dir
 from render_rotator.postgres.planning import (
     SMALL_TABLE_BYTES,
     early_foreign_keys,
@@ -204,7 +205,9 @@ def copy_database(
         )
     needs_tls = any(url_needs_tls(u.host, u.sslmode) for u in (source, target))
     client = resolve_client(pg_bin, needs_tls=needs_tls)
-    with tempfile.TemporaryDirectory(prefix="render-rotator-copy-") as tmp:
+    # inside this process's private directory: a copy killed with SIGKILL cannot remove its
+    # own, and the next run sweeps a dead process's directory whole
+    with tempfile.TemporaryDirectory(prefix="copy-", dir=private_dir()) as tmp:
         copier = CopyWorkers(
             source,
             target,

@@ -424,14 +424,16 @@ def test_plan_chunks_splits_only_what_would_serialize_the_copy() -> None:
         SourceTable(3, "public", "tiny", 1 * mb, 128),
         SourceTable(4, "public", "tiny2", 2 * mb, 256),
     ]
-    chunks, batches = plan_chunks(tables, jobs=2, split_bytes=None, ctid_ranges=True)
+    chunks, _ = plan_chunks(tables, jobs=2, split_bytes=None, ctid_ranges=True)
+    assert [c.table.name for c in chunks] == ["huge", "mid"]  # two jobs: whole, frozen
+    chunks, batches = plan_chunks(tables, jobs=4, split_bytes=None, ctid_ranges=True)
     huge = [c for c in chunks if c.table.name == "huge"]
     assert len(huge) > 1  # larger than its fair share: split
     assert huge[0].low_block is None and huge[-1].high_block is None  # open-ended ends
     assert all(a.high_block == b.low_block for a, b in zip(huge, huge[1:], strict=False))
     assert [c.table.name for c in chunks if c.table.name != "huge"] == ["mid"]
     assert [[t.name for t in b] for b in batches] == [["tiny", "tiny2"]]
-    chunks, _ = plan_chunks(tables, jobs=2, split_bytes=None, ctid_ranges=False)
+    chunks, _ = plan_chunks(tables, jobs=4, split_bytes=None, ctid_ranges=False)
     assert len([c for c in chunks if c.table.name == "huge"]) == 1  # no TID range scans
 
 

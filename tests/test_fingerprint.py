@@ -78,7 +78,7 @@ def test_copy_verifies_equal_by_content_and_carries_settings(
     assert report.mode == "content"
     compared = report.to_dict()["compared"]
     assert compared["tables"]["public.people"]["by"] == "checksum"
-    assert report.source.tables["public.pairs"].method == "columns"
+    assert report.source.tables["public.pairs"].method == "chained"
     assert report.source.tables["public.people"].method == "text"
     assert compared["definitions"]["indexes"] >= 5
     assert compared["large_objects"] == 1
@@ -361,6 +361,89 @@ def test_rows_hashed_by_column_values_find_every_change(
     assert any("table public.vals" in d for d in report.differences), report.differences
 
 
+CHAINED_TABLE = """
+CREATE TABLE chain (id int PRIMARY KEY, big bigint NOT NULL, s smallint, ok boolean, u uuid,
+                    o oid, n numeric, j jsonb, f float8, t text, c char(3), v varchar(10),
+                    i interval, d date, ts timestamptz, nn int);
+INSERT INTO chain SELECT g, g, g::smallint, g % 2 = 0, md5(g::text)::uuid, g, 1.0,
+       jsonb_build_object('a', 1.0, 'k', g), 0, 't' || g, 'ab', 'v' || g, g * interval '1 h',
+       date '2024-01-01' + g, timestamptz '2024-01-01 00:00+00' + g * interval '1 s',
+       CASE WHEN g = 4 THEN 0 END
+FROM generate_series(1, 50) g;
+UPDATE chain SET big = 0, t = '' WHERE id = 5;
+"""
+
+
+@pytest.fixture(scope="module")
+def chained_pair(pg: Cluster) -> Iterator[tuple[str, str]]:
+    """A table of every column type "chained" hashes, and a verified copy of it (by name:
+    each test changes a database made from it as a template)."""
+    source_name, target_name = unique_name("fpc"), unique_name("fpct")
+    source = pg.create_database(source_name)
+    pg.execute(CHAINED_TABLE, dbname=source_name)
+    copy_database(source, pg.create_database(target_name), jobs=2, verify=True)
+    yield source, target_name
+    for name in (source_name, target_name):
+        pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE chain SET big = 4294967297 WHERE id = 5",  # same fold (hi ^ lo) as 0
+        "UPDATE chain SET big = -1 WHERE id = 5",
+        "UPDATE chain SET s = NULL WHERE id = 4",
+        "UPDATE chain SET ok = NOT ok WHERE id = 4",
+        "UPDATE chain SET u = md5('x')::uuid WHERE id = 4",
+        "UPDATE chain SET o = 7 WHERE id = 4",
+        "UPDATE chain SET n = 1.00 WHERE id = 4",  # equal as numeric, not by its text
+        "UPDATE chain SET j = jsonb_build_object('a', 1.00, 'k', 4) WHERE id = 4",
+        "UPDATE chain SET f = '-0' WHERE id = 4",
+        "UPDATE chain SET t = NULL WHERE id = 5",  # '' -> NULL
+        "UPDATE chain SET c = 'abc' WHERE id = 4",
+        "UPDATE chain SET v = 'V4' WHERE id = 4",
+        "UPDATE chain SET i = interval '1 day' WHERE id = 24",  # = 24 h, prints otherwise
+        "UPDATE chain SET d = d + 1 WHERE id = 4",
+        "UPDATE chain SET ts = ts + interval '1 microsecond' WHERE id = 4",
+        "UPDATE chain SET nn = NULL WHERE id = 4",  # 0 -> NULL
+        "UPDATE chain SET nn = 0 WHERE id = 3",  # NULL -> 0
+        # values swapped between two rows
+        "UPDATE chain SET t = CASE id WHEN 1 THEN 't2' ELSE 't1' END WHERE id IN (1, 2)",
+        "UPDATE chain SET big = CASE id WHEN 1 THEN 2 ELSE 1 END WHERE id IN (1, 2)",
+    ],
+)
+def test_rows_hashed_chained_find_every_change(
+    chained_pair: tuple[str, str], pg: Cluster, change: str
+) -> None:
+    source, template = chained_pair
+    name = unique_name("fpcc")
+    target = pg.url(name)
+    pg.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        plan = take_fingerprint(source)
+        assert plan.tables["public.chain"].method == "chained"
+        assert take_fingerprint(target, like=plan).tables == plan.tables  # equal before
+        pg.execute(change, dbname=name)
+        changed = take_fingerprint(target, like=plan).tables["public.chain"]
+        assert changed.checksum != plan.tables["public.chain"].checksum, change
+    finally:
+        pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_an_older_fingerprint_hashed_by_columns_is_compared_by_columns(
+    chained_pair: tuple[str, str], pg: Cluster
+) -> None:
+    source, template = chained_pair
+    older = take_fingerprint(source)
+    older.tables["public.chain"].method = "columns"  # as stored before "chained"
+    by_columns = take_fingerprint(source, like=older)
+    assert by_columns.tables["public.chain"].method == "columns"
+    again = take_fingerprint(pg.url(template), like=by_columns)
+    assert again.tables["public.chain"].method == "columns"
+    assert again.tables["public.chain"].checksum == by_columns.tables["public.chain"].checksum
+    assert by_columns.tables["public.chain"].checksum != older.tables["public.chain"].checksum
+
+
 def test_an_older_fingerprint_hashed_by_text_is_compared_by_text(
     values_pair: tuple[str, str, str],
 ) -> None:
@@ -391,7 +474,7 @@ def test_an_older_fingerprint_hashed_by_record_is_compared_by_record(
             dbname=db,
         )
     older = take_fingerprint(source)
-    assert older.tables["public.ints"].method == "columns"
+    assert older.tables["public.ints"].method == "chained"
     older.tables["public.ints"].method = "record"  # as stored before "columns"
     by_record = take_fingerprint(source, like=older)
     assert by_record.tables["public.ints"].method == "record"
@@ -402,7 +485,7 @@ def test_an_older_fingerprint_hashed_by_record_is_compared_by_record(
 
 def test_values_swapped_between_rows_change_the_sum(pg: Cluster, fresh_db: str) -> None:
     """The plain sum of hash_record_extended misses about two in three such swaps (that hash
-    is linear in its columns' hashes); the "columns" hash mixes each row first."""
+    is linear in its columns' hashes); the "chained" hash mixes each row's columns."""
     name = fresh_db.rsplit("/", 1)[1].split("?")[0]
     pg.execute(
         "CREATE TABLE ints (id int PRIMARY KEY, a bigint);"
@@ -410,7 +493,7 @@ def test_values_swapped_between_rows_change_the_sum(pg: Cluster, fresh_db: str) 
         dbname=name,
     )
     before = take_fingerprint(fresh_db).tables["public.ints"]
-    assert before.method == "columns"
+    assert before.method == "chained"
     missed = []
     for i in range(1, 40, 2):  # swap `a` between rows i and i + 1, then back
         swap = f"UPDATE ints SET a = CASE id WHEN {i} THEN {3 * i + 3} ELSE {3 * i} END"

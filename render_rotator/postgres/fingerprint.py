@@ -55,6 +55,7 @@ from render_rotator.postgres.catalog import (
     qualified,
 )
 from render_rotator.postgres.connect import QueryCancel, connection, sql_error
+from render_rotator.postgres.row_hash import row_hashes
 from render_rotator.postgres.url import PgURL, parse_url
 
 log = logging.getLogger("render_rotator.postgres")
@@ -134,61 +135,6 @@ WHERE c.oid = ANY(%s) AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid 
   AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
       AND NOT a.attisdropped AND a.atttypid NOT IN ({_RECORD_TYPES}))
 """
-
-# Rows of other tables are hashed by value too (method "columns") when every column is of a
-# type above, or text (its bytes, under the "C" collation: a nondeterministic collation's
-# hash would make different strings equal), or fixed-length char(n) (padded to n, so equal
-# means the same bytes), or one of the types below by its text form (their own hash is not
-# exact: numeric 1.0 = 1.00, jsonb numbers likewise, float -0 = 0; each casts to text by
-# its output function). hash_record_extended over those values, hashed again, skips
-# formatting the whole row as a record's text: 20-60% less CPU on jsonb, numeric and text
-# tables (measured on PostgreSQL 18).
-_VALUE_TYPES = frozenset(
-    {
-        "smallint", "integer", "bigint", "boolean", "uuid", "date",
-        "timestamp without time zone", "timestamp with time zone", "oid", "bytea",
-    }
-)  # fmt: skip
-_TEXT_FORM_TYPES = frozenset(
-    {
-        "numeric", "jsonb", "json", "real", "double precision", "interval",
-        "time without time zone", "time with time zone",
-    }
-)  # fmt: skip
-_COLUMNS = """
-SELECT a.attrelid, a.attname, a.atttypid::regtype::text, a.atttypmod FROM pg_attribute a
-WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attrelid, a.attnum
-"""
-
-
-def _column_hash(name: str, type_name: str, typmod: int) -> sql.Composable | None:
-    """One column's part of a "columns" row hash; None when its type has no exact one."""
-    column = sql.SQL("r.{}").format(sql.Identifier(name))
-    if type_name in _VALUE_TYPES:
-        return column
-    if type_name == "text" or (type_name == "character" and typmod > 0):
-        return sql.SQL('{} COLLATE "C"').format(column)
-    if type_name == "character varying" or type_name in _TEXT_FORM_TYPES:
-        return sql.SQL('{}::pg_catalog.text COLLATE "C"').format(column)
-    return None
-
-
-def _column_hashes(cur: psycopg2.extensions.cursor, oids: list[int]) -> dict[int, sql.Composable]:
-    """The `ROW(...)` hashed by value for each table in `oids` whose every column allows it
-    (see _VALUE_TYPES); the other tables are left out."""
-    cur.execute(_COLUMNS, (oids,))
-    parts: dict[int, list[sql.Composable | None]] = {}
-    for relid, name, type_name, typmod in cur.fetchall():
-        parts.setdefault(int(relid), []).append(
-            _column_hash(str(name), str(type_name), int(typmod))
-        )
-    return {
-        oid: sql.SQL("ROW({})").format(sql.SQL(", ").join(p for p in cols if p is not None))
-        for oid, cols in parts.items()
-        if cols and all(p is not None for p in cols)
-    }
-
 
 _SEQUENCES = f"""
 SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -459,8 +405,8 @@ class _Job:
     key_type: str | None = None
     collate: str | None = None
     chunks: list[Chunk] = field(default_factory=list)  # key ranges, summed in one scan
-    method: str = "text"  # how rows are hashed: "text", "record" or "columns" (_VALUE_TYPES)
-    row: sql.Composable | None = None  # "columns": the ROW(...) of values hashed
+    method: str = "text"  # how rows are hashed: "text", "record", "columns" or "chained"
+    row: sql.Composable | None = None  # "columns", "chained": the row's hash (row_hash.py)
 
 
 def prepare_session(cur: psycopg2.extensions.cursor) -> None:
@@ -549,11 +495,11 @@ def _plan(
     cur.execute(_KEYS, ([t[0] for t in tables],))
     keys = {row[0]: row[1:] for row in cur.fetchall()}
     by_value: set[int] = set()
-    by_columns: dict[int, sql.Composable] = {}
+    hashes: dict[int, dict[str, sql.Composable]] = {}
     if mode == "content" and int(cur.connection.server_version) >= 140000:
         cur.execute(_BY_VALUE, ([t[0] for t in tables],))
         by_value = {row[0] for row in cur.fetchall()}
-        by_columns = _column_hashes(cur, [t[0] for t in tables])
+        hashes = row_hashes(cur, [t[0] for t in tables])
     jobs_out: list[_Job] = []
     for oid, schema, name, kind, populated, size in tables:
         label = qualified(schema, name)
@@ -561,13 +507,15 @@ def _plan(
             continue  # no rows to read; its state is in the definitions
         ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         given = like.tables.get(label) if like is not None else None
-        method = "columns" if oid in by_columns else "text"
+        by_method = hashes.get(oid, {})
+        method = next((m for m in ("chained", "columns") if m in by_method), "text")
         if given is not None:
             # compare like with like: a fingerprint stored by an older version hashed rows
-            # as text, or as "record" (which a sum of could miss values swapped between rows)
-            able = {"text", "record" if oid in by_value else "", method}
+            # as text, as "record" (which a sum of could miss values swapped between rows)
+            # or as "columns"
+            able = {"text", "record" if oid in by_value else "", *by_method}
             method = given.method if given.method in able else "text"
-        base = _Job(label, ident, int(size), method=method, row=by_columns.get(oid))
+        base = _Job(label, ident, int(size), method=method, row=by_method.get(method))
         chunks: list[Chunk] = []
         if mode == "content" and oid in keys and keys[oid][1] in _RANGE_TYPES:
             column, type_name, histogram = keys[oid]
@@ -601,14 +549,9 @@ def _row_query(job: _Job, mode: str) -> sql.Composable:
         sums = sql.SQL("count(*), ''")
     else:
         row_hash: sql.Composable
-        if job.method == "columns":
-            assert job.row is not None, "a columns job knows its row"
-            # hash_record_extended combines its columns' hashes linearly (h * 31 + next),
-            # so a sum of them would miss values swapped between rows; hashing its result
-            # again (as text: a full 64-bit hash) mixes each row's columns together
-            row_hash = sql.SQL(
-                "hashtextextended(hash_record_extended({}, 0)::pg_catalog.text, 0)"
-            ).format(job.row)
+        if job.method in ("chained", "columns"):
+            assert job.row is not None, "a job hashing by value knows its row hash"
+            row_hash = job.row  # see row_hash.py
         elif job.method == "record":
             row_hash = sql.SQL("hash_record_extended(ROW(r.*), 0)")
         else:
@@ -837,14 +780,15 @@ class TableSummer:
         entry = self.plan.tables[label]
         ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         job = _Job(label, ident, 0, method=entry.method)
-        if job.method == "columns":
+        if job.method in ("chained", "columns"):
             cur.execute(
                 "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relname = %s",
                 (schema, name),
             )
             found = cur.fetchone()
-            job.row = _column_hashes(cur, [int(found[0])]).get(int(found[0])) if found else None
+            by_method = row_hashes(cur, [int(found[0])]).get(int(found[0]), {}) if found else {}
+            job.row = by_method.get(job.method)
             if job.row is None:
                 return  # not the source's column types: the final pass compares it
         if entry.chunks:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 from recorded import require_shared, shared_dir
 
@@ -27,6 +29,7 @@ from render_rotator.errors import (
     ToolError,
     UsageError,
 )
+from render_rotator.postgres.connect import connect, wait_interruptible
 from render_rotator.postgres.migrate import migrate
 from render_rotator.postgres.url import PgURL
 from render_rotator.sandbox.cluster import Cluster
@@ -247,6 +250,35 @@ def test_silent_server_times_out_within_connect_timeout():
                 connect_timeout=3,
             )
         assert time.monotonic() - started < 3 + 3
+
+
+def test_an_interruption_while_connecting_closes_the_half_open_session():
+    """Ctrl-C (or SIGTERM, which the CLI turns into it) while a session is being set up
+    raises KeyboardInterrupt, not a database error, and closes the socket at once: a server
+    waiting for the password would otherwise keep that backend, and a DROP DATABASE behind
+    it, waiting until its authentication_timeout (a stopped demo hung 60 s on it)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        previous = psycopg2.extensions.get_wait_callback()
+        psycopg2.extensions.set_wait_callback(wait_interruptible)  # as every CLI command does
+        timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                connect(f"postgresql://u:pw@127.0.0.1:{port}/db", connect_timeout=30)
+        finally:
+            timer.cancel()
+            psycopg2.extensions.set_wait_callback(previous)
+        assert time.monotonic() - started < 5  # at once, not at the end of connect_timeout
+        accepted, _ = listener.accept()
+        with accepted:
+            accepted.settimeout(3)
+            received = accepted.recv(4096)  # the client's first packet (SSL request)
+            assert received
+            assert accepted.recv(4096) == b""  # then the client closed: no timeout
 
 
 def test_wrong_password_fails_fast_without_retries(pg18: Cluster, caplog):

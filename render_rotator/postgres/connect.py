@@ -215,7 +215,8 @@ def wait_interruptible(conn: Any) -> None:
     which libpq leaves to the caller in this mode."""
     interrupted = False
     deadline = None
-    if conn.status == psycopg2.extensions.STATUS_SETUP:
+    connecting = conn.status == psycopg2.extensions.STATUS_SETUP  # then "connecting" (20)
+    if connecting:
         seconds = float(conn.info.dsn_parameters.get("connect_timeout") or 0)
         deadline = time.monotonic() + seconds if seconds > 0 else None
     while True:
@@ -233,8 +234,16 @@ def wait_interruptible(conn: Any) -> None:
             if not ready and deadline is not None and time.monotonic() >= deadline:
                 raise psycopg2.OperationalError("timeout expired")
         except KeyboardInterrupt:
+            if connecting:
+                # still connecting: nothing runs to cancel, and a server left waiting for the
+                # rest of the handshake keeps that backend (and a DROP DATABASE behind it)
+                # until its authentication_timeout: close the session now
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
             interrupted = True
-            conn.cancel()
+            with contextlib.suppress(psycopg2.Error):
+                conn.cancel()
         except psycopg2.Error:
             if interrupted:
                 raise KeyboardInterrupt from None

@@ -106,9 +106,8 @@ def fresh_target(ctx: Ctx, name: str) -> PgURL:
     return PgURL.parse(ctx.target_cluster.url(name))
 
 
-def run_a(ctx: Ctx, target: PgURL) -> str:
-    """The baseline, exactly the seed's path: a custom-format file, then a plain restore."""
-    path = ctx.workdir / "a.dump"
+def seed_dump(ctx: Ctx, path: Path) -> None:
+    """The seed's archive of the source: `pg_dump -Fc -f FILE`, nothing more."""
     _tool(
         ctx,
         [
@@ -121,6 +120,12 @@ def run_a(ctx: Ctx, target: PgURL) -> str:
         ],
         [ctx.source],
     )
+
+
+def run_a(ctx: Ctx, target: PgURL) -> str:
+    """The baseline, exactly the seed's path: a custom-format file, then a plain restore."""
+    path = ctx.workdir / "a.dump"
+    seed_dump(ctx, path)
     _tool(
         ctx,
         [
@@ -148,18 +153,7 @@ def run_floor(ctx: Ctx, target: PgURL) -> str:
     whatever the engine does.
     """
     path = ctx.workdir / "floor.dump"
-    _tool(
-        ctx,
-        [
-            ctx.client.tool("pg_dump"),
-            "-Fc",
-            "-f",
-            str(path),
-            "--no-password",
-            f"--dbname={ctx.source.public_url()}",
-        ],
-        [ctx.source],
-    )
+    seed_dump(ctx, path)
     restore = [
         ctx.client.tool("pg_restore"),
         "--no-owner",

@@ -5,10 +5,9 @@ backup's, or a fresh one) by `jobs` sessions that all import it:
 
 - every table's rows: a count and an order-independent checksum computed in SQL, the sum
   of a 64-bit hash of each row's text form, or, when every column allows it (PostgreSQL
-  14+), of its values (hash_record_extended over columns with an exact, portable hash:
-  integers, booleans, uuids, dates, timestamps, bytea, text and char(n) bytes; numeric,
-  jsonb, floats, intervals and times by their own text form), which skips formatting the
-  whole row. Tables larger than `CHUNK_BYTES` with a primary key are summed per key range
+  14+), of its values (`row_hash.py`: each column by its own exact hash or by its text
+  form, mixed together per row), which skips formatting the whole row. Tables larger than
+  `CHUNK_BYTES` with a primary key are summed per key range
   (boundaries from the source's statistics, reused verbatim on the other side), so a
   mismatch names where it is; small tables are summed many to a query;
 - sequences (last_value, is_called);
@@ -122,7 +121,7 @@ WHERE k.contype = 'p' AND k.conrelid = ANY(%s)
 # and the same on every server. Rows made only of these were summed as the plain
 # hash_record_extended of the row (method "record", PostgreSQL 14+): kept only to compare
 # with fingerprints stored that way, as its sum misses about two in three swaps of a
-# value between two rows; new fingerprints hash such rows by "columns" (below).
+# value between two rows; new fingerprints hash rows by value as "chained" (row_hash.py).
 _RECORD_TYPES = (
     "'int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'bool'::regtype, 'uuid'::regtype, "
     "'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype, 'oid'::regtype, "

@@ -19,6 +19,7 @@ from render_rotator.postgres.fingerprint import (
     take_fingerprint,
 )
 from render_rotator.postgres.inventory import verify_copy
+from render_rotator.postgres.progress import CopyProgressReport
 from render_rotator.sandbox.cluster import Cluster
 from tests.rotation_support import execute
 from tests.sample_data import make_rich_database, unique_name
@@ -187,6 +188,49 @@ def test_large_table_mismatch_names_its_key_range(
     fake = {"public.big": fpmod.TableSum(rows=1, checksum="1")}
     assert take_fingerprint(target, like=plan, known=fake).tables["public.big"].rows == 1
     for n in (name, tname):
+        pg.execute(f'DROP DATABASE "{n}" WITH (FORCE)')
+
+
+def test_a_copys_verification_sums_whole_tables_and_ranges_only_a_table_that_differs(
+    pg: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Summing by key range costs as much as hashing: the copy's own verification sums each
+    table whole, and only a table that differs is summed again by range, to name where."""
+    monkeypatch.setattr(fpmod, "CHUNK_BYTES", 64 << 10)  # a few hundred kB counts as large
+    name = unique_name("whole")
+    source = pg.create_database(name)
+    pg.execute(
+        "CREATE TABLE big (id bigint PRIMARY KEY, body text);"
+        "INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;"
+        "CREATE TABLE other (id int PRIMARY KEY, v text);"
+        "INSERT INTO other SELECT g, 'v' || g FROM generate_series(1, 20000) g;"
+        "ANALYZE;",
+        dbname=name,
+    )
+    assert fpmod.key_ranges(source).tables["public.big"].chunks  # large enough for ranges
+    agreed = unique_name("whole_ok")
+    result = copy_database(source, pg.create_database(agreed), jobs=2, verify=True)
+    report = result.verification
+    assert report is not None and report.equal, report.differences
+    assert {t["key_ranges"] for t in report.to_dict()["compared"]["tables"].values()} == {0}
+
+    # the target changed after its load, before its sums: a difference the copy must find
+    differs = unique_name("whole_bad")
+    target = pg.create_database(differs)
+
+    def change_one_row(event: CopyProgressReport) -> None:
+        if event.phase == "verify" and not changed:
+            pg.execute("UPDATE big SET body = 'changed' WHERE id = 10000", dbname=differs)
+            changed.append(True)
+
+    changed: list[bool] = []
+    with pytest.raises(VerificationError) as caught:
+        copy_database(source, target, jobs=2, verify=True, progress=change_one_row)
+    [diff] = caught.value.differences
+    assert diff.startswith("table public.big: same 20000 rows but different contents in rows")
+    low, high = diff.split("from ")[1].split(" to before ")
+    assert int(low) <= 10000 < int(high)
+    for n in (name, agreed, differs):
         pg.execute(f'DROP DATABASE "{n}" WITH (FORCE)')
 
 

@@ -86,9 +86,11 @@ from render_rotator.postgres.fingerprint import (
     Fingerprint,
     TableSummer,
     apply_settings,
+    changed_tables,
     database_settings,
     key_ranges,
     take_fingerprint,
+    whole_tables,
 )
 from render_rotator.postgres.inventory import VerificationReport, compare
 from render_rotator.postgres.passfiles import private_dir
@@ -524,7 +526,11 @@ class SourceFingerprint:
 
     def __init__(self, c: CopyWorkers, mode: str) -> None:
         self.mode = mode
-        self.plan = key_ranges(c.source, jobs=c.jobs, mode=mode, connect_timeout=c.connect_timeout)
+        # tables are summed whole; their key ranges only once a table differs (_verify)
+        self.ranges = key_ranges(
+            c.source, jobs=c.jobs, mode=mode, connect_timeout=c.connect_timeout
+        )
+        self.plan = whole_tables(self.ranges)
         self.cancel = QueryCancel()  # stop() also ends a query blocked on a lock
         self.result: Fingerprint | None = None
         self.error: BaseException | None = None
@@ -586,8 +592,36 @@ def _verify(c: CopyWorkers, source_side: SourceFingerprint) -> VerificationRepor
     )
     source = source_side.wait()
     report = compare(source, target, time.monotonic() - started)
+    if not report.equal:
+        report = _name_ranges(c, source_side.ranges, source, target, started)
     log.debug("%s", report.summary())  # the caller shows (or raises) the result
     return report
+
+
+def _name_ranges(
+    c: CopyWorkers, ranges: Fingerprint, source: Fingerprint, target: Fingerprint, started: float
+) -> VerificationReport:
+    """The comparison again, with the tables that differ summed by key range on both sides
+    (the source still in the copy's snapshot), so that the report names the ranges."""
+    ranged = {name for name, t in ranges.tables.items() if t.chunks}
+    again = set(changed_tables(source, target)) & ranged
+    if again:
+        sides = []
+        for url, snapshot, sums in ((c.source, c.snapshot, source), (c.target, None, target)):
+            sides.append(
+                take_fingerprint(
+                    url,
+                    snapshot=snapshot,
+                    jobs=c.jobs,
+                    mode=sums.mode,
+                    like=ranges,
+                    connect_timeout=c.connect_timeout,
+                    statement_timeout=c.deadline.remaining(),
+                    known={k: v for k, v in sums.tables.items() if k not in again},
+                )
+            )
+        source, target = sides
+    return compare(source, target, time.monotonic() - started)
 
 
 def _copy_settings(c: CopyWorkers) -> None:

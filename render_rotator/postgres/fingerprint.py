@@ -596,6 +596,19 @@ def key_ranges(
     return fp
 
 
+def whole_tables(plan: Fingerprint) -> Fingerprint:
+    """`plan` with every table summed whole: one sum per table instead of one per key range.
+
+    Grouping rows by key range costs as much as hashing them (7 M-row narrow table, one
+    backend: 1.85 s by ranges, 0.83 s whole), so a comparison expected to agree sums whole
+    tables and sums the key ranges of a table only once it differs (to name where)."""
+    return Fingerprint(
+        server_version=plan.server_version,
+        mode=plan.mode,
+        tables={name: TableSum(rows=0, method=table.method) for name, table in plan.tables.items()},
+    )
+
+
 def _read_catalog(cur: psycopg2.extensions.cursor, fp: Fingerprint) -> None:
     cur.execute(_SEQUENCES)
     names = [(schema, name) for _oid, schema, name in cur.fetchall()]
@@ -1126,4 +1139,5 @@ __all__ = [
     "database_settings",
     "drift",
     "take_fingerprint",
+    "whole_tables",
 ]

@@ -234,6 +234,53 @@ def test_a_copys_verification_sums_whole_tables_and_ranges_only_a_table_that_dif
         pg.execute(f'DROP DATABASE "{n}" WITH (FORCE)')
 
 
+def test_a_stored_fingerprint_is_compared_whole_and_ranges_named_only_where_it_differs(
+    pg: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verify phase and the drift check compare a database with a stored, ranged
+    fingerprint: tables summed whole first (a table's sum is its ranges' sum), by range
+    only when one differs; a difference the first reading saw is never dropped."""
+    monkeypatch.setattr(fpmod, "CHUNK_BYTES", 64 << 10)  # a few hundred kB counts as large
+    name = unique_name("stored")
+    url = pg.create_database(name)
+    pg.execute(
+        "CREATE TABLE big (id bigint PRIMARY KEY, body text);"
+        "INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;"
+        "ANALYZE big;",
+        dbname=name,
+    )
+    stored = Fingerprint.from_dict(take_fingerprint(url).to_dict(digests=True))
+    assert len(stored.tables["public.big"].chunks) > 2
+    now = fpmod.fingerprint_like(url, stored)
+    assert now.tables["public.big"].chunks == [] and compare_fingerprints(stored, now) == []
+
+    pg.execute("UPDATE big SET body = 'changed' WHERE id = 10000", dbname=name)
+    diffs, tables = fpmod.drift(url, stored)
+    assert tables == ["public.big"]
+    [diff] = diffs
+    assert diff.startswith("table public.big: same 20000 rows but different contents in rows")
+    low, high = diff.split("from ")[1].split(" to before ")
+    assert int(low) <= 10000 < int(high)
+
+    # the change undone between the two readings: the first one's finding stands
+    real = fpmod.take_fingerprint
+    readings: list[Fingerprint] = []
+
+    def undo_after_the_first(*args: object, **kwargs: object) -> Fingerprint:
+        readings.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        if len(readings) == 1:
+            pg.execute("UPDATE big SET body = repeat('b', 200) WHERE id = 10000", dbname=name)
+        return readings[-1]
+
+    monkeypatch.setattr(fpmod, "take_fingerprint", undo_after_the_first)
+    diffs, tables = fpmod.drift(url, stored)
+    assert len(readings) == 2 and tables == ["public.big"]
+    assert diffs == ["table public.big: same 20000 rows but different contents"], diffs
+    monkeypatch.setattr(fpmod, "take_fingerprint", real)
+    assert fpmod.drift(url, stored) == ([], [])
+    pg.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 def test_copy_with_verify_raises_on_a_difference_it_cannot_carry(pg: Cluster) -> None:
     """A stored fingerprint compares with a fresh one; digests hide no difference."""
     source = _rich(pg)

@@ -1069,17 +1069,47 @@ def drift(
     """How the database at `url` now differs from `stored` (a fingerprint of it taken
     earlier, e.g. in a copy's snapshot): (differences, tables whose rows changed).
     `sessions`: open sessions to read it through (see take_fingerprint)."""
-    now = take_fingerprint(
+    now = fingerprint_like(
         url,
+        stored,
         jobs=jobs,
-        mode=stored.mode,
-        like=stored,
         connect_timeout=connect_timeout,
         statement_timeout=statement_timeout,
         sessions=sessions,
     )
     names = ("the snapshot", "the database now")
     return compare_fingerprints(stored, now, names=names), changed_tables(stored, now)
+
+
+def fingerprint_like(
+    url: str | PgURL,
+    stored: Fingerprint,
+    *,
+    jobs: int = 2,
+    connect_timeout: float = 30,
+    statement_timeout: float | None = 600,
+    sessions: Sequence[psycopg2.extensions.connection] | None = None,
+) -> Fingerprint:
+    """The fingerprint of `url` to compare with `stored`: every table summed whole (a
+    table's sum is the sum of its key ranges' sums), and only a table that differs summed
+    again by `stored`'s key ranges, so that the comparison names where. A table found
+    different stays different: should the second reading find it equal (a change undone in
+    between), the first one is returned."""
+    options: dict[str, Any] = {
+        "jobs": jobs,
+        "mode": stored.mode,
+        "connect_timeout": connect_timeout,
+        "statement_timeout": statement_timeout,
+        "sessions": sessions,
+    }
+    now = take_fingerprint(url, like=whole_tables(stored), **options)
+    changed = set(changed_tables(stored, now))
+    again = {name for name in changed if name in stored.tables and stored.tables[name].chunks}
+    if not again:
+        return now
+    known = {name: table for name, table in now.tables.items() if name not in again}
+    ranged = take_fingerprint(url, like=stored, known=known, **options)
+    return ranged if set(changed_tables(stored, ranged)) >= changed else now
 
 
 # -- carrying database settings over ----------------------------------------------------
@@ -1138,6 +1168,7 @@ __all__ = [
     "compare_fingerprints",
     "database_settings",
     "drift",
+    "fingerprint_like",
     "take_fingerprint",
     "whole_tables",
 ]

@@ -23,6 +23,7 @@ from render_rotator.postgres.connect import connection
 from render_rotator.postgres.fingerprint import (
     Fingerprint,
     compare_fingerprints,
+    fingerprint_like,
     key_ranges,
     take_fingerprint,
 )
@@ -294,11 +295,10 @@ def fingerprint_pair(
     """Both sides' fingerprints, taken at the same time (the target's key ranges follow
     the source's). A stored `source_fingerprint` (e.g. the backup's) is used as is."""
     if source_fingerprint is not None:
-        target = take_fingerprint(
+        target = fingerprint_like(
             target_url,
+            source_fingerprint,
             jobs=jobs,
-            mode=mode,
-            like=source_fingerprint,
             connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
         )

@@ -58,7 +58,7 @@ from render_rotator.postgres.archive import (
 from render_rotator.postgres.binaries import server_major_from_num
 from render_rotator.postgres.connect import QueryCancel, connection
 from render_rotator.postgres.copy import copy_database
-from render_rotator.postgres.fingerprint import Fingerprint, apply_settings, take_fingerprint
+from render_rotator.postgres.fingerprint import Fingerprint, apply_settings, fingerprint_like
 from render_rotator.postgres.inventory import Inventory, compare
 from render_rotator.postgres.manager import BackupInfo, DatabaseManager
 from render_rotator.postgres.side_by_side import side_by_side
@@ -945,11 +945,10 @@ def verify(ctx: Rotation) -> bool:
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
         # the new database and (while it exists) the old one, side by side
         new_side = pool.submit(
-            take_fingerprint,
+            fingerprint_like,
             ctx.new_url(),
+            source,
             jobs=ctx.settings.jobs,
-            mode=source.mode,
-            like=source,
             connect_timeout=ctx.settings.connect_timeout,
             statement_timeout=ctx.settings.command_timeout,
         )

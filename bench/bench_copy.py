@@ -63,22 +63,33 @@ class Outcome:
     verified: str
     note: str = ""
     cpu: float | None = None  # CPU-seconds the whole machine spent meanwhile
+    iowait: float | None = None  # seconds the machine's CPUs idled waiting on the disk
 
 
-def machine_cpu_seconds() -> float | None:
-    """CPU-seconds spent by every process on the machine so far (Linux), idle excluded.
+def machine_times() -> tuple[float, float] | None:
+    """(CPU-seconds spent by every process on the machine so far, seconds its CPUs idled
+    waiting on the disk) on Linux.
 
     The benchmark's clusters, tools and engine all run here, so the difference across one
     method is the work it took, whatever its parallelism: with N cores a method cannot
-    finish in less than work / N.
+    finish in less than work / N. I/O wait tells a run that waited on the disk (wall far
+    above CPU / N) from one that was short of CPU.
     """
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     except OSError:
         return None
     ticks = [int(f) for f in fields]
-    busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)  # minus idle, iowait
-    return busy / os.sysconf("SC_CLK_TCK")
+    iowait = ticks[4] if len(ticks) > 4 else 0
+    busy = sum(ticks) - ticks[3] - iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return busy / hz, iowait / hz
+
+
+def machine_cpu_seconds() -> float | None:
+    """CPU-seconds spent by every process on the machine so far (see machine_times)."""
+    times = machine_times()
+    return times[0] if times is not None else None
 
 
 @dataclass
@@ -404,7 +415,7 @@ def run_method(ctx: Ctx, key: str, no_verify: bool) -> Outcome:
     ctx.source_cluster.execute("CHECKPOINT")
     print(f"{label} ...", flush=True)
     t0 = time.monotonic()
-    cpu0 = machine_cpu_seconds()
+    times0 = machine_times()
     try:
         note = func(ctx, target)
     except SkipMethod as exc:
@@ -412,17 +423,20 @@ def run_method(ctx: Ctx, key: str, no_verify: bool) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - reported in the table
         return Outcome(key, label, None, "-", f"failed: {exc}"[:200])
     seconds = time.monotonic() - t0
-    cpu1 = machine_cpu_seconds()
-    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    times1 = machine_times()
+    cpu = iowait = None
+    if times0 is not None and times1 is not None:
+        cpu, iowait = times1[0] - times0[0], times1[1] - times0[1]
     if key == "i":  # only its post-data part counts
-        seconds, cpu = ctx.floor_seconds or seconds, ctx.floor_cpu
+        seconds, cpu, iowait = ctx.floor_seconds or seconds, ctx.floor_cpu, None
     verified = "skipped"
     if not no_verify:
         report = verify_copy(ctx.source, target, command_timeout=ctx.timeout)
         verified = "yes" if report.equal else "NO: " + "; ".join(report.differences[:3])
     work = f" cpu {cpu:.1f}s" if cpu is not None else ""
+    work += f" iowait {iowait:.1f}s" if iowait is not None else ""
     print(f"    {seconds:.1f}s{work} verified={verified} {note}", flush=True)
-    return Outcome(key, label, seconds, verified, note, cpu)
+    return Outcome(key, label, seconds, verified, note, cpu, iowait)
 
 
 def median_outcome(runs: list[Outcome]) -> Outcome:
@@ -431,6 +445,7 @@ def median_outcome(runs: list[Outcome]) -> Outcome:
     if not done:
         return runs[-1]
     cpus = [o.cpu for o in done if o.cpu is not None]
+    waits = [o.iowait for o in done if o.iowait is not None]
     bad = [o.verified for o in done if o.verified not in ("yes", "skipped")]
     return Outcome(
         done[0].method,
@@ -439,6 +454,7 @@ def median_outcome(runs: list[Outcome]) -> Outcome:
         bad[0] if bad else done[0].verified,
         done[-1].note + (f"; median of {len(done)} runs" if len(done) > 1 else ""),
         statistics.median(cpus) if cpus else None,
+        statistics.median(waits) if waits else None,
     )
 
 
@@ -538,21 +554,24 @@ def print_table(outcomes: list[Outcome], size: int, rss_kb: int | None) -> None:
     print()
     print(f"database size {size / 1e6:.0f} MB")
     header = (
-        f"| {'method':<42} | {'seconds':>7} | {'CPU-s':>6} | {'MB/s':>6} | {'vs (a)':>6} "
-        "| verified |"
+        f"| {'method':<42} | {'seconds':>7} | {'CPU-s':>6} | {'iowait':>6} | {'MB/s':>6} "
+        f"| {'vs (a)':>6} | verified |"
     )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for o in outcomes:
         if o.seconds is None:
-            print(f"| {o.label:<42} | {'-':>7} | {'-':>6} | {'-':>6} | {'-':>6} | {o.note}")
+            print(
+                f"| {o.label:<42} | {'-':>7} | {'-':>6} | {'-':>6} | {'-':>6} | {'-':>6} | {o.note}"
+            )
             continue
         ratio = f"{o.seconds / base:.2f}" if base else "-"
         mbps = size / 1e6 / o.seconds
         cpu = f"{o.cpu:.1f}" if o.cpu is not None else "-"
+        wait = f"{o.iowait:.1f}" if o.iowait is not None else "-"
         print(
-            f"| {o.label:<42} | {o.seconds:>7.1f} | {cpu:>6} | {mbps:>6.1f} | {ratio:>6} "
-            f"| {o.verified:<8} |"
+            f"| {o.label:<42} | {o.seconds:>7.1f} | {cpu:>6} | {wait:>6} | {mbps:>6.1f} "
+            f"| {ratio:>6} | {o.verified:<8} |"
         )
     print()
     for o in outcomes:

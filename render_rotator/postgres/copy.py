@@ -602,9 +602,11 @@ def _name_ranges(
     c: CopyWorkers, ranges: Fingerprint, source: Fingerprint, target: Fingerprint, started: float
 ) -> VerificationReport:
     """The comparison again, with the tables that differ summed by key range on both sides
-    (the source still in the copy's snapshot), so that the report names the ranges."""
+    (the source still in the copy's snapshot), so that the report names the ranges. A table
+    found different stays different (fingerprint.fingerprint_like)."""
     ranged = {name for name, t in ranges.tables.items() if t.chunks}
-    again = set(changed_tables(source, target)) & ranged
+    changed = set(changed_tables(source, target))
+    again = changed & ranged
     if again:
         sides = []
         for url, snapshot, sums in ((c.source, c.snapshot, source), (c.target, None, target)):
@@ -620,7 +622,8 @@ def _name_ranges(
                     known={k: v for k, v in sums.tables.items() if k not in again},
                 )
             )
-        source, target = sides
+        if set(changed_tables(*sides)) >= changed:
+            source, target = sides
     return compare(source, target, time.monotonic() - started)
 
 

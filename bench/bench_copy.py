@@ -53,6 +53,7 @@ from render_rotator.postgres.inventory import verify_copy  # noqa: E402
 from render_rotator.postgres.passfiles import passfile_for  # noqa: E402
 from render_rotator.postgres.url import PgURL  # noqa: E402
 from render_rotator.sandbox.cluster import Cluster  # noqa: E402
+from render_rotator.stopping import install as route_signals  # noqa: E402
 
 
 @dataclass
@@ -506,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="rounds of the methods; the table shows medians"
     )
     args = parser.parse_args(argv)
+    route_signals()  # SIGTERM / SIGHUP unwind like Ctrl-C: the clusters are stopped
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
     unknown = [p for p in profiles if p not in PROFILES]
     if unknown:

@@ -35,6 +35,7 @@ from render_rotator.rotation.workflow import rotate  # noqa: E402
 from render_rotator.sandbox.cluster import Cluster  # noqa: E402
 from render_rotator.sandbox.emulator import RenderEmulator  # noqa: E402
 from render_rotator.sandbox.seed import add_service, create_postgres  # noqa: E402
+from render_rotator.stopping import install as route_signals  # noqa: E402
 
 CONFIG = """\
 [defaults]
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provision-delay", type=float, default=5.0)
     parser.add_argument("--deploy-delay", type=float, default=2.0)
     args = parser.parse_args(argv)
+    route_signals()  # SIGTERM / SIGHUP unwind like Ctrl-C: the clusters are stopped
     results = {s: run(s, args) for s in args.strategies.split(",") if s}
     print("\n| strategy | freeze window | data move | target (move + 10 s) |")
     print("|---|---|---|---|")

@@ -91,6 +91,7 @@ from render_rotator.postgres.fingerprint import (
     key_ranges,
     take_fingerprint,
     whole_tables,
+    with_ranged_sums,
 )
 from render_rotator.postgres.inventory import VerificationReport, compare
 from render_rotator.postgres.passfiles import private_dir
@@ -602,11 +603,11 @@ def _name_ranges(
     c: CopyWorkers, ranges: Fingerprint, source: Fingerprint, target: Fingerprint, started: float
 ) -> VerificationReport:
     """The comparison again, with the tables that differ summed by key range on both sides
-    (the source still in the copy's snapshot), so that the report names the ranges. A table
-    found different stays different (fingerprint.fingerprint_like)."""
+    (the source still in the copy's snapshot), so that the report names the ranges. The
+    first readings stand; a table the second finds equal keeps its whole sums
+    (fingerprint.with_ranged_sums)."""
     ranged = {name for name, t in ranges.tables.items() if t.chunks}
-    changed = set(changed_tables(source, target))
-    again = changed & ranged
+    again = set(changed_tables(source, target)) & ranged
     if again:
         sides = []
         for url, snapshot, sums in ((c.source, c.snapshot, source), (c.target, None, target)):
@@ -622,8 +623,9 @@ def _name_ranges(
                     known={k: v for k, v in sums.tables.items() if k not in again},
                 )
             )
-        if set(changed_tables(*sides)) >= changed:
-            source, target = sides
+        differ = set(changed_tables(*sides)) & again
+        source = with_ranged_sums(source, sides[0], differ, lambda _n, _t: True)
+        target = with_ranged_sums(target, sides[1], differ, lambda _n, _t: True)
     return compare(source, target, time.monotonic() - started)
 
 

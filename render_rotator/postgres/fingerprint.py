@@ -36,10 +36,10 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg2
@@ -1092,9 +1092,9 @@ def fingerprint_like(
 ) -> Fingerprint:
     """The fingerprint of `url` to compare with `stored`: every table summed whole (a
     table's sum is the sum of its key ranges' sums), and only a table that differs summed
-    again by `stored`'s key ranges, so that the comparison names where. A table found
-    different stays different: should the second reading find it equal (a change undone in
-    between), the first one is returned."""
+    again by `stored`'s key ranges, so that the comparison names where. The first reading
+    stands (sequences, definitions, ...): the second only lends its ranged sums to tables
+    it still finds different (a change undone in between leaves the whole sum)."""
     options: dict[str, Any] = {
         "jobs": jobs,
         "mode": stored.mode,
@@ -1109,7 +1109,29 @@ def fingerprint_like(
         return now
     known = {name: table for name, table in now.tables.items() if name not in again}
     ranged = take_fingerprint(url, like=stored, known=known, **options)
-    return ranged if set(changed_tables(stored, ranged)) >= changed else now
+    return with_ranged_sums(now, ranged, again, lambda name, t: _differs(stored, name, t))
+
+
+def _differs(reference: Fingerprint, name: str, table: TableSum) -> bool:
+    other = reference.tables.get(name)
+    return other is None or (other.rows, other.checksum) != (table.rows, table.checksum)
+
+
+def with_ranged_sums(
+    first: Fingerprint,
+    ranged: Fingerprint,
+    tables: set[str],
+    still_differs: Callable[[str, TableSum], bool],
+) -> Fingerprint:
+    """`first` (a reading by whole tables), with the sums of `tables` taken from `ranged` (a
+    later reading by key range) where `still_differs` says that one differs too: nothing
+    the first reading found is lost."""
+    merged = replace(first, tables=dict(first.tables))
+    for name in tables:
+        table = ranged.tables.get(name)
+        if table is not None and name in first.tables and still_differs(name, table):
+            merged.tables[name] = table
+    return merged
 
 
 # -- carrying database settings over ----------------------------------------------------
@@ -1171,4 +1193,5 @@ __all__ = [
     "fingerprint_like",
     "take_fingerprint",
     "whole_tables",
+    "with_ranged_sums",
 ]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import secrets
 import uuid
 
+import pytest
+
+from render_rotator.postgres import fingerprint
 from render_rotator.sandbox.cluster import Cluster
 
 RICH_SCHEMA = """
@@ -56,6 +59,20 @@ def make_rich_database(cluster: Cluster, dbname: str, *, owner_role: str | None 
             dbname=dbname,
         )
     return url
+
+
+# A table large enough for key ranges once fingerprint.CHUNK_BYTES is lowered to 64 kB
+# (`ranged_sums`): 20000 rows of about 200 bytes, keyed 1..20000, with statistics.
+RANGED_TABLE = (
+    "CREATE TABLE big (id bigint PRIMARY KEY, body text);"
+    "INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;"
+    "ANALYZE big;"
+)
+
+
+def ranged_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fingerprints sum tables of a few hundred kB by key range (RANGED_TABLE has several)."""
+    monkeypatch.setattr(fingerprint, "CHUNK_BYTES", 64 << 10)
 
 
 def unique_name(prefix: str = "t") -> str:

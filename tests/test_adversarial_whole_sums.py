@@ -13,14 +13,9 @@ from render_rotator.postgres.fingerprint import Fingerprint, take_fingerprint
 from render_rotator.postgres.progress import CopyProgressReport
 from render_rotator.postgres.url import parse_url
 from render_rotator.sandbox.cluster import Cluster
-from tests.sample_data import unique_name
+from tests.sample_data import RANGED_TABLE, ranged_sums, unique_name
 
-BIG = (
-    "CREATE TABLE big (id bigint PRIMARY KEY, body text);"
-    "INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;"
-    "CREATE SEQUENCE counter; SELECT setval('counter', 10);"
-    "ANALYZE big;"
-)
+BIG = RANGED_TABLE + "CREATE SEQUENCE counter; SELECT setval('counter', 10);"
 
 
 def test_drift_keeps_a_sequence_difference_the_first_reading_saw(
@@ -29,7 +24,7 @@ def test_drift_keeps_a_sequence_difference_the_first_reading_saw(
     """A ranged table differs in both readings, so fingerprint_like returns the second
     reading whole: a sequence (or definition, setting, large object) difference seen only by
     the first reading disappears from the drift report."""
-    monkeypatch.setattr(fpmod, "CHUNK_BYTES", 64 << 10)
+    ranged_sums(monkeypatch)
     name = unique_name("adv_seq")
     url = pg.create_database(name)
     try:
@@ -64,7 +59,7 @@ def test_a_copys_verification_keeps_a_sequence_difference_the_first_reading_saw(
     pg: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same in the copy's own verification (_name_ranges adopts both second readings)."""
-    monkeypatch.setattr(fpmod, "CHUNK_BYTES", 64 << 10)
+    ranged_sums(monkeypatch)
     name = unique_name("adv_cs")
     source = pg.create_database(name)
     differs = unique_name("adv_ct")

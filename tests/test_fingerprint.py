@@ -22,7 +22,7 @@ from render_rotator.postgres.inventory import verify_copy
 from render_rotator.postgres.progress import CopyProgressReport
 from render_rotator.sandbox.cluster import Cluster
 from tests.rotation_support import execute
-from tests.sample_data import make_rich_database, unique_name
+from tests.sample_data import RANGED_TABLE, make_rich_database, ranged_sums, unique_name
 
 EXTRA = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -158,15 +158,10 @@ def test_every_difference_exits_3(
 def test_large_table_mismatch_names_its_key_range(
     pg: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fpmod, "CHUNK_BYTES", 64 << 10)  # a few hundred kB counts as large
+    ranged_sums(monkeypatch)
     name = unique_name("big")
     source = pg.create_database(name)
-    pg.execute(
-        "CREATE TABLE big (id bigint PRIMARY KEY, body text);"
-        "INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;"
-        "ANALYZE big;",
-        dbname=name,
-    )
+    pg.execute(RANGED_TABLE, dbname=name)
     tname = unique_name("bigt")
     target = pg.create_database(tname)
     copy_database(source, target, jobs=2, verify=True)
@@ -196,15 +191,12 @@ def test_a_copys_verification_sums_whole_tables_and_ranges_only_a_table_that_dif
 ) -> None:
     """Summing by key range costs as much as hashing: the copy's own verification sums each
     table whole, and only a table that differs is summed again by range, to name where."""
-    monkeypatch.setattr(fpmod, "CHUNK_BYTES", 64 << 10)  # a few hundred kB counts as large
+    ranged_sums(monkeypatch)
     name = unique_name("whole")
     source = pg.create_database(name)
     pg.execute(
-        "CREATE TABLE big (id bigint PRIMARY KEY, body text);"
-        "INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;"
-        "CREATE TABLE other (id int PRIMARY KEY, v text);"
-        "INSERT INTO other SELECT g, 'v' || g FROM generate_series(1, 20000) g;"
-        "ANALYZE;",
+        RANGED_TABLE + "CREATE TABLE other (id int PRIMARY KEY, v text);"
+        "INSERT INTO other SELECT g, 'v' || g FROM generate_series(1, 20000) g;",
         dbname=name,
     )
     assert fpmod.key_ranges(source).tables["public.big"].chunks  # large enough for ranges
@@ -240,15 +232,10 @@ def test_a_stored_fingerprint_is_compared_whole_and_ranges_named_only_where_it_d
     """The verify phase and the drift check compare a database with a stored, ranged
     fingerprint: tables summed whole first (a table's sum is its ranges' sum), by range
     only when one differs; a difference the first reading saw is never dropped."""
-    monkeypatch.setattr(fpmod, "CHUNK_BYTES", 64 << 10)  # a few hundred kB counts as large
+    ranged_sums(monkeypatch)
     name = unique_name("stored")
     url = pg.create_database(name)
-    pg.execute(
-        "CREATE TABLE big (id bigint PRIMARY KEY, body text);"
-        "INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;"
-        "ANALYZE big;",
-        dbname=name,
-    )
+    pg.execute(RANGED_TABLE, dbname=name)
     stored = Fingerprint.from_dict(take_fingerprint(url).to_dict(digests=True))
     assert len(stored.tables["public.big"].chunks) > 2
     now = fpmod.fingerprint_like(url, stored)

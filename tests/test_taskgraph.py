@@ -49,6 +49,9 @@ class FakeWork:
         with self._lock:
             self.costs[what] = (cost, parallel)
 
+    def rows_final(self, tables: Sequence[SourceTable]) -> None:
+        self._record("final " + ",".join(t.name for t in tables))
+
     def analyze(self, tables: Sequence[SourceTable]) -> None:
         self._record("analyze " + ",".join(t.name for t in tables))
 
@@ -96,8 +99,17 @@ def test_index_builds_follow_their_table_then_analyze_then_the_foreign_key() -> 
     timeline = Scheduler(1).run(graph.initial(chunks, batches), graph.after)
     calls = work.calls
     # the costlier table first; each table's index right after its data (indexes outrank data)
-    assert calls[:3] == ["copy public.items", "building INDEX items_idx", "analyze items"]
+    assert calls[:4] == [
+        "copy public.items",
+        "final items",  # summed beside its CREATE INDEX (no exclusive build awaits it)
+        "building INDEX items_idx",
+        "analyze items",
+    ]
     assert calls.index("copy public.orders") < calls.index(f"building {pkey.desc}")
+    # a table with keys only is summed once they are built (ALTER TABLE, an exclusive lock
+    # its read would hold off), and every table exactly once
+    assert calls.index(f"building {pkey.desc}") < calls.index("final orders")
+    assert sorted(c for c in calls if c.startswith("final")) == ["final items", "final orders"]
     assert calls[-1] == "building FK items"  # once both tables are loaded and analyzed
     assert {t.kind for t in timeline} == {"data", "index", "analyze", "foreign-key"}
     assert next(t for t in timeline if t.kind == "foreign-key").parent == "ANALYZE public.orders"
@@ -118,7 +130,8 @@ def test_a_split_table_is_indexed_once_all_its_ranges_are_in() -> None:
         work._parts[chunk.table.oid] = chunk.parts
     Scheduler(2).run(graph.initial(chunks, batches), graph.after)
     build = work.calls.index("building INDEX big_idx")
-    assert sorted(work.calls[:build]) == [f"copy {c.label}" for c in chunks]
+    assert sorted(work.calls[:build]) == [*(f"copy {c.label}" for c in chunks), "final big"]
+    assert work.calls.index("final big") > max(work.calls.index(f"copy {c.label}") for c in chunks)
 
 
 def test_a_batch_of_small_tables_ranks_by_its_cost_among_the_big_tables() -> None:

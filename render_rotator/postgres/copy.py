@@ -375,7 +375,7 @@ def _copy_in_snapshot(
         phase("schema")
 
         if source_side is not None:
-            c.on_table_loaded = source_side.loaded
+            c.on_rows_final = source_side.rows_final
 
         # -- data, with the big tables' indexes built as soon as each table is loaded -----
         c.phase = "data"
@@ -539,7 +539,7 @@ class SourceFingerprint:
             target=self._run, args=(c,), name="source-fingerprint", daemon=True
         )
         self.thread.start()
-        # the target's big tables, each summed as soon as it is loaded
+        # the target's big tables, each summed once loaded (taskgraph: CopyWork.rows_final)
         self.target = TableSummer(
             c.target,
             self.plan,
@@ -562,7 +562,7 @@ class SourceFingerprint:
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             self.error = exc
 
-    def loaded(self, table: SourceTable) -> None:
+    def rows_final(self, table: SourceTable) -> None:
         if table.size >= SMALL_TABLE_BYTES and not table.has_children:
             self.target.add(table.schema, table.name)
 

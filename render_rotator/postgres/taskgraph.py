@@ -51,6 +51,10 @@ class CopyWork(Protocol):
         self, entries: Sequence[TocEntry], what: str, parallel: int = 0, cost: int = 0
     ) -> None: ...
 
+    def rows_final(self, tables: Sequence[SourceTable]) -> None:
+        """Tables loaded, and no build that locks them exclusively waits for them."""
+        ...
+
     def analyze(self, tables: Sequence[SourceTable]) -> None: ...
 
     def copy_large_objects(self, part: int, parts: int) -> int: ...
@@ -97,6 +101,7 @@ class CopyTasks:
         self._lock = threading.Lock()
         self._pending_indexes: dict[int, int] = {}
         self._ready: set[int] = set()
+        self._final: set[int] = set()  # tables handed to work.rows_final
         self._waiting_fks = list(foreign_keys)
         self._pending_blobs = 0
 
@@ -192,7 +197,18 @@ class CopyTasks:
             return self._analyze((table,))
         with self._lock:
             self._pending_indexes[table.oid] = len(entries)
+        if any(entry.catalog != PG_CONSTRAINT for entry in entries):
+            # its keys (ALTER TABLE, exclusive) wait for its CREATE INDEX builds anyway: the
+            # verification's read (a shared lock) runs beside those and delays nothing
+            self._rows_final((table,))
         return [self._index_task(table, entry) for entry in entries]
+
+    def _rows_final(self, tables: Sequence[SourceTable]) -> None:
+        with self._lock:
+            todo = [t for t in tables if t.oid not in self._final]
+            self._final.update(t.oid for t in todo)
+        if todo:
+            self.work.rows_final(todo)
 
     def _index_task(self, table: SourceTable, entry: TocEntry) -> Task:
         cost = self.plan.index_cost.get(index_oid(entry, self.plan), 0)
@@ -216,6 +232,7 @@ class CopyTasks:
         return build
 
     def _analyze(self, tables: Sequence[SourceTable]) -> list[Task]:
+        self._rows_final(tables)  # a table with keys only: summed once they are built
         # Inheritance parents wait for the final ANALYZE, when their children are loaded.
         parents = [t for t in tables if t.has_children]
         todo = tuple(t for t in tables if not t.has_children)

@@ -104,8 +104,9 @@ class CopyWorkers:
         self.snapshot = ""
         self.imported_snapshot: str | None = None  # the caller's exported snapshot, if any
         self.source_session: psycopg2.extensions.connection | None = None  # holds the snapshot
-        # called with each table once all of it is loaded (the verification sums it)
-        self.on_table_loaded: Callable[[SourceTable], None] | None = None
+        # called with each table once it is loaded and no exclusive build (ADD PRIMARY KEY)
+        # waits for it: the verification sums it then (its read's lock would hold one off)
+        self.on_rows_final: Callable[[SourceTable], None] | None = None
         self.encoding = "UTF8"
         self.superuser = False
         self.touched = False  # set once the target may hold part of the copy
@@ -171,10 +172,14 @@ class CopyWorkers:
             self._table_parts_left[table.oid] = left
             if left <= 0:
                 self.tables_done += 1
-        if left <= 0 and self.on_table_loaded is not None:
-            self.on_table_loaded(table)
         self.report("table", table.label)
         return left <= 0
+
+    def rows_final(self, tables: Sequence[SourceTable]) -> None:
+        """Tables loaded, and no build that locks them exclusively waits for them."""
+        if self.on_rows_final is not None:
+            for table in tables:
+                self.on_rows_final(table)
 
     # -- URLs for the tools -----------------------------------------------------------------
 

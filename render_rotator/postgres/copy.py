@@ -624,8 +624,8 @@ def _name_ranges(
                 )
             )
         differ = set(changed_tables(*sides)) & again
-        source = with_ranged_sums(source, sides[0], differ, lambda _n, _t: True)
-        target = with_ranged_sums(target, sides[1], differ, lambda _n, _t: True)
+        source = with_ranged_sums(source, sides[0], differ)
+        target = with_ranged_sums(target, sides[1], differ)
     return compare(source, target, time.monotonic() - started)
 
 

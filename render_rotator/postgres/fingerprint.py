@@ -36,7 +36,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -1109,27 +1109,17 @@ def fingerprint_like(
         return now
     known = {name: table for name, table in now.tables.items() if name not in again}
     ranged = take_fingerprint(url, like=stored, known=known, **options)
-    return with_ranged_sums(now, ranged, again, lambda name, t: _differs(stored, name, t))
+    return with_ranged_sums(now, ranged, again & set(changed_tables(stored, ranged)))
 
 
-def _differs(reference: Fingerprint, name: str, table: TableSum) -> bool:
-    other = reference.tables.get(name)
-    return other is None or (other.rows, other.checksum) != (table.rows, table.checksum)
-
-
-def with_ranged_sums(
-    first: Fingerprint,
-    ranged: Fingerprint,
-    tables: set[str],
-    still_differs: Callable[[str, TableSum], bool],
-) -> Fingerprint:
-    """`first` (a reading by whole tables), with the sums of `tables` taken from `ranged` (a
-    later reading by key range) where `still_differs` says that one differs too: nothing
-    the first reading found is lost."""
+def with_ranged_sums(first: Fingerprint, ranged: Fingerprint, tables: set[str]) -> Fingerprint:
+    """`first` (a reading by whole tables) with the sums of `tables` taken from `ranged` (a
+    later reading by key range); the caller names only tables the later reading still finds
+    different, so nothing the first reading found is lost."""
     merged = replace(first, tables=dict(first.tables))
     for name in tables:
         table = ranged.tables.get(name)
-        if table is not None and name in first.tables and still_differs(name, table):
+        if table is not None and name in first.tables:
             merged.tables[name] = table
     return merged
 
